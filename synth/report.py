@@ -1,0 +1,41 @@
+"""Live progress on stderr and the closing summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from synth.core import Batch, Stage
+
+
+def progress(total: int | None, meter: Any = None, initial: int = 0, desc: str = "rows") -> Stage:
+    """A pass-through stage drawing a tqdm bar: rows kept per second and generated tokens per second."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        from tqdm import tqdm
+
+        start = time.monotonic()
+        tokens0 = getattr(meter, "completion_tokens", 0)
+        with tqdm(total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True) as bar:
+            for batch in batches:
+                bar.update(batch.num_rows)
+                if meter is not None:
+                    rate = (meter.completion_tokens - tokens0) / max(time.monotonic() - start, 1e-9)
+                    bar.set_postfix_str(f"{rate:.0f} tok/s")
+                yield batch
+
+    return stage
+
+
+def summary(rows: int, path: Any, seconds: float, counts: Mapping[str, int], tokens: int = 0) -> str:
+    """One paragraph: rows, tokens, drops by reason, wall time, where the data is."""
+    drops = {k.removeprefix("dropped_"): v for k, v in counts.items() if k.startswith("dropped_") and v}
+    dropped = ", ".join(f"{v} {k}" for k, v in sorted(drops.items())) or "none"
+    attempts = counts.get("attempts")
+    tried = f" from {attempts} attempts ({rows / attempts:.0%} yield)" if attempts else ""
+    return (
+        f"Wrote {rows} rows{tried} to {path} in {seconds:.1f}s; "
+        f"{tokens} tokens generated ({tokens / max(seconds, 1e-9):.0f} tok/s); dropped: {dropped}."
+    )

@@ -1,0 +1,241 @@
+"""Chat templates and the pre-query templates Magpie needs.
+
+Everything is derived by rendering marker messages through the model's own Jinja chat
+template in a sandbox (chat templates are untrusted input) and cutting around the marker:
+the pre-query template is whatever the template writes before a user message's content,
+default system prompt included. Built-in families are the same mechanism over templates
+shipped as files in `synth/chat_templates/`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from synth.core import SynthError
+
+MARKER = "SYNTHMARKER7F3A"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A built-in template family: its Jinja file, special tokens and name patterns."""
+
+    file: str
+    bos: str
+    eos: str
+    names: tuple[str, ...]
+
+
+FAMILIES: dict[str, Family] = {
+    "llama3": Family("llama3.jinja", "<|begin_of_text|>", "<|eot_id|>", ("llama-3", "llama3")),
+    "qwen2.5": Family("qwen2_5.jinja", "", "<|im_end|>", ("qwen2.5", "qwen-2.5", "qwen2_5")),
+    "chatml": Family("chatml.jinja", "", "<|im_end|>", ("qwen", "chatml", "hermes", "smollm")),
+    "gemma": Family("gemma.jinja", "<bos>", "<end_of_turn>", ("gemma",)),
+    "phi3": Family("phi3.jinja", "", "<|endoftext|>", ("phi-3", "phi3")),
+    "phi4": Family("phi4.jinja", "", "<|im_end|>", ("phi-4", "phi4")),
+    "mistral": Family("mistral.jinja", "<s>", "</s>", ("mistral", "mixtral")),
+}
+
+# Markers of each family in a chat template's text, Jinja or Go (Ollama); first match wins.
+_SHAPES: tuple[tuple[str, str], ...] = (
+    ("<|start_header_id|>", "llama3"),
+    ("<|im_sep|>", "phi4"),
+    ("You are Qwen, created by Alibaba Cloud", "qwen2.5"),
+    ("<|im_start|>", "chatml"),
+    ("<start_of_turn>", "gemma"),
+    ("<|assistant|>", "phi3"),
+    ("[INST]", "mistral"),
+)
+
+
+def _raise(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: "26 Jul 2024"  # fixed: prompts must be reproducible
+    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, indent=indent, ensure_ascii=False)
+    return env
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A model's chat template plus what Magpie derives from it."""
+
+    family: str
+    source: str = field(repr=False)
+    bos_token: str = ""
+    eos_token: str = ""
+
+    @cached_property
+    def _compiled(self) -> jinja2.Template:
+        try:
+            return _environment().from_string(self.source)
+        except jinja2.TemplateError as exc:
+            raise SynthError(f"the {self.family} chat template does not parse: {exc}") from exc
+
+    def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+        """Messages to prompt text, as the model was trained to see them."""
+        msgs = [dict(m) for m in messages]
+        try:
+            return self._render(msgs, add_generation_prompt)
+        except jinja2.TemplateError:
+            if not msgs or msgs[0]["role"] != "system":
+                raise
+        # Templates without a system role (Gemma 2, older Mistral): fold it into the first user turn.
+        system, rest = msgs[0]["content"], msgs[1:]
+        if rest and rest[0]["role"] == "user":
+            rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+        return self._render(rest, add_generation_prompt)
+
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        return self._compiled.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
+
+    def pre_query(self, system: str | None = None, history: Sequence[Mapping[str, str]] = ()) -> str:
+        """The text that comes right before a user message's content: Magpie's whole prompt.
+
+        Cut from a rendered conversation that ends in a user turn, never after an
+        assistant header, and with any default system prompt the template inserts kept.
+        """
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [dict(m) for m in history] + [{"role": "user", "content": MARKER}]
+        text = self.render(messages, add_generation_prompt=False)
+        return text[: text.index(MARKER)]
+
+    @cached_property
+    def _after_user(self) -> tuple[str, str]:
+        """What follows a user turn's content: (closing the turn, opening the assistant's)."""
+        user = [{"role": "user", "content": MARKER}]
+        bare = self.render(user, add_generation_prompt=False)
+        opened = self.render(user, add_generation_prompt=True)
+        bare, opened = bare[bare.index(MARKER) + len(MARKER) :], opened[opened.index(MARKER) + len(MARKER) :]
+        # Compare piece by piece (special tokens whole), since some templates end a conversation
+        # with EOS when no generation prompt is asked for (Phi-3): "<|end|>\n<|endoftext|>".
+        shared = 0
+        for a, b in zip(_PIECES.findall(bare), _PIECES.findall(opened)):
+            if a != b:
+                break
+            shared += len(a)
+        return opened[:shared], opened[shared:]
+
+    @property
+    def user_end(self) -> str:
+        """What closes a user turn (`<|eot_id|>`, `<end_of_turn>`, `[/INST]`, ...)."""
+        return self._after_user[0].strip()
+
+    @property
+    def assistant_prefix(self) -> str:
+        """What the template adds to open the assistant's turn."""
+        return self._after_user[1]
+
+    @cached_property
+    def assistant_end(self) -> str:
+        """What closes an assistant turn."""
+        turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": MARKER}]
+        text = self.render(turns, add_generation_prompt=False)
+        return text[text.index(MARKER) + len(MARKER) :].strip()
+
+    @property
+    def instruction_stop(self) -> tuple[str, ...]:
+        """Stop strings while the model writes a user turn (Magpie's instruction)."""
+        return _stops(self.user_end, self.eos_token, self.assistant_prefix, self.assistant_end)
+
+    @property
+    def response_stop(self) -> tuple[str, ...]:
+        """Stop strings while the model writes an assistant turn."""
+        return _stops(self.assistant_end, self.eos_token, self.user_end)
+
+
+_PIECES = re.compile(r"<[^<>\s]+>|\s+|[^<\s]+|<")
+
+
+def _stops(*pieces: str) -> tuple[str, ...]:
+    # "<|end|>\n<|endoftext|>" (Phi-3 closes a turn, then the conversation) is two stops.
+    lines = (line.strip() for piece in pieces for line in piece.split("\n"))
+    return tuple(dict.fromkeys(line for line in lines if line))
+
+
+def builtin(family: str) -> ChatTemplate:
+    """The template shipped with synth for `family` (see `FAMILIES`)."""
+    spec = FAMILIES.get(family)
+    if spec is None:
+        raise SynthError(unknown_family_message(family))
+    source = resources.files("synth.chat_templates").joinpath(spec.file).read_text(encoding="utf-8")
+    return ChatTemplate(family, source, spec.bos, spec.eos)
+
+
+def unknown_family_message(what: str) -> str:
+    return f"unknown chat template family {what!r}; {_HINT}"
+
+
+_HINT = f"known families: {', '.join(FAMILIES)}. Pass --template FAMILY, or --template path/to/chat_template.jinja"
+
+
+def family_from_text(text: str) -> str | None:
+    """Recognise a family from a chat template's text (Jinja or an Ollama Go template)."""
+    for marker, family in _SHAPES:
+        if marker in text:
+            return family
+    return None
+
+
+def family_from_name(name: str) -> str | None:
+    """Recognise a family from a model name, tag or GGUF architecture (`llama3:8b`, `gemma3`)."""
+    lowered = name.lower()
+    for family, spec in FAMILIES.items():
+        if any(alias in lowered for alias in spec.names):
+            return family
+    if re.search(r"llama-?3", lowered):
+        return "llama3"
+    return None
+
+
+def from_jinja(source: str, bos_token: str = "", eos_token: str = "", name: str = "") -> ChatTemplate:
+    """Wrap a model's own chat template (GGUF metadata, tokenizer_config.json, a .jinja file)."""
+    family = family_from_text(source) or family_from_name(name) or "custom"
+    return ChatTemplate(family, source, bos_token, eos_token)
+
+
+def resolve(
+    override: str | None = None,
+    *,
+    jinja_source: str | None = None,
+    bos_token: str = "",
+    eos_token: str = "",
+    names: Sequence[str] = (),
+) -> ChatTemplate:
+    """Pick a template: `override` (family or file), else the model's own, else by name."""
+    if override:
+        if override in FAMILIES:
+            return builtin(override)
+        path = Path(override)
+        if path.suffix in {".jinja", ".j2", ".txt"} and path.is_file():
+            return from_jinja(path.read_text(encoding="utf-8"), bos_token, eos_token, path.stem)
+        raise SynthError(unknown_family_message(override))
+    if jinja_source:
+        return from_jinja(jinja_source, bos_token, eos_token, " ".join(names))
+    for name in names:
+        family = family_from_name(name)
+        if family:
+            return builtin(family)
+    raise SynthError(
+        f"could not tell the chat template of {' / '.join(n for n in names if n) or 'this model'}: "
+        f"it carries none and its name matches no known family; {_HINT}"
+    )
