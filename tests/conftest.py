@@ -1,0 +1,57 @@
+"""Shared test doubles and fixtures. The scripted backend lives here: tests only, never a default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from synth.backends import Completion, Prompt, Sampling
+from synth.templates import ChatTemplate, builtin
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@dataclass
+class ScriptedBackend:
+    """Replies from a script, in order; records every call and its sampling settings."""
+
+    replies: list[str | Completion]
+    template: ChatTemplate = field(default_factory=lambda: builtin("llama3"))
+    calls: list[list[Prompt]] = field(default_factory=list)
+    params: list[Sampling] = field(default_factory=list)
+    name: str = "scripted"
+    model: str = "scripted-model"
+
+    def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
+        self.calls.append(list(prompts))
+        self.params.append(params)
+        out = []
+        for _ in prompts:
+            reply = self.replies.pop(0)
+            out.append(reply if isinstance(reply, Completion) else Completion(reply, "stop", 3, len(reply.split())))
+        return out
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded Gemma 3 270M through llama.cpp, loaded once per test session."""
+    from synth.backends.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(n_ctx=2048)
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch  # noqa: F401 - only to ask whether a GPU is here
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and vllm")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip)
