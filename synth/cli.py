@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synth import recipes
+from synth import io, recipes
 from synth.backends import Sampling, load_backend
 from synth.core import SynthError
 
@@ -69,8 +69,7 @@ def magpie(
     verbose: VerboseOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
-    if overwrite and resume:
-        raise SynthError("--overwrite and --resume exclude each other; pick one")
+    io.preflight(out, overwrite=overwrite, resume=resume)
     llm = load_backend(model, backend, template=template, verbose=verbose)
     print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
     recipes.magpie(

@@ -156,33 +156,41 @@ class Output:
         return sum(s["rows"] for s in self.shards)
 
 
+def preflight(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
+    """Fail fast, before any model loads, if `path` cannot take this run."""
+    path = Path(path)
+    if overwrite and resume:
+        raise SynthError("--overwrite and --resume exclude each other; pick one")
+    if path.exists() and not path.is_dir():
+        raise SynthError(f"output path {path} is a file; pass a directory to --out")
+    has_state = (path / STATE).exists()
+    if resume and not has_state:
+        raise SynthError(f"nothing to resume in {path}: it holds no synth run; drop --resume to start one")
+    if not resume and path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            what = "a synth run" if has_state else "other files"
+            raise SynthError(
+                f"output directory {path} already holds {what}; "
+                "pass --resume to continue it, --overwrite to replace it, or choose another --out"
+            )
+        if not has_state and not (path / "data").is_dir():
+            raise SynthError(f"{path} holds files that are not a synth dataset; refusing to overwrite them")
+    _check_writable(path)
+
+
 def open_output(
     path: str | Path, settings: dict[str, Any] | None = None, *, overwrite: bool = False, resume: bool = False
 ) -> Output:
     """Claim `path` for a run: new, replaced (`overwrite`) or continued (`resume`, same settings)."""
     path = Path(path)
     settings = json.loads(json.dumps(settings or {}, default=str))
-    if path.exists() and not path.is_dir():
-        raise SynthError(f"output path {path} is a file; pass a directory to --out")
-    state_file = path / STATE
-    holds_files = path.is_dir() and any(path.iterdir())
-    if resume and state_file.exists():
-        return _resumed(path, state_file, settings)
+    preflight(path, overwrite=overwrite, resume=resume)
     if resume:
-        raise SynthError(f"nothing to resume in {path}: it holds no synth run; drop --resume to start one")
-    if holds_files and not overwrite:
-        what = "a synth run" if state_file.exists() else "other files"
-        raise SynthError(
-            f"output directory {path} already holds {what}; "
-            "pass --resume to continue it, --overwrite to replace it, or choose another --out"
-        )
-    if holds_files:
-        if not state_file.exists() and not (path / "data").is_dir():
-            raise SynthError(f"{path} holds files that are not a synth dataset; refusing to overwrite them")
-        for name in ("data", ".synth", "README.md"):
-            target = path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    _check_writable(path)
+        return _resumed(path, path / STATE, settings)
+    for name in ("data", ".synth", "README.md"):
+        target = path / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    (path / "data").mkdir()
     out = Output(path, settings, started=_now())
     _save_state(out)
     return out
@@ -206,7 +214,7 @@ def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
 
 def _check_writable(path: Path) -> None:
     try:
-        (path / "data").mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         probe = path / ".synth-write-test"
         probe.write_bytes(b"")
         probe.unlink()

@@ -1,0 +1,133 @@
+"""The `synth` command as a user runs it: a subprocess, its exit code and its words."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+FAST = ["--instruction-max-tokens", "24", "--response-max-tokens", "16", "--seed", "7"]
+
+
+def synth(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *args], capture_output=True, text=True, timeout=timeout, env=_env()
+    )
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["magpie", "--help"]])
+def test_help_imports_no_heavy_module(argv) -> None:
+    code = (
+        "import sys\nsys.argv = ['synth', *sys.argv[1:]]\nfrom synth.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('llama_cpp', 'torch', 'vllm', 'sentence_transformers', 'datasets') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert "Usage" in out.stdout
+
+
+def test_magpie_end_to_end_with_the_embedded_model(tmp_path) -> None:
+    import datasets
+
+    out = tmp_path / "demo"
+    done = synth("magpie", "--n", "8", "--out", str(out), *FAST)
+    assert done.returncode == 0, done.stderr
+    assert "Wrote 8 rows" in done.stderr and "template gemma" in done.stderr
+    ds = datasets.load_dataset(str(out), split="train")
+    assert ds.num_rows == 8
+    assert {
+        "id",
+        "instruction",
+        "response",
+        "messages",
+        "instruction_finish_reason",
+        "response_finish_reason",
+        "model",
+    } <= set(ds.column_names)
+    assert len(set(ds["id"])) == 8
+    for row in ds:
+        assert row["instruction"] and row["instruction_finish_reason"] == "stop"
+        assert row["messages"] == [
+            {"role": "user", "content": row["instruction"]},
+            {"role": "assistant", "content": row["response"]},
+        ]
+    card = (out / "README.md").read_text()
+    prov = json.loads(card[card.index("```json") + 7 : card.rindex("```")])
+    assert prov["backend"] == "llamacpp" and prov["template"] == "gemma" and prov["counts"]["kept"] >= 8
+    assert prov["command"].startswith("synth magpie --n 8")
+
+
+def _error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_n_must_be_positive(tmp_path, n) -> None:
+    assert "--n" in _error(synth("magpie", "--n", n, "--out", str(tmp_path / "o")))
+
+
+def test_missing_model_path(tmp_path) -> None:
+    err = _error(synth("magpie", "--model", str(tmp_path / "nope.gguf"), "--out", str(tmp_path / "o")))
+    assert "does not exist" in err and ".gguf" in err
+
+
+def test_unknown_template_family(tmp_path) -> None:
+    err = _error(synth("magpie", "--template", "vicuna9", "--n", "1", "--out", str(tmp_path / "o")))
+    assert "unknown chat template family 'vicuna9'" in err and "llama3" in err and "--template" in err
+
+
+def test_output_dir_holding_another_run(tmp_path) -> None:
+    (tmp_path / "o/.synth").mkdir(parents=True)
+    (tmp_path / "o/.synth/state.json").write_text(json.dumps({"settings": {"model": "x"}, "shards": []}))
+    err = _error(synth("magpie", "--n", "1", "--out", str(tmp_path / "o")))
+    assert "--overwrite" in err and "--resume" in err
+
+
+def test_unwritable_output_path(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    err = _error(synth("magpie", "--n", "1", "--out", str(tmp_path / "file" / "sub")))
+    assert "cannot write" in err
+    assert "is a file" in _error(synth("magpie", "--n", "1", "--out", str(tmp_path / "file")))
+
+
+def test_ctrl_c_keeps_complete_shards_and_resume_finishes(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "synth", "magpie", "--n", "400", "--out", str(out), "--batch-size", "4", *FAST]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=_env())
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and not re.search(r"\| *[2-9]/400", "".join(seen)):
+        time.sleep(0.2)  # wait for the progress bar to show two kept rows
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = "".join(seen)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    kept = pq.read_table(out / "data").num_rows
+    assert kept >= 2
+
+    done = synth("magpie", "--n", str(kept + 2), "--out", str(out), "--batch-size", "4", "--resume", *FAST)
+    assert done.returncode == 0, done.stderr
+    ids = pq.read_table(out / "data")["id"].to_pylist()
+    assert len(ids) == kept + 2 and len(set(ids)) == len(ids)
+
+    changed = synth("magpie", "--n", "9", "--out", str(out), "--resume", "--system-prompt", "Be nice.", *FAST)
+    assert "system_prompt" in _error(changed)
