@@ -64,6 +64,7 @@ def magpie(
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,  # noqa: UP045
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
     batch_size: BatchOpt = 64,
+    max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
@@ -82,6 +83,7 @@ def magpie(
         if no_responses
         else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
         batch_size=batch_size,
+        max_attempts=max_attempts or None,
         overwrite=overwrite,
         resume=resume,
         command=shlex.join(["synth", *sys.argv[1:]]),

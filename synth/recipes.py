@@ -47,11 +47,16 @@ def magpie(
     instruction: Sampling = Sampling(max_tokens=256, temperature=1.0),
     response: Sampling | None = Sampling(max_tokens=512, temperature=0.7),
     batch_size: int = 64,
+    max_attempts: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`."""
+    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`.
+
+    `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
+    that rarely yields a clean instruction.
+    """
     llm = Metered(backend)
     info = _describe(backend)
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
@@ -67,7 +72,9 @@ def magpie(
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     previous = Counter(output.checkpoint.get("stats", {}))
     seen = _seen_instructions(out) if output.rows else set()
-    source = Cursor(counter_source(batch_size, start=output.checkpoint.get("attempts", 0)))
+    start = output.checkpoint.get("attempts", 0)
+    attempts = counter_source(batch_size, start=start)
+    source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     gen = Magpie(llm, template_of(backend), instruction, system_prompt, seen=seen)
     stages = [gen, *([Respond(llm, response)] if response else []), _constant("model", info["model"])]
     stages += [take(n - output.rows), report.progress(n, llm, initial=output.rows)]

@@ -58,3 +58,12 @@ def test_respond_adds_response_and_messages() -> None:
     assert row["response"] == "4" and row["response_finish_reason"] == "stop"
     assert row["messages"][-1] == {"role": "assistant", "content": "4"}
     assert row["messages"][1] == {"role": "user", "content": "2+2?"}
+
+
+def test_max_attempts_caps_the_run_even_when_nothing_is_kept(tmp_path) -> None:
+    from synth.recipes import magpie
+
+    llm = ScriptedBackend(replies=[Completion("x", "length")] * 12)
+    result = magpie(llm, n=5, out=tmp_path / "o", response=None, batch_size=4, max_attempts=12)
+    assert result["rows"] == 0 and result["counts"]["attempts"] == 12
+    assert sum(len(c) for c in llm.calls) == 12
