@@ -77,7 +77,7 @@ def magpie(
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     gen = Magpie(llm, template_of(backend), instruction, system_prompt, seen=seen)
     stages = [gen, *([Respond(llm, response)] if response else []), _constant("model", info["model"])]
-    stages += [take(n - output.rows), report.progress(n, llm, initial=output.rows)]
+    stages += [take(n - output.rows), report.progress(n, llm, initial=output.rows, stats=gen.stats)]
 
     def stats() -> dict[str, int]:
         return dict(previous + gen.stats)

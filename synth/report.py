@@ -10,8 +10,11 @@ from typing import Any
 from synth.core import Batch, Stage
 
 
-def progress(total: int | None, meter: Any = None, initial: int = 0, desc: str = "rows") -> Stage:
-    """A pass-through stage drawing a tqdm bar: rows kept per second and generated tokens per second."""
+def progress(
+    total: int | None, meter: Any = None, initial: int = 0, desc: str = "rows", stats: Mapping[str, int] | None = None
+) -> Stage:
+    """A pass-through stage drawing a tqdm bar: rows kept per second, generated tokens per second,
+    and the yield (kept / attempts) when `stats` counts them."""
 
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
         from tqdm import tqdm
@@ -21,9 +24,13 @@ def progress(total: int | None, meter: Any = None, initial: int = 0, desc: str =
         with tqdm(total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True) as bar:
             for batch in batches:
                 bar.update(batch.num_rows)
+                parts = []
                 if meter is not None:
                     rate = (meter.completion_tokens - tokens0) / max(time.monotonic() - start, 1e-9)
-                    bar.set_postfix_str(f"{rate:.0f} tok/s")
+                    parts.append(f"{rate:.0f} tok/s")
+                if stats and stats.get("attempts"):
+                    parts.append(f"yield {stats['kept'] / stats['attempts']:.0%}")
+                bar.set_postfix_str(", ".join(parts))
                 yield batch
 
     return stage

@@ -213,6 +213,31 @@ def from_jinja(source: str, bos_token: str = "", eos_token: str = "", name: str 
     return ChatTemplate(family, source, bos_token, eos_token)
 
 
+def from_tokenizer_config(path: str | Path) -> ChatTemplate:
+    """The chat template of a Hugging Face model folder or its `tokenizer_config.json`."""
+    path = Path(path)
+    config_file = path / "tokenizer_config.json" if path.is_dir() else path
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SynthError(f"cannot read a tokenizer config at {config_file} ({exc}); pass --template FAMILY") from None
+    source = config.get("chat_template")
+    if isinstance(source, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        source = next((t["template"] for t in source if t.get("name") == "default"), source[0]["template"])
+    side_file = config_file.parent / "chat_template.jinja"  # where newer transformers save it
+    if not source and side_file.is_file():
+        source = side_file.read_text(encoding="utf-8")
+    if not source:
+        raise SynthError(f"{config_file} carries no chat_template; pass --template FAMILY")
+    return from_jinja(source, _token_text(config.get("bos_token")), _token_text(config.get("eos_token")), str(path))
+
+
+def _token_text(token: Any) -> str:
+    if isinstance(token, dict):
+        return token.get("content", "")
+    return token or ""
+
+
 def resolve(
     override: str | None = None,
     *,
