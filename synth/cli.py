@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from synth import io, recipes
-from synth.backends import Sampling, load_backend
+from synth.backends import Backend, Sampling, load_backend
 from synth.core import SynthError
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what th
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts handed to the backend at once.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]  # noqa: UP045
 
 
 @app.callback()
@@ -57,11 +58,16 @@ def magpie(
     n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
     out: OutOpt = Path("data/magpie"),
     system_prompt: Annotated[Optional[str], typer.Option(help="System prompt to steer the instructions.")] = None,  # noqa: UP045
+    task: Annotated[Optional[str], typer.Option(help="Steer with a shipped task prompt: math, code, ...")] = None,  # noqa: UP045
+    language: Annotated[Optional[str], typer.Option(help="Ask for this language (a code like fr).")] = None,  # noqa: UP045
+    turns: Annotated[int, typer.Option(min=1, help="User turns per conversation.")] = 1,
+    exact_turns: Annotated[bool, typer.Option("--exact-turns", help="Drop conversations that end early.")] = False,
+    response_model: Annotated[Optional[str], typer.Option(help="Another model for the responses.")] = None,  # noqa: UP045
     instruction_temperature: float = 1.0,
     instruction_max_tokens: Annotated[int, typer.Option(min=1)] = 256,
     response_temperature: float = 0.7,
     response_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,  # noqa: UP045
+    seed: SeedOpt = None,
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
     batch_size: BatchOpt = 64,
     max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
@@ -71,23 +77,72 @@ def magpie(
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     io.preflight(out, overwrite=overwrite, resume=resume)
-    llm = load_backend(model, backend, template=template, verbose=verbose)
-    print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    llm = _open(model, backend, template, verbose)
     recipes.magpie(
         llm,
         n=n,
         out=out,
         system_prompt=system_prompt,
+        task=task,
+        language=language,
         instruction=Sampling(max_tokens=instruction_max_tokens, temperature=instruction_temperature, seed=seed),
         response=None
         if no_responses
         else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
+        response_backend=_open(response_model, backend, None, verbose) if response_model else None,
+        turns=turns,
+        exact_turns=exact_turns,
         batch_size=batch_size,
         max_attempts=max_attempts or None,
         overwrite=overwrite,
         resume=resume,
-        command=shlex.join(["synth", *sys.argv[1:]]),
+        command=_command(),
     )
+
+
+@app.command()
+def respond(
+    source: Annotated[Path, typer.Argument(help="Any dataset synth reads: a synth output, jsonl, parquet, csv.")],
+    out: OutOpt = Path("data/responses"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    template: TemplateOpt = None,
+    column: Annotated[str, typer.Option(help="Column holding the instruction.")] = "instruction",
+    messages_column: Annotated[Optional[str], typer.Option(help="Answer this conversation column instead.")] = None,  # noqa: UP045
+    n_responses: Annotated[int, typer.Option(min=1, help="Responses per row, one row each.")] = 1,
+    temperature: float = 0.7,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 64,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Answer the last user turn of every row of a dataset, keeping all its columns."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    recipes.respond(
+        _open(model, backend, template, verbose),
+        source,
+        out=out,
+        column=column,
+        messages_column=messages_column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        n_responses=n_responses,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+
+
+def _open(model: str | None, backend: str, template: str | None, verbose: bool) -> Backend:
+    llm = load_backend(model, backend, template=template, verbose=verbose)
+    print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    return llm
+
+
+def _command() -> str:
+    return shlex.join(["synth", *sys.argv[1:]])
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import pyarrow as pa
 
 from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
-from synth.core import Batch, SynthError, counter_source, pipe, take
-from synth.io import open_output, read, write
-from synth.stages.magpie import Magpie, Respond, instruction_key
+from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
+from synth.io import Output, open_output, read, write
+from synth.resources import data_file, read_choice
+from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
 
 
 class Interrupted(SynthError):
@@ -29,7 +31,7 @@ class Interrupted(SynthError):
 class Cursor:
     """Wraps a source and counts the rows it has handed out (the resume checkpoint)."""
 
-    source: Iterator[Batch]
+    source: Iterable[Batch]
     position: int = 0
 
     def __iter__(self) -> Iterator[Batch]:
@@ -38,71 +40,165 @@ class Cursor:
             yield batch
 
 
+def steering(task: str | None = None, system_prompt: str | None = None, language: str | None = None) -> str | None:
+    """The system prompt for `--task`, `--system-prompt` and `--language`, from the shipped files."""
+    parts = [read_choice("pipelines/tasks", task, "task")] if task else []
+    parts += [system_prompt] if system_prompt else []
+    if language:
+        names = json.loads(data_file("pipelines/languages.json").read_text())
+        template = data_file("pipelines/language.txt").read_text().strip()
+        parts.append(template.format(language=names.get(language.lower(), language)))
+    return "\n\n".join(parts) or None
+
+
 def magpie(
     backend: Backend,
     *,
     n: int,
     out: str | Path,
     system_prompt: str | None = None,
+    task: str | None = None,
+    language: str | None = None,
     instruction: Sampling = Sampling(max_tokens=256, temperature=1.0),
     response: Sampling | None = Sampling(max_tokens=512, temperature=0.7),
+    response_backend: Backend | None = None,
+    turns: int = 1,
+    exact_turns: bool = False,
     batch_size: int = 64,
     max_attempts: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`.
+    """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
     `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
     that rarely yields a clean instruction.
     """
-    llm = Metered(backend)
-    info = _describe(backend)
+    llm, answerer = Metered(backend), Metered(response_backend or backend)
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
         # A base model (the embedded default) never writes an end-of-turn token: end the
         # instruction at its first paragraph instead of dropping nearly all as truncated.
         instruction = instruction.with_stop("\n\n")
+    system = steering(task, system_prompt, language)
     settings = {
-        **info,
-        "system_prompt": system_prompt,
+        **_describe(backend),
+        "system_prompt": system,
+        "task": task,
+        "language": language,
         "instruction_sampling": _plain(instruction),
-        "response_sampling": _plain(response) if response else None,
+        "response_sampling": _plain(response),
+        "response_model": _describe(response_backend) if response_backend else None,
+        "turns": turns,
     }
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    previous = Counter(output.checkpoint.get("stats", {}))
-    seen = _seen_instructions(out) if output.rows else set()
     start = output.checkpoint.get("attempts", 0)
     attempts = counter_source(batch_size, start=start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
-    gen = Magpie(llm, template_of(backend), instruction, system_prompt, seen=seen)
-    stages = [gen, *([Respond(llm, response)] if response else []), _constant("model", info["model"])]
-    stages += [take(n - output.rows), report.progress(n, llm, initial=output.rows, stats=gen.stats)]
+    tmpl = template_of(backend)
+    gen = Magpie(llm, tmpl, instruction, seen=_seen_instructions(out) if output.rows else set())
+    steer = {"system_prompt": system, "task": task, "language": language}
+    stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v}), gen]
+    if response:
+        stages.append(Respond(answerer, response))
+    if response and turns > 1:
+        stages.append(MultiTurn(llm, answerer, tmpl, turns, instruction, response, exact_turns))
+    stages += [_constants({"model": settings["model"]}), take(n - output.rows)]
+    return _run(source, stages, output, settings, command, n, meters=(llm, answerer), progress_stats=gen.stats)
+
+
+def respond(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "instruction",
+    messages_column: str | None = None,
+    params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
+    n_responses: int = 1,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Answer the last user turn of every row of `source`, keeping all its columns."""
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "input": str(source),
+        "column": column,
+        "messages_column": messages_column,
+        "response_sampling": _plain(params),
+        "n_responses": n_responses,
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    rows = Cursor(_skip(read(source, batch_size), output.checkpoint.get("attempts", 0)))
+    rows.position = output.checkpoint.get("attempts", 0)
+    stages: list[Stage] = [
+        _require(messages_column or column),
+        _repeat(n_responses),
+        Respond(llm, params, column, messages_column),
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def _run(
+    source: Cursor,
+    stages: list[Stage],
+    output: Output,
+    settings: dict[str, Any],
+    command: str,
+    total: int | None,
+    meters: tuple[Metered, ...],
+    progress_stats: Counter[str] | None = None,
+) -> dict[str, Any]:
+    """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary."""
+    previous = Counter(output.checkpoint.get("stats", {}))
 
     def stats() -> dict[str, int]:
-        return dict(previous + gen.stats)
+        merged = previous.copy()
+        for stage in stages:
+            merged.update(getattr(stage, "stats", {}))
+        return dict(merged)
+
+    def tokens() -> int:
+        return sum(m.completion_tokens for m in {id(m): m for m in meters}.values())
 
     def card() -> dict[str, Any]:
         return {
             "command": command,
             **settings,
-            "stages": [repr(s) for s in stages[:-2]],
+            "stages": [repr(s) for s in stages],
             "counts": stats(),
-            "generated_tokens": llm.completion_tokens,
+            "generated_tokens": tokens(),
         }
 
+    bar = report.progress(total, _Tokens(tokens), initial=output.rows, stats=progress_stats)
     started = time.monotonic()
     try:
         write(
-            pipe(source, *stages), output, card=card, checkpoint=lambda: {"attempts": source.position, "stats": stats()}
+            pipe(source, *stages, bar),
+            output,
+            card=card,
+            checkpoint=lambda: {"attempts": source.position, "stats": stats()},
         )
     except KeyboardInterrupt:
         raise Interrupted(
-            f"interrupted: {output.rows} rows are safe in {out}; run the same command with --resume to go on"
+            f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
         ) from None
     seconds = time.monotonic() - started
-    print(report.summary(output.rows, out, seconds, stats(), llm.completion_tokens), file=sys.stderr)
-    return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": llm.completion_tokens}
+    print(report.summary(output.rows, output.path, seconds, stats(), tokens()), file=sys.stderr)
+    return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
+
+
+@dataclasses.dataclass
+class _Tokens:
+    count: Callable[[], int]
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.count()
 
 
 def _describe(backend: Backend) -> dict[str, Any]:
@@ -112,17 +208,64 @@ def _describe(backend: Backend) -> dict[str, Any]:
     return info
 
 
-def _plain(params: Sampling) -> dict[str, Any]:
+def _plain(params: Sampling | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
 
 
-def _constant(name: str, value: str) -> Any:
+def _constants(values: dict[str, Any]) -> Stage:
+    """Adds a column per item, the same value on every row."""
+
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
-            yield batch.append_column(name, pa.array([value] * batch.num_rows, pa.string()))
+            for name, value in values.items():
+                batch = batch.append_column(name, pa.array([value] * batch.num_rows, pa.string()))
+            yield batch
 
-    stage.__qualname__ = f"constant({name}={value!r})"
+    stage.__qualname__ = f"constants({', '.join(values)})"
     return stage
+
+
+def _require(column: str) -> Stage:
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            if column not in batch.column_names:
+                raise SynthError(
+                    f"the input has no column {column!r} (it has {', '.join(batch.column_names)}); "
+                    "name the right one with --column or --messages-column"
+                )
+            yield batch
+
+    return stage
+
+
+def _repeat(k: int) -> Stage:
+    """Each row k times, ids `{id}-{j}` and `source_id` kept (for best-of-k and preference pairs)."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            if k == 1:
+                yield batch
+                continue
+            index = pa.array([i for i in range(batch.num_rows) for _ in range(k)])
+            copies = batch.take(index)
+            ids = [f"{i}-{j}" for i in batch["id"].to_pylist() for j in range(k)]
+            copies = copies.set_column(copies.column_names.index("id"), "id", pa.array(ids, pa.string()))
+            yield copies.append_column("source_id", batch["id"].take(index)).append_column(
+                "response_index", pa.array([j for _ in range(batch.num_rows) for j in range(k)], pa.int32())
+            )
+
+    return stage
+
+
+def _skip(batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
+    for batch in batches:
+        if rows >= batch.num_rows:
+            rows -= batch.num_rows
+            continue
+        yield batch.slice(rows)
+        rows = 0
 
 
 def _seen_instructions(out: str | Path) -> set[int]:

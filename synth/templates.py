@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from synth.core import SynthError
@@ -101,12 +102,15 @@ class ChatTemplate:
         return self._render(rest, add_generation_prompt)
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
-        return self._compiled.render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-        )
+        try:
+            return self._compiled.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except SecurityError as exc:
+            raise SynthError(f"the {self.family} chat template tried an unsafe operation ({exc}); not run") from None
 
     def pre_query(self, system: str | None = None, history: Sequence[Mapping[str, str]] = ()) -> str:
         """The text that comes right before a user message's content: Magpie's whole prompt.

@@ -131,3 +131,60 @@ def test_ctrl_c_keeps_complete_shards_and_resume_finishes(tmp_path) -> None:
 
     changed = synth("magpie", "--n", "9", "--out", str(out), "--resume", "--system-prompt", "Be nice.", *FAST)
     assert "system_prompt" in _error(changed)
+
+
+def test_two_turn_magpie_with_a_gguf_path(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from synth.backends.llamacpp import default_model_path
+
+    out = tmp_path / "chat"
+    done = synth(
+        "magpie",
+        "--model",
+        str(default_model_path()),
+        "--n",
+        "3",
+        "--turns",
+        "2",
+        "--out",
+        str(out),
+        "--system-prompt",
+        "You are a tutor.",
+        *FAST,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(out / "data").to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        assert row["turns"] == len(users) and 1 <= row["turns"] <= 2
+        assert users[0] == row["instruction"] and row["system_prompt"] == "You are a tutor."
+        assert row["messages"][0] == {"role": "system", "content": "You are a tutor."}
+
+
+def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.jsonl"
+    conv = [{"role": "user", "content": "Name a colour."}]
+    src.write_text(
+        "\n".join(
+            json.dumps({"instruction": q, "messages": conv, "level": i})
+            for i, q in enumerate(["Say hi.", "Count to three."])
+        )
+    )
+    done = synth("respond", str(src), "--out", str(tmp_path / "a"), "--max-tokens", "12", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(tmp_path / "a/data").to_pylist()
+    assert [r["level"] for r in rows] == [0, 1] and all(r["response_finish_reason"] for r in rows)
+    assert rows[0]["messages"][-2:] == [
+        {"role": "user", "content": "Say hi."},
+        {"role": "assistant", "content": rows[0]["response"]},
+    ]
+    done = synth(
+        "respond", str(src), "--out", str(tmp_path / "b"), "--messages-column", "messages", "--max-tokens", "12"
+    )
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(tmp_path / "b/data").to_pylist()
+    assert rows[0]["messages"][0] == conv[0] and rows[0]["messages"][1]["role"] == "assistant"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,28 +72,85 @@ class Magpie:
 
 @dataclass(frozen=True)
 class Respond:
-    """Reads `instruction` (and `system_prompt` if present); adds `response`,
-    `response_finish_reason` and `messages` (the conversation as TRL trainers take it)."""
+    """Reads `instruction` (and `system_prompt` if present), or the conversation in
+    `messages_column`; adds `response`, `response_finish_reason` and `messages` (the
+    conversation with the answer appended, as TRL trainers take it)."""
 
     backend: Backend
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7)
     column: str = "instruction"
+    messages_column: str | None = None
     stats: Counter[str] = field(default_factory=Counter, compare=False)
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
-            systems = _column_or(batch, "system_prompt", None)
-            convs = [_conversation(s, q) for s, q in zip(systems, batch[self.column].to_pylist())]
+            convs = self._conversations(batch)
             out = self.backend.generate(convs, _seeded(self.params, batch))
             for c in out:
                 self.stats[f"response_{c.finish_reason}"] += 1
-            messages = [[*conv, {"role": "assistant", "content": c.text.strip()}] for conv, c in zip(convs, out)]
+            answers = [c.text.strip() for c in out]
             yield add_columns(
                 batch,
-                response=pa.array([c.text.strip() for c in out], pa.string()),
+                response=pa.array(answers, pa.string()),
                 response_finish_reason=pa.array([c.finish_reason for c in out], pa.string()),
-                messages=pa.array(messages, MESSAGES),
+                messages=pa.array([[*conv, _turn("assistant", a)] for conv, a in zip(convs, answers)], MESSAGES),
             )
+
+    def _conversations(self, batch: Batch) -> list[list[dict[str, str]]]:
+        if self.messages_column:
+            convs = [[dict(m) for m in conv] for conv in batch[self.messages_column].to_pylist()]
+            return [conv[:-1] if conv and conv[-1]["role"] == "assistant" else conv for conv in convs]
+        systems = _column_or(batch, "system_prompt", None)
+        return [_conversation(s, q) for s, q in zip(systems, batch[self.column].to_pylist())]
+
+
+@dataclass(frozen=True)
+class MultiTurn:
+    """Reads `messages` (one finished exchange); adds turns until each conversation has `turns`,
+    and the `turns` column.
+
+    Each next user turn comes from `instructor` prompted with the pre-query template placed
+    after the conversation so far (Magpie's multi-turn recipe); `responder` answers it. A
+    conversation whose new user turn comes back empty, cut off or failed ends there, counted;
+    with `exact` it is dropped instead.
+    """
+
+    instructor: Backend
+    responder: Backend
+    template: ChatTemplate
+    turns: int = 2
+    instruction: Sampling = Sampling(max_tokens=256, temperature=1.0)
+    response: Sampling = Sampling(max_tokens=1024, temperature=0.7)
+    exact: bool = False
+    stats: Counter[str] = field(default_factory=Counter, compare=False)
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        asking = self.instruction.with_stop(*self.template.instruction_stop)
+        for batch in batches:
+            convs = [[dict(m) for m in conv] for conv in batch["messages"].to_pylist()]
+            done = [False] * len(convs)
+            for turn in range(2, self.turns + 1):
+                live = [i for i, d in enumerate(done) if not d]
+                if not live:
+                    break
+                prompts = [self.template.pre_query(history=convs[i]) for i in live]
+                asked = self.instructor.generate(prompts, _seeded(asking, batch, turn))
+                ok = [(i, c.text.strip()) for i, c in zip(live, asked) if c.finish_reason == "stop" and c.text.strip()]
+                for i in set(live) - {i for i, _ in ok}:
+                    done[i] = True
+                    self.stats[f"ended_at_turn_{turn}"] += 1
+                answers = self.responder.generate(
+                    [[*convs[i], _turn("user", q)] for i, q in ok], _seeded(self.response, batch, turn)
+                )
+                for (i, q), a in zip(ok, answers):
+                    convs[i] += [_turn("user", q), _turn("assistant", a.text.strip())]
+            counts = [sum(m["role"] == "user" for m in conv) for conv in convs]
+            batch = add_columns(batch, messages=pa.array(convs, MESSAGES), turns=pa.array(counts, pa.int32()))
+            if self.exact:
+                keep = [c == self.turns for c in counts]
+                self.stats["dropped_short"] += keep.count(False)
+                batch = batch.filter(pa.array(keep, pa.bool_()))
+            yield batch
 
 
 def instruction_key(text: str) -> int:
@@ -102,9 +159,13 @@ def instruction_key(text: str) -> int:
     return xxhash.xxh3_64_intdigest(norm.encode("utf-8"))
 
 
-def _conversation(system: str | None, instruction: str) -> list[Mapping[str, str]]:
-    head = [{"role": "system", "content": system}] if system else []
-    return [*head, {"role": "user", "content": instruction}]
+def _turn(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+def _conversation(system: str | None, instruction: str) -> list[dict[str, str]]:
+    head = [_turn("system", system)] if system else []
+    return [*head, _turn("user", instruction)]
 
 
 def _column_or(batch: Batch, name: str, default: Any) -> Sequence[Any]:
@@ -113,7 +174,7 @@ def _column_or(batch: Batch, name: str, default: Any) -> Sequence[Any]:
     return [default] * batch.num_rows
 
 
-def _seeded(params: Sampling, batch: Batch) -> Sampling:
+def _seeded(params: Sampling, batch: Batch, turn: int = 1) -> Sampling:
     # Backends give prompt i of a call the seed `seed + i`. Offsetting by the first row's
     # position keeps every row's seed fixed however the run is batched or resumed.
     if params.seed is None or batch.num_rows == 0:
@@ -121,4 +182,4 @@ def _seeded(params: Sampling, batch: Batch) -> Sampling:
     first = batch["id"][0].as_py()
     digits = re.search(r"(\d+)$", first)
     offset = int(digits.group(1)) if digits else xxhash.xxh32_intdigest(first)
-    return replace(params, seed=(params.seed + offset) % 2**31)
+    return replace(params, seed=(params.seed + offset + 7919 * (turn - 1)) % 2**31)
