@@ -135,6 +135,38 @@ def respond(
     )
 
 
+@app.command()
+def push(
+    path: Annotated[Path, typer.Argument(help="A finished synth output directory.")],
+    repo: Annotated[str, typer.Option(help="The Hub dataset repo, ORG/NAME.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+) -> None:
+    """Upload a dataset to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    from synth import hub
+
+    print(f"synth: pushed to {hub.push(path, repo, private=private)}", file=sys.stderr)
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(help="A dataset synth reads.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write PNG plots and report.md here.")] = None,  # noqa: UP045
+    tokens: Annotated[bool, typer.Option(help="Count tokens with the embedded model's tokenizer.")] = True,
+) -> None:
+    """Counts, lengths, finish reasons, labels and duplicate rate of a dataset."""
+    from synth import stats as stats_
+
+    counter = None
+    if tokens:
+        from synth.backends.llamacpp import vocab_counter
+
+        counter = vocab_counter()
+    figures = stats_.collect(path, counter)
+    print(stats_.table(figures))
+    if out:
+        print(f"synth: wrote {len(stats_.report(figures, out))} files to {out}", file=sys.stderr)
+
+
 def _open(model: str | None, backend: str, template: str | None, verbose: bool) -> Backend:
     llm = load_backend(model, backend, template=template, verbose=verbose)
     print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)

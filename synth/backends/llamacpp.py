@@ -130,17 +130,33 @@ def _grammar(schema: Any) -> Any:
     return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
 
+def vocab_counter(model: str | Path | None = None) -> Any:
+    """A token counter from a GGUF's vocabulary alone (no weights loaded): text -> token count."""
+    import llama_cpp
+
+    _silence()
+    vocab = llama_cpp.Llama(str(model or default_model_path()), vocab_only=True, verbose=False)
+    return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
 _QUIET: Any = None
+
+
+def _silence() -> None:
+    import llama_cpp
+
+    global _QUIET
+    if _QUIET is None:
+        # llama.cpp logs through its own callback even with verbose=False; silence it.
+        _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
+        llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
 
 
 def _load(path: Path, options: LlamaCppOptions) -> Any:
     import llama_cpp
 
-    global _QUIET
-    if not options.verbose and _QUIET is None:
-        # llama.cpp logs through its own callback even with verbose=False; silence it.
-        _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
+    if not options.verbose:
+        _silence()
     try:
         return llama_cpp.Llama(
             model_path=str(path),

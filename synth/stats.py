@@ -1,0 +1,118 @@
+"""`synth stats`: what a dataset holds, as a table, PNG plots and a markdown page."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from synth.io import read, read_provenance
+from synth.stages.magpie import instruction_key
+
+TEXT_COLUMNS = ("instruction", "response", "text")
+LABEL_LIMIT = 30  # a string column with at most this many distinct values is a label
+
+
+def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) -> dict[str, Any]:
+    """Stream the dataset once and gather counts, lengths, finish reasons and label distributions."""
+    rows, lengths, labels, numbers, keys = 0, {}, {}, {}, {}
+    for batch in read(path):
+        rows += batch.num_rows
+        for name in batch.column_names:
+            column = batch[name]
+            if name in TEXT_COLUMNS and pa.types.is_string(column.type):
+                texts = column.to_pylist()
+                lengths.setdefault(name, {"chars": [], "tokens": []})
+                lengths[name]["chars"] += pc.utf8_length(column).to_pylist()
+                if count_tokens:
+                    lengths[name]["tokens"] += [count_tokens(t or "") for t in texts]
+                seen = keys.setdefault(name, Counter())
+                seen.update(instruction_key(t or "") for t in texts)
+            elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+                if name not in {"turns", "response_index"}:
+                    numbers.setdefault(name, []).extend(v for v in column.to_pylist() if v is not None)
+            elif pa.types.is_string(column.type) and name not in {"id", "source_id", "model", "system_prompt"}:
+                labels.setdefault(name, Counter()).update(column.to_pylist())
+    labels = {k: v for k, v in labels.items() if len(v) <= LABEL_LIMIT}
+    duplicates = {k: 1 - len(c) / max(sum(c.values()), 1) for k, c in keys.items()}
+    try:
+        provenance = read_provenance(path)
+    except (FileNotFoundError, ValueError):
+        provenance = {}
+    drops = {k: v for k, v in provenance.get("counts", {}).items() if k.startswith("dropped_")}
+    return {
+        "rows": rows,
+        "lengths": lengths,
+        "labels": labels,
+        "numbers": numbers,
+        "duplicate_rate": duplicates,
+        "drops": drops,
+    }
+
+
+def table(stats: dict[str, Any]) -> str:
+    """A plain-text table of the figures, for the terminal and the markdown page."""
+    import numpy as np
+
+    lines = [f"rows: {stats['rows']}"]
+    for column, kinds in stats["lengths"].items():
+        for kind, values in kinds.items():
+            if values:
+                v = np.asarray(values)
+                lines.append(
+                    f"{column} {kind}: mean {v.mean():.1f}, median {np.median(v):.0f}, "
+                    f"p95 {np.percentile(v, 95):.0f}, max {v.max()}"
+                )
+    for column, rate in stats["duplicate_rate"].items():
+        lines.append(f"{column} duplicate rate (normalised text): {rate:.1%}")
+    for column, counts in stats["labels"].items():
+        lines.append(f"{column}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    for column, values in stats["numbers"].items():
+        if values:
+            lines.append(f"{column}: mean {sum(values) / len(values):.2f} over {len(values)} rows")
+    if stats["drops"]:
+        lines.append("dropped: " + ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in stats["drops"].items()))
+    return "\n".join(lines)
+
+
+def report(stats: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write PNG plots and `report.md` embedding them under `out`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for column, kinds in stats["lengths"].items():
+        for kind, values in kinds.items():
+            if values:
+                files.append(_plot(plt, out / f"{column}_{kind}.png", f"{column} length ({kind})", values, "hist"))
+    for column, counts in stats["labels"].items():
+        files.append(_plot(plt, out / f"{column}.png", column, counts, "bar"))
+    for column, values in stats["numbers"].items():
+        if values:
+            files.append(_plot(plt, out / f"{column}.png", column, values, "hist"))
+    page = ["# Dataset report", "", "```text", table(stats), "```", ""]
+    page += [f"![{f.stem}]({f.name})" for f in files]
+    (out / "report.md").write_text("\n".join(page) + "\n", encoding="utf-8")
+    return [*files, out / "report.md"]
+
+
+def _plot(plt: Any, path: Path, title: str, data: Any, kind: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if kind == "hist":
+        ax.hist(data, bins=min(50, max(5, len(data) // 5)))
+    else:
+        names = [str(k) for k in data]
+        ax.barh(names, list(data.values()))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
