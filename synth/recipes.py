@@ -66,6 +66,7 @@ def magpie(
     exact_turns: bool = False,
     batch_size: int = 64,
     max_attempts: int | None = None,
+    shard_rows: int = 10_000,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -104,7 +105,7 @@ def magpie(
     if response and turns > 1:
         stages.append(MultiTurn(llm, answerer, tmpl, turns, instruction, response, exact_turns))
     stages += [_constants({"model": settings["model"]}), take(n - output.rows)]
-    return _run(source, stages, output, settings, command, n, meters=(llm, answerer), progress_stats=gen.stats)
+    return _run(source, stages, output, settings, command, n, (llm, answerer), gen.stats, shard_rows)
 
 
 def respond(
@@ -152,6 +153,7 @@ def _run(
     total: int | None,
     meters: tuple[Metered, ...],
     progress_stats: Counter[str] | None = None,
+    shard_rows: int = 10_000,
 ) -> dict[str, Any]:
     """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary."""
     previous = Counter(output.checkpoint.get("stats", {}))
@@ -181,6 +183,7 @@ def _run(
             pipe(source, *stages, bar),
             output,
             card=card,
+            shard_rows=shard_rows,
             checkpoint=lambda: {"attempts": source.position, "stats": stats()},
         )
     except KeyboardInterrupt:
