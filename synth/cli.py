@@ -35,6 +35,11 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what th
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts handed to the backend at once.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
+PushOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--push-to-hub", help="When done, upload to this Hub dataset repo (ORG/NAME)."),
+]
+PrivateOpt = Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repo private.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]  # noqa: UP045
 
 
@@ -73,6 +78,8 @@ def magpie(
     max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
@@ -98,6 +105,7 @@ def magpie(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 @app.command()
@@ -116,6 +124,8 @@ def respond(
     batch_size: BatchOpt = 64,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
@@ -133,6 +143,7 @@ def respond(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 @app.command()
@@ -142,9 +153,7 @@ def push(
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
 ) -> None:
     """Upload a dataset to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
-    from synth import hub
-
-    print(f"synth: pushed to {hub.push(path, repo, private=private)}", file=sys.stderr)
+    _push(path, repo, private)
 
 
 @app.command()
@@ -171,6 +180,13 @@ def _open(model: str | None, backend: str, template: str | None, verbose: bool) 
     llm = load_backend(model, backend, template=template, verbose=verbose)
     print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
     return llm
+
+
+def _push(out: Path, repo: str | None, private: bool) -> None:
+    if repo:
+        from synth import hub
+
+        print(f"synth: pushed to {hub.push(out, repo, private=private)}", file=sys.stderr)
 
 
 def _command() -> str:

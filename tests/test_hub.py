@@ -57,3 +57,18 @@ def test_push_refuses_bad_repo_ids_and_unfinished_runs(tmp_path, api) -> None:
     with pytest.raises(SynthError, match="not finished.*--resume"):
         hub.push(tmp_path / "half", "me/x")
     assert api.calls == []
+
+
+def test_push_to_hub_option_uploads_after_the_run(tmp_path, api, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from synth import cli
+    from tests.conftest import ScriptedBackend
+
+    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
+    result = CliRunner().invoke(
+        cli.app, ["magpie", "--n", "1", "--batch-size", "1", "--out", str(tmp_path / "o"), "--push-to-hub", "me/set"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [c[0] for c in api.calls] == ["init", "create_repo", "upload_folder"]
+    assert api.calls[2][1]["folder_path"] == str(tmp_path / "o")
