@@ -168,3 +168,41 @@ def test_embedded_model_gets_exactly_one_bos(embedded) -> None:
     assert tokens[0] == bos and tokens[1] != bos
     chat = embedded.tokenize([{"role": "user", "content": "Hi"}])
     assert chat.count(bos) == 1
+
+
+def test_llama3_1_keeps_its_own_system_header() -> None:
+    tmpl = from_jinja((FIXTURES / "llama3_1.jinja").read_text(), "<|begin_of_text|>", "<|eot_id|>")
+    assert tmpl.family == "llama3"
+    pre = tmpl.pre_query()
+    assert pre.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date")
+    assert pre.endswith("<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n")
+
+
+def test_gemma3_folds_the_system_prompt_into_the_first_user_turn() -> None:
+    tmpl = from_jinja((FIXTURES / "gemma3.jinja").read_text(), "<bos>", "<eos>")
+    assert tmpl.family == "gemma"
+    assert tmpl.pre_query("SYS") == "<bos><start_of_turn>user\nSYS\n\n"
+    assert tmpl.instruction_stop[0] == "<end_of_turn>"
+
+
+def test_phi4_is_its_own_family() -> None:
+    tmpl = from_jinja((FIXTURES / "phi4.jinja").read_text(), "<|endoftext|>", "<|im_end|>")
+    assert tmpl.family == "phi4"
+    assert tmpl.pre_query() == "<|im_start|>user<|im_sep|>"
+    assert tmpl.assistant_prefix == "<|im_start|>assistant<|im_sep|>"
+
+
+@pytest.mark.parametrize(
+    "file,family",
+    [
+        ("llama3.gotmpl", "llama3"),
+        ("qwen2_5.gotmpl", "chatml"),
+        ("gemma2.gotmpl", "gemma"),
+        ("gemma3.gotmpl", "gemma"),
+        ("phi3.gotmpl", "phi3"),
+        ("mistral.gotmpl", "mistral"),
+    ],
+)
+def test_family_from_ollama_go_templates(file, family) -> None:
+    # Ollama keeps Qwen2.5's default system prompt in the Modelfile's SYSTEM, not the template: chatml.
+    assert family_from_text((FIXTURES.parent / "ollama_templates" / file).read_text()) == family
