@@ -146,6 +146,20 @@ def respond(
     _push(out, push_to_hub, private)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    script: Annotated[Path, typer.Argument(help="A pipeline script, e.g. pipelines/magpie_air.py.")],
+) -> None:
+    """Run a pipeline script; the arguments after it are the script's own (try --help)."""
+    import runpy
+
+    if not script.is_file():
+        raise SynthError(f"pipeline script {script} does not exist; see the scripts in pipelines/")
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 @app.command()
 def push(
     path: Annotated[Path, typer.Argument(help="A finished synth output directory.")],

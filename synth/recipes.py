@@ -144,6 +144,35 @@ def respond(
     return _run(rows, stages, output, settings, command, None, meters=(llm,))
 
 
+def pipeline(
+    source: Iterable[Batch],
+    *stages: Stage,
+    out: str | Path,
+    settings: dict[str, Any] | None = None,
+    n: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run any chain of stages into a dataset directory, with the card, progress and resume
+    that the built-in commands get. `settings` (models, prompts, sampling) go into the card and
+    must match on `--resume`; each stage's repr and counters are recorded too.
+    """
+    settings = {"stages": [repr(s) for s in stages], **(settings or {})}
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(source, done), position=done)
+    meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
+    tail = [take(n - output.rows)] if n else []
+    return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters)
+
+
+def _argv() -> str:
+    import shlex
+
+    return shlex.join([sys.argv[0], *sys.argv[1:]])
+
+
 def _run(
     source: Cursor,
     stages: list[Stage],
