@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import typer
 from synth import io, recipes
 from synth.backends import Backend, Sampling, load_backend
 from synth.core import SynthError
+from synth.distributed import RayExecutor
 
 app = typer.Typer(
     help="Synthetic training data for language models.",
@@ -40,6 +42,9 @@ PushOpt = Annotated[
     typer.Option("--push-to-hub", help="When done, upload to this Hub dataset repo (ORG/NAME)."),
 ]
 PrivateOpt = Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repo private.")]
+ExecutorOpt = Annotated[str, typer.Option(help="local, or ray: the LLM stages run in Ray actors.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")]  # noqa: UP045
+ActorsOpt = Annotated[int, typer.Option(min=1, help="With --executor ray: actors, each with its own backend.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]  # noqa: UP045
 
 
@@ -76,6 +81,9 @@ def magpie(
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
     batch_size: BatchOpt = 64,
     max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = 2,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
@@ -101,6 +109,8 @@ def magpie(
         exact_turns=exact_turns,
         batch_size=batch_size,
         max_attempts=max_attempts or None,
+        executor=_executor(executor, ray_address, actors, batch_size),
+        make_backend=functools.partial(load_backend, model, backend, template=template),
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -194,6 +204,12 @@ def _open(model: str | None, backend: str, template: str | None, verbose: bool) 
     llm = load_backend(model, backend, template=template, verbose=verbose)
     print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
     return llm
+
+
+def _executor(kind: str, address: str | None, actors: int, batch_size: int) -> RayExecutor | None:
+    if kind not in {"local", "ray"}:
+        raise SynthError(f"unknown --executor {kind!r}; choose local or ray")
+    return RayExecutor(address, actors, batch_size=batch_size) if kind == "ray" else None
 
 
 def _push(out: Path, repo: str | None, private: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -16,9 +17,11 @@ import pyarrow as pa
 from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
+from synth.distributed import RayExecutor
 from synth.io import Output, open_output, read, write
 from synth.resources import data_file, read_choice
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
+from synth.templates import ChatTemplate
 
 
 class Interrupted(SynthError):
@@ -67,6 +70,8 @@ def magpie(
     batch_size: int = 64,
     max_attempts: int | None = None,
     shard_rows: int = 10_000,
+    executor: RayExecutor | None = None,
+    make_backend: Callable[[], Backend] | None = None,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -74,7 +79,8 @@ def magpie(
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
     `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
-    that rarely yields a clean instruction.
+    that rarely yields a clean instruction. With a Ray `executor`, the LLM stages run in Ray
+    actors, each opening its own backend with `make_backend()` (and answering with it too).
     """
     llm, answerer = Metered(backend), Metered(response_backend or backend)
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
@@ -96,16 +102,67 @@ def magpie(
     start = output.checkpoint.get("attempts", 0)
     attempts = counter_source(batch_size, start=start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
-    tmpl = template_of(backend)
-    gen = Magpie(llm, tmpl, instruction, seen=_seen_instructions(out) if output.rows else set())
+    seen = _seen_instructions(out) if output.rows else set()
+    talk = functools.partial(
+        _conversations,
+        template=template_of(backend),
+        instruction=instruction,
+        response=response,
+        turns=turns,
+        exact_turns=exact_turns,
+        seen=seen,
+    )
     steer = {"system_prompt": system, "task": task, "language": language}
-    stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v}), gen]
-    if response:
-        stages.append(Respond(answerer, response))
-    if response and turns > 1:
-        stages.append(MultiTurn(llm, answerer, tmpl, turns, instruction, response, exact_turns))
+    stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v})]
+    if executor is None:
+        stages += talk(llm, answerer)
+    elif make_backend is None:
+        raise SynthError("a Ray executor needs make_backend, to open a backend inside each actor")
+    else:  # repeats are checked on the driver, in input order, as the local run does
+        stages += [executor.map(functools.partial(_remote, talk, make_backend)), _drop_repeats(seen)]
     stages += [_constants({"model": settings["model"]}), take(n - output.rows)]
-    return _run(source, stages, output, settings, command, n, (llm, answerer), gen.stats, shard_rows)
+    progress = getattr(stages[1], "stats", None)
+    return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
+
+
+def _conversations(
+    ask: Backend,
+    answer: Backend,
+    *,
+    template: ChatTemplate,
+    instruction: Sampling,
+    response: Sampling | None,
+    turns: int,
+    exact_turns: bool,
+    seen: set[int] | None,
+) -> list[Stage]:
+    """Magpie's LLM stages: instruction, response, then further turns."""
+    stages: list[Stage] = [Magpie(ask, template, instruction, seen=None if seen is None else set(seen))]
+    if response:
+        stages.append(Respond(answer, response))
+    if response and turns > 1:
+        stages.append(MultiTurn(ask, answer, template, turns, instruction, response, exact_turns))
+    return stages
+
+
+def _remote(talk: Callable[..., list[Stage]], make_backend: Callable[[], Backend]) -> Stage:
+    """Runs inside a Ray actor: open the backend there, chain the LLM stages on it."""
+    llm = make_backend()
+    stages = talk(llm, llm, seen=None)  # which actor sees a repeat first is chance: the driver checks
+    return lambda batches: pipe(batches, *stages)
+
+
+def _drop_repeats(seen: set[int]) -> Stage:
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            keep = []
+            for text in batch["instruction"].to_pylist():
+                key = instruction_key(text)
+                keep.append(key not in seen)
+                seen.add(key)
+            yield batch.filter(pa.array(keep, pa.bool_()))
+
+    return stage
 
 
 def respond(

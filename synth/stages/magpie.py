@@ -33,7 +33,7 @@ class Magpie:
     params: Sampling = Sampling(max_tokens=256, temperature=1.0)
     system_prompt: str | None = None
     stats: Counter[str] = field(default_factory=Counter, compare=False)
-    seen: set[int] = field(default_factory=set, compare=False, repr=False)
+    seen: set[int] | None = field(default_factory=set, compare=False, repr=False)  # None: no repeat check
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         params = self.params.with_stop(*self.template.instruction_stop)
@@ -60,7 +60,7 @@ class Magpie:
             reason = "truncated"
         elif not text:
             reason = "empty"
-        else:
+        elif self.seen is not None:
             key = instruction_key(text)
             if key in self.seen:
                 reason = "duplicate"
