@@ -30,8 +30,9 @@ while len(rows) < n:
     qs = llm.generate([llm.template.pre_query()] * 256, Sampling(max_tokens=64, seed=len(rows)))
     asks = [[{"role": "user", "content": q.text}] for q in qs]
     ans = llm.generate(asks, Sampling(max_tokens=64, seed=len(rows)))
-    rows += [{"id": str(len(rows) + i), "instruction": q.text, "response": a.text,
-              "messages": [*m, {"role": "assistant", "content": a.text}]} for i, (q, a, m) in enumerate(zip(qs, ans, asks))]
+    for q, a, m in zip(qs, ans, asks):
+        rows.append({"id": str(len(rows)), "instruction": q.text, "response": a.text,
+                     "messages": [*m, {"role": "assistant", "content": a.text}]})
 pq.write_table(pa.Table.from_pylist(rows[:n]), out + ".parquet")
 """
 
