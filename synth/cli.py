@@ -23,9 +23,33 @@ app = typer.Typer(
 # Shared option aliases, one place.
 ModelOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer reads the annotation at runtime on Python 3.10
-    typer.Option("--model", "-m", help="A local .gguf path. Default: the embedded Gemma 3 270M."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="A .gguf path, an Ollama name:tag, a Hugging Face id or directory (vLLM), or a server's model name. "
+        "Default: the embedded Gemma 3 270M.",
+    ),
 ]
-BackendOpt = Annotated[str, typer.Option(help="Backend: auto or llamacpp.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(help="auto, llamacpp, ollama, vllm or openai. Auto picks from --model and --base-url."),
+]
+BaseUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (with --backend ollama: its host)."),
+]
+ApiKeyEnvOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Name of the environment variable holding the server's API key (never the key itself)."),
+]
+ConcurrencyOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Requests in flight to a server backend. Default 4."),
+]
+MaxErrorRateOpt = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Stop the run once more than this share of requests have failed."),
+]
 TemplateOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(help="Chat template family (llama3, qwen2.5, chatml, gemma, phi3, phi4, mistral) or a .jinja file."),
@@ -53,6 +77,10 @@ def _root(
 def magpie(
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
     out: OutOpt = Path("data/magpie"),
@@ -71,8 +99,17 @@ def magpie(
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     if overwrite and resume:
         raise SynthError("--overwrite and --resume exclude each other; pick one")
-    llm = load_backend(model, backend, template=template, verbose=verbose)
-    print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    llm = load_backend(
+        model,
+        backend,
+        template=template,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        verbose=verbose,
+    )
+    chosen = f"synth: backend {llm.name} ({llm.reason}), model {llm.model}, template {llm.template.family}"
+    print(chosen, file=sys.stderr)
     recipes.magpie(
         llm,
         n=n,
@@ -83,6 +120,7 @@ def magpie(
         if no_responses
         else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
         batch_size=batch_size,
+        max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
         command=shlex.join(["synth", *sys.argv[1:]]),

@@ -47,12 +47,16 @@ def magpie(
     instruction: Sampling = Sampling(max_tokens=256, temperature=1.0),
     response: Sampling | None = Sampling(max_tokens=512, temperature=0.7),
     batch_size: int = 64,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`."""
-    llm = Metered(backend)
+    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`.
+
+    Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
+    """
+    llm = Metered(backend, max_error_rate=max_error_rate)
     info = _describe(backend)
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
         # A base model (the embedded default) never writes an end-of-turn token: end the
@@ -82,6 +86,7 @@ def magpie(
             "stages": [repr(s) for s in stages[:-2]],
             "counts": stats(),
             "generated_tokens": llm.completion_tokens,
+            "failed_requests": {"count": llm.failed, "of": llm.requests, "reasons": dict(llm.errors.most_common(10))},
         }
 
     started = time.monotonic()
