@@ -27,7 +27,8 @@ class OllamaOptions:
     host: str | None = None  # default: $OLLAMA_HOST, else DEFAULT_HOST
     concurrency: int = 4
     timeout: float = 600.0  # seconds per request; a long generation on a busy server is slow
-    attempts: int = 4
+    attempts: int = 4  # per request, timeouts and 5xx retried with backoff
+    retry_delay: float = 0.5  # seconds, doubled per attempt, with jitter
     num_ctx: int | None = None  # the server's default context is often 2048-4096 tokens
     verbose: bool = False
 
@@ -54,7 +55,7 @@ class OllamaBackend:
         # A template that is only `{{ .Prompt }}` marks a base model, which never closes a turn.
         self.chat_tuned = family_from_text(self.go_template) is not None
         self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
-            self._send, self.options.concurrency, Retry(attempts=self.options.attempts)
+            self._send, self.options.concurrency, Retry(self.options.attempts, self.options.retry_delay)
         )
 
     def _template(self, override: str | None) -> ChatTemplate:

@@ -26,7 +26,8 @@ class OpenAIOptions:
     api_key_env: str | None = None  # the name of an environment variable, never the key itself
     concurrency: int = 4
     timeout: float = 600.0
-    attempts: int = 4
+    attempts: int = 4  # per request, timeouts and 5xx retried with backoff
+    retry_delay: float = 0.5  # seconds, doubled per attempt, with jitter
     verbose: bool = False
 
 
@@ -52,7 +53,7 @@ class OpenAIBackend:
         self.model = model or self._served_model()
         self.template: ChatTemplate = resolve(template, names=[self.model])
         self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
-            self._send, self.options.concurrency, Retry(attempts=self.options.attempts)
+            self._send, self.options.concurrency, Retry(self.options.attempts, self.options.retry_delay)
         )
 
     def _api_key(self) -> str:
