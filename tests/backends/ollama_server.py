@@ -95,6 +95,7 @@ def _sampling(body: dict[str, Any]) -> Sampling:
 class _Handler(BaseHTTPRequestHandler):
     state: FakeOllama  # set on a subclass per server
     protocol_version = "HTTP/1.1"  # keep-alive, as clients expect of Ollama
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
