@@ -40,9 +40,14 @@ class OllamaBackend:
     reason = "chosen with --backend ollama"
 
     def __init__(self, model: str, template: str | None = None, **options: Any) -> None:
-        import httpx
-        import ollama
+        try:
+            import httpx
+            import ollama
+        except ImportError:
+            raise SynthError("the ollama backend needs the `ollama` package: pip install 'synth[server]'") from None
 
+        if not model:
+            raise SynthError("the ollama backend needs a model: pass --model NAME:TAG, e.g. llama3:8b")
         self.options = OllamaOptions(**options)
         self.model = model
         self.host = (self.options.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).rstrip("/")

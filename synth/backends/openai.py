@@ -39,7 +39,10 @@ class OpenAIBackend:
     chat_tuned = True
 
     def __init__(self, model: str | None = None, template: str | None = None, **options: Any) -> None:
-        import openai
+        try:
+            import openai
+        except ImportError:
+            raise SynthError("the openai backend needs the `openai` package: pip install 'synth[server]'") from None
 
         self.options = OpenAIOptions(**options)
         if not self.options.base_url:

@@ -43,6 +43,8 @@ class VllmBackend:
                 "the vllm backend needs vLLM, which is not installed: pip install 'synth[vllm]' on a machine with "
                 "a CUDA GPU, or serve the model elsewhere and pass --base-url"
             ) from None
+        if not model:
+            raise SynthError("the vllm backend needs a model: pass --model with a Hugging Face id or directory")
         self.options = VllmOptions(**options)
         self.model = model
         self._vllm = vllm
