@@ -112,6 +112,7 @@ def test_messages_are_rendered_with_response_stops_and_schema(fake_vllm) -> None
 
 @pytest.mark.gpu
 def test_real_vllm_generates_on_a_gpu() -> None:
+    pytest.importorskip("vllm")
     model = os.environ.get("SYNTH_VLLM_MODEL")
     if not model:
         pytest.skip("set SYNTH_VLLM_MODEL to a local Hugging Face model directory or cached id")
