@@ -6,7 +6,7 @@ import functools
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -25,9 +25,33 @@ app = typer.Typer(
 # Shared option aliases, one place.
 ModelOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer reads the annotation at runtime on Python 3.10
-    typer.Option("--model", "-m", help="A local .gguf path. Default: the embedded Gemma 3 270M."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="A .gguf path, an Ollama name:tag, a Hugging Face id or directory (vLLM), or a server's model name. "
+        "Default: the embedded Gemma 3 270M.",
+    ),
 ]
-BackendOpt = Annotated[str, typer.Option(help="Backend: auto or llamacpp.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(help="auto, llamacpp, ollama, vllm or openai. Auto picks from --model and --base-url."),
+]
+BaseUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (with --backend ollama: its host)."),
+]
+ApiKeyEnvOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Name of the environment variable holding the server's API key (never the key itself)."),
+]
+ConcurrencyOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Requests in flight to a server backend. Default 4."),
+]
+MaxErrorRateOpt = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Stop the run once more than this share of requests have failed."),
+]
 TemplateOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(help="Chat template family (llama3, qwen2.5, chatml, gemma, phi3, phi4, mistral) or a .jinja file."),
@@ -64,6 +88,10 @@ def _root(
 def magpie(
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
     out: OutOpt = Path("data/magpie"),
@@ -92,7 +120,8 @@ def magpie(
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     io.preflight(out, overwrite=overwrite, resume=resume)
-    llm = _open(model, backend, template, verbose)
+    server = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "verbose": verbose}
+    llm = _open(model, backend, template, server)
     recipes.magpie(
         llm,
         n=n,
@@ -104,13 +133,14 @@ def magpie(
         response=None
         if no_responses
         else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
-        response_backend=_open(response_model, backend, None, verbose) if response_model else None,
+        response_backend=_open(response_model, backend, None, server) if response_model else None,
         turns=turns,
         exact_turns=exact_turns,
         batch_size=batch_size,
         max_attempts=max_attempts or None,
         executor=_executor(executor, ray_address, actors, batch_size),
-        make_backend=functools.partial(load_backend, model, backend, template=template),
+        make_backend=functools.partial(load_backend, model, backend, template=template, **server),
+        max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -124,6 +154,10 @@ def respond(
     out: OutOpt = Path("data/responses"),
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: Annotated[str, typer.Option(help="Column holding the instruction.")] = "instruction",
     messages_column: Annotated[Optional[str], typer.Option(help="Answer this conversation column instead.")] = None,  # noqa: UP045
@@ -140,8 +174,9 @@ def respond(
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
     io.preflight(out, overwrite=overwrite, resume=resume)
+    server = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "verbose": verbose}
     recipes.respond(
-        _open(model, backend, template, verbose),
+        _open(model, backend, template, server),
         source,
         out=out,
         column=column,
@@ -149,6 +184,7 @@ def respond(
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         n_responses=n_responses,
         batch_size=batch_size,
+        max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -200,9 +236,10 @@ def stats(
         print(f"synth: wrote {len(stats_.report(figures, out))} files to {out}", file=sys.stderr)
 
 
-def _open(model: str | None, backend: str, template: str | None, verbose: bool) -> Backend:
-    llm = load_backend(model, backend, template=template, verbose=verbose)
-    print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
+def _open(model: str | None, backend: str, template: str | None, server: dict[str, Any]) -> Backend:
+    llm = load_backend(model, backend, template=template, **server)
+    reason = getattr(llm, "reason", "")
+    print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {llm.template.family}", file=sys.stderr)
     return llm
 
 

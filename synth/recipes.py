@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
@@ -72,6 +73,7 @@ def magpie(
     shard_rows: int = 10_000,
     executor: RayExecutor | None = None,
     make_backend: Callable[[], Backend] | None = None,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -81,8 +83,10 @@ def magpie(
     `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
     that rarely yields a clean instruction. With a Ray `executor`, the LLM stages run in Ray
     actors, each opening its own backend with `make_backend()` (and answering with it too).
+    Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
     """
-    llm, answerer = Metered(backend), Metered(response_backend or backend)
+    llm = Metered(backend, max_error_rate=max_error_rate)
+    answerer = Metered(response_backend, max_error_rate=max_error_rate) if response_backend else llm
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
         # A base model (the embedded default) never writes an end-of-turn token: end the
         # instruction at its first paragraph instead of dropping nearly all as truncated.
@@ -120,7 +124,7 @@ def magpie(
         raise SynthError("a Ray executor needs make_backend, to open a backend inside each actor")
     else:  # repeats are checked on the driver, in input order, as the local run does
         stages += [executor.map(functools.partial(_remote, talk, make_backend)), _drop_repeats(seen)]
-    stages += [_constants({"model": settings["model"]}), take(n - output.rows)]
+    stages += [_drop_failed("response"), _constants({"model": settings["model"]}), take(n - output.rows)]
     progress = getattr(stages[1], "stats", None)
     return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
 
@@ -152,6 +156,17 @@ def _remote(talk: Callable[..., list[Stage]], make_backend: Callable[[], Backend
     return lambda batches: pipe(batches, *stages)
 
 
+def _drop_failed(column: str) -> Stage:
+    """Drops rows whose `column` request failed for good (their reasons are in the card)."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            reason = f"{column}_finish_reason"
+            yield batch if reason not in batch.column_names else batch.filter(pc.not_equal(batch[reason], "error"))
+
+    return stage
+
+
 def _drop_repeats(seen: set[int]) -> Stage:
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
@@ -175,12 +190,13 @@ def respond(
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
     n_responses: int = 1,
     batch_size: int = 64,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
     """Answer the last user turn of every row of `source`, keeping all its columns."""
-    llm = Metered(backend)
+    llm = Metered(backend, max_error_rate=max_error_rate)
     settings = {
         **_describe(backend),
         "input": str(source),
@@ -260,6 +276,7 @@ def _run(
             "stages": [repr(s) for s in stages],
             "counts": stats(),
             "generated_tokens": tokens(),
+            "failed_requests": _failures(meters),
         }
 
     bar = report.progress(total, _Tokens(tokens), initial=output.rows, stats=progress_stats)
@@ -279,6 +296,18 @@ def _run(
     seconds = time.monotonic() - started
     print(report.summary(output.rows, output.path, seconds, stats(), tokens()), file=sys.stderr)
     return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
+
+
+def _failures(meters: tuple[Metered, ...]) -> dict[str, Any]:
+    unique = {id(m): m for m in meters}.values()
+    reasons: Counter[str] = Counter()
+    for meter in unique:
+        reasons.update(meter.errors)
+    return {
+        "count": sum(reasons.values()),
+        "of": sum(m.requests for m in unique),
+        "reasons": dict(reasons.most_common(10)),
+    }
 
 
 @dataclasses.dataclass

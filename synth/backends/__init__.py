@@ -7,7 +7,9 @@ Heavy imports (llama_cpp, vllm, ...) live inside each backend's constructor.
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,21 +61,50 @@ class Backend(Protocol):
 
 @dataclass
 class Metered:
-    """Wraps a backend and counts generated tokens, for progress bars and the dataset card."""
+    """Wraps a backend and counts generated tokens and failed requests, for progress bars and
+    the dataset card.
+
+    Failed rows are dropped downstream, so a few are tolerated; once more than `max_error_rate`
+    of the requests (after `min_requests`) have failed, something is wrong for good and the run
+    stops with the commonest reason.
+    """
 
     inner: Backend
+    max_error_rate: float | None = None
+    min_requests: int = 50
     completion_tokens: int = 0
     prompt_tokens: int = 0
     calls: int = 0
+    requests: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
         out = self.inner.generate(prompts, params)
         with self._lock:
             self.calls += 1
+            self.requests += len(out)
             self.completion_tokens += sum(c.completion_tokens for c in out)
             self.prompt_tokens += sum(c.prompt_tokens for c in out)
+            self.errors.update(c.error or "unknown error" for c in out if c.finish_reason == "error")
+        self._check_error_rate()
         return out
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    def _check_error_rate(self) -> None:
+        if self.max_error_rate is None or self.requests < self.min_requests:
+            return
+        rate = self.failed / self.requests
+        if rate > self.max_error_rate:
+            reason, count = self.errors.most_common(1)[0]
+            raise SynthError(
+                f"{self.failed} of {self.requests} requests failed ({rate:.1%}), over the allowed "
+                f"{self.max_error_rate:.1%}; commonest reason ({count}x): {reason}. Fix the cause "
+                "(the server's log will say more), or raise --max-error-rate to carry on regardless"
+            )
 
     def __getattr__(self, name: str) -> Any:  # template, model, describe() of the wrapped backend
         return getattr(self.inner, name)
@@ -87,6 +118,9 @@ def template_of(backend: Backend) -> ChatTemplate:
     return template
 
 
+BACKENDS = ("llamacpp", "ollama", "openai", "vllm")
+
+
 def load_backend(
     model: str | Path | None = None,
     backend: str = "auto",
@@ -94,26 +128,81 @@ def load_backend(
     template: str | None = None,
     **options: Any,
 ) -> Backend:
-    """Open a backend. No `model` means the embedded Gemma 3 270M GGUF through llama.cpp."""
-    kind = backend
-    if kind == "auto":
-        kind = _auto_kind(model)
+    """Open a backend. No `model` means the embedded Gemma 3 270M GGUF through llama.cpp.
+
+    `backend="auto"` picks one from the model's shape (see `choose`); options left at None
+    are dropped, so callers can pass every option they have and each backend gets its own.
+    The backend's `reason` says why it was chosen; it goes into the dataset card.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    kind, reason = choose(model, backend, base_url=options.get("base_url"))
     if kind == "llamacpp":
-        from synth.backends.llamacpp import LlamaCppBackend
+        from synth.backends.llamacpp import LlamaCppBackend as cls
+    elif kind == "ollama":
+        from synth.backends.ollama import OllamaBackend as cls
 
-        return LlamaCppBackend(model, template=template, **options)
+        if "base_url" in options:
+            options["host"] = options.pop("base_url")
+    elif kind == "openai":
+        from synth.backends.openai import OpenAIBackend as cls
+    else:
+        from synth.backends.vllm import VllmBackend as cls
+    try:
+        llm = cls(None if model is None else str(model), template=template, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        bad = str(exc).rsplit(" ", 1)[-1].strip("'")
+        raise SynthError(
+            f"option {bad!r} (--{bad.replace('_', '-')}) does not apply to the {kind} backend; leave it out"
+        ) from None
+    llm.reason = reason
+    return llm
+
+
+def choose(model: str | Path | None, backend: str = "auto", base_url: str | None = None) -> tuple[str, str]:
+    """Which backend serves `model`, and why, as one line for the user and the dataset card."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise SynthError(f"unknown backend {backend!r}; pick one of auto, {', '.join(BACKENDS)}")
+        return backend, f"chosen with --backend {backend}"
+    return _auto_kind(model, base_url)
+
+
+_OLLAMA_TAG = re.compile(r"^[\w.\-/]+:[\w.\-]+$")  # llama3:8b, qwen2.5:7b-instruct, hf.co/org/repo:Q4_K_M
+_HF_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")  # meta-llama/Meta-Llama-3-8B-Instruct
+
+
+def _auto_kind(model: str | Path | None, base_url: str | None = None) -> tuple[str, str]:
+    if base_url:
+        return "openai", f"--base-url {base_url} names an OpenAI-compatible server"
+    if model is None:
+        return "llamacpp", "no --model: the embedded Gemma 3 270M runs in-process with llama.cpp"
+    name = str(model)
+    path = Path(name).expanduser()
+    if name.endswith(".gguf") or path.is_file():
+        # a GGUF under another name too: llama.cpp checks the magic bytes
+        return "llamacpp", f"{name} is a local GGUF file, run in-process with llama.cpp"
+    if path.is_dir() and (path / "config.json").is_file():
+        return _vllm_or_explain(name, f"{name} is a local Hugging Face model directory")
+    if _OLLAMA_TAG.match(name):
+        return "ollama", f"{name} is an Ollama name:tag"
+    if _HF_ID.match(name) and not path.exists():
+        return _vllm_or_explain(name, f"{name} is a Hugging Face model id")
     raise SynthError(
-        f"backend {kind!r} is not available in this version of synth; "
-        "use --backend llamacpp with a local .gguf file, or no --model for the embedded default"
+        f"cannot tell which backend serves model {name!r}: pass a local .gguf file (llama.cpp), an Ollama "
+        "name:tag such as llama3:8b, a Hugging Face id with vLLM installed, or --base-url for an "
+        "OpenAI-compatible server; or name one with --backend"
     )
 
 
-def _auto_kind(model: str | Path | None) -> str:
-    if model is None or str(model).endswith(".gguf"):
-        return "llamacpp"
-    if Path(model).is_file():
-        return "llamacpp"  # a GGUF under another name: llama.cpp checks the magic bytes
-    raise SynthError(
-        f"cannot tell which backend serves model {str(model)!r}: "
-        "pass a local .gguf file path (llama.cpp), or leave --model out for the embedded default"
-    )
+def _vllm_or_explain(name: str, why: str) -> tuple[str, str]:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise SynthError(
+            f"{why}, which vLLM serves, but vLLM is not installed: pip install 'synth[vllm]' on a GPU "
+            f"machine; or serve it with any OpenAI-compatible server and pass --base-url; "
+            f"or use an Ollama tag or a GGUF file"
+        )
+    return "vllm", f"{why}, run in-process with vLLM"

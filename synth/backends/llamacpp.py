@@ -37,6 +37,7 @@ class LlamaCppBackend:
     """Generates with a local GGUF model in this process."""
 
     name = "llamacpp"
+    reason = "chosen with --backend llamacpp"
 
     def __init__(self, model: str | Path | None = None, template: str | None = None, **options: Any) -> None:
         self.options = LlamaCppOptions(**options)
@@ -65,6 +66,7 @@ class LlamaCppBackend:
         """What the dataset card records about this backend."""
         return {
             "backend": self.name,
+            "selected": self.reason,
             "model": self.model,
             "model_path": str(self.path),
             "template": self.template.family,

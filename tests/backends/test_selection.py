@@ -1,0 +1,113 @@
+"""Choosing a backend, the shared request pool, and the error-rate rule."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from synth.backends import Completion, Metered, Sampling, choose, load_backend
+from synth.backends._pool import Failed, Pool, Retry, Retryable
+from synth.core import SynthError
+from tests.conftest import ScriptedBackend
+
+NO_VLLM = importlib.util.find_spec("vllm") is None
+
+
+@pytest.mark.parametrize(
+    ("model", "base_url", "kind", "why"),
+    [
+        (None, None, "llamacpp", "embedded Gemma 3 270M"),
+        ("models/x.gguf", None, "llamacpp", "local GGUF file"),
+        ("llama3:8b", None, "ollama", "Ollama name:tag"),
+        ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", None, "ollama", "Ollama name:tag"),
+        ("meta-llama/Meta-Llama-3-8B-Instruct", "http://127.0.0.1:8000/v1", "openai", "OpenAI-compatible"),
+        (None, "http://127.0.0.1:8000/v1", "openai", "--base-url"),
+    ],
+)
+def test_auto_picks_a_backend_and_says_why(model, base_url, kind, why) -> None:
+    chosen, reason = choose(model, "auto", base_url=base_url)
+    assert chosen == kind and why in reason
+
+
+def test_an_explicit_backend_wins_and_a_wrong_one_is_named() -> None:
+    assert choose("llama3:8b", "openai") == ("openai", "chosen with --backend openai")
+    with pytest.raises(SynthError, match="unknown backend 'tgi'; pick one of auto, llamacpp"):
+        choose("x", "tgi")
+
+
+@pytest.mark.skipif(not NO_VLLM, reason="vllm is installed here")
+def test_a_hugging_face_model_without_vllm_says_what_to_do(tmp_path) -> None:
+    with pytest.raises(SynthError, match=r"Hugging Face model id, which vLLM serves, but vLLM is not installed"):
+        choose("meta-llama/Meta-Llama-3-8B-Instruct")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SynthError, match="local Hugging Face model directory.*--base-url"):
+        choose(str(tmp_path))
+
+
+def test_an_unrecognisable_model_names_the_shapes_it_could_take() -> None:
+    with pytest.raises(SynthError, match="cannot tell which backend serves model 'mystery'.*Ollama name:tag"):
+        choose("mystery")
+
+
+def test_an_option_of_another_backend_is_refused_by_name() -> None:
+    with pytest.raises(SynthError, match=r"option 'concurrency' \(--concurrency\) does not apply to the llamacpp"):
+        load_backend(None, concurrency=4)
+
+
+def test_the_openai_backend_needs_an_address_and_a_set_key_variable(monkeypatch) -> None:
+    with pytest.raises(SynthError, match="--base-url"):
+        load_backend("m", "openai")
+    monkeypatch.delenv("SYNTH_TEST_KEY", raising=False)
+    with pytest.raises(SynthError, match="SYNTH_TEST_KEY, but that environment variable is not set"):
+        load_backend("m", base_url="http://127.0.0.1:9/v1", api_key_env="SYNTH_TEST_KEY")
+
+
+def test_the_pool_retries_keeps_order_and_records_failures() -> None:
+    tries: dict[int, int] = {}
+
+    def send(i: int, item: str) -> Completion:
+        tries[i] = tries.get(i, 0) + 1
+        if item == "flaky" and tries[i] == 1:
+            raise Retryable("503")
+        if item == "broken":
+            raise Retryable("timed out")
+        if item == "bad":
+            raise Failed("400: prompt too long")
+        return Completion(item, "stop")
+
+    pool = Pool(send, concurrency=3, retry=Retry(attempts=3, base_delay=0.001))
+    out = pool.map(["a", "flaky", "broken", "bad", "b"])
+    assert [c.text for c in out] == ["a", "flaky", "", "", "b"]
+    assert out[2].error == "timed out (gave up after 3 attempts)" and out[3].error == "400: prompt too long"
+    assert tries == {0: 1, 1: 2, 2: 3, 3: 1, 4: 1}
+
+
+def test_the_pool_stops_the_run_when_the_server_stays_away() -> None:
+    def send(i: int, item: str) -> Completion:
+        raise Retryable("no answer", final=SynthError("no server answers at X"))
+
+    with pytest.raises(SynthError, match="no server answers at X"):
+        Pool(send, concurrency=2, retry=Retry(attempts=2, base_delay=0.001)).map(["a", "b", "c"])
+
+
+def test_backoff_delays_stay_under_their_cap() -> None:
+    retry = Retry(attempts=6, base_delay=0.5, max_delay=2.0)
+    assert all(0 <= retry.delay(k) <= min(2.0, 0.5 * 2**k) for k in range(6) for _ in range(50))
+
+
+def test_failures_past_the_error_rate_stop_the_run() -> None:
+    fail = Completion("", "error", error="server answered 500: boom (gave up after 4 attempts)")
+    llm = Metered(ScriptedBackend([*(["ok"] * 19), fail, *(["ok"] * 18), fail, fail]), 0.05, min_requests=20)
+    llm.generate(["p"] * 20, Sampling())  # 1 in 20: at the limit, not over it
+    with pytest.raises(SynthError, match=r"3 of 40 requests failed \(7.5%\), over the allowed 5.0%.*\(3x\).*boom"):
+        llm.generate(["p"] * 20, Sampling())
+
+
+def test_magpie_recipe_stops_past_the_error_rate(tmp_path) -> None:
+    from synth import recipes
+
+    fail = Completion("", "error", error="server answered 500: boom")
+    llm = ScriptedBackend([fail] * 64)
+    with pytest.raises(SynthError, match="--max-error-rate"):
+        recipes.magpie(llm, n=10, out=tmp_path / "o", response=None, batch_size=64, max_error_rate=0.05)
