@@ -16,9 +16,13 @@ import pyarrow as pa
 from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
-from synth.io import Output, open_output, read, write
-from synth.resources import data_file, read_choice
+from synth.io import Output, open_output, read, tee, write
+from synth.resources import choices, data_file, read_choice
+from synth.stages.chunk import Chunk
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
+from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, pretrain_rows
+from synth.stages.think import Think
+from synth.tokens import context_size, token_counter
 
 
 class Interrupted(SynthError):
@@ -271,3 +275,142 @@ def _skip(batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
 def _seen_instructions(out: str | Path) -> set[int]:
     # On resume, instructions already written still count as seen for the duplicate check.
     return {instruction_key(t) for b in read(out) for t in b["instruction"].to_pylist()}
+
+
+def synthesize(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    mode: str = "prompt",
+    column: str = "text",
+    rounds: int = 2,
+    pairs: int = 5,
+    prompt_file: str | Path | None = None,
+    check: str | None = None,
+    params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
+    pretrain_out: str | Path | None = None,
+    context_tokens: int | None = None,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Instruction-response pairs grounded in each chunk of a raw corpus, as SFT rows in `out`;
+    with `pretrain_out`, also the instruction-augmented text, one row per chain of chunks.
+
+    A read batch of `batch_size * rounds` documents is one chaining window (instruction-pretrain).
+    """
+    if mode not in MODES:
+        raise SynthError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if check not in (None, "grounded"):
+        raise SynthError(f"unknown check {check!r}; the one check is 'grounded'")
+    llm, count = Metered(backend), token_counter(backend)
+    ctx = context_size(backend, context_tokens)
+    settings = {
+        **_describe(backend),
+        **{"input": str(source), "mode": mode, "column": column, "rounds": rounds, "pairs": pairs, "check": check},
+        **{"prompt_file": str(prompt_file or ""), "sampling": _plain(params), "context_tokens": ctx},
+    }
+    gen, overhead = _synthesizer(llm, count, ctx, mode, params, rounds, pairs, prompt_file)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    # 8 tokens of slack: a chunk is counted alone, and may merge with the prompt around it.
+    stages: list[Stage] = [_require(column), Chunk(count, ctx - params.max_tokens - overhead - 8, column), gen]
+    if check:
+        stages.append(GroundedCheck(llm, data_file("pipelines/synthesize/checks/grounded.txt").read_text()))
+    if pretrain_out:
+        layouts = json.loads(data_file("pipelines/synthesize/layouts.json").read_text())
+        side = open_output(pretrain_out, settings, overwrite=overwrite, resume=resume)
+        card = {"command": command, **settings}
+        stages.append(tee(side, lambda b: pretrain_rows(b, layouts, params.seed or 0), card=card))
+    stages += [SftRows(), _constants({"mode": mode, "model": settings["model"]})]
+    window = batch_size * (rounds if mode == "instruction-pretrain" else 1)
+    return _run(_resumable(source, window, output), stages, output, settings, command, None, meters=(llm,))
+
+
+def _synthesizer(
+    llm: Backend,
+    count: Callable[[str], int],
+    ctx: int,
+    mode: str,
+    params: Sampling,
+    rounds: int,
+    pairs: int,
+    prompt_file: str | Path | None,
+) -> tuple[Stage, int]:
+    """The generating stage of `mode` and the tokens its prompt takes around a chunk."""
+    if mode == "instruction-pretrain":
+        tmpl = getattr(llm, "template", None)
+        bos, eos = getattr(tmpl, "bos_token", "<s>"), getattr(tmpl, "eos_token", "</s>")
+        gen = InstructionPretrain(llm, count, ctx, params, rounds, bos=bos, eos=eos)
+        return gen, count(gen.read(""))
+    templates = _pair_templates(prompt_file)
+    prompts = PromptPairs(llm, templates, pairs, params)
+    return prompts, max(_chat_tokens(llm, count, prompts.prompt(t, "")) for t in range(len(templates)))
+
+
+def think(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "text",
+    params: Sampling = Sampling(max_tokens=2048, temperature=0.7),
+    prompt_file: str | Path | None = None,
+    context_tokens: int | None = None,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Each chunk of a raw corpus followed by a generated expert thinking trajectory (TPT)."""
+    llm, count = Metered(backend), token_counter(backend)
+    ctx = context_size(backend, context_tokens)
+    prompt = _prompt_text(prompt_file, "pipelines/think.txt")
+    settings = {
+        **_describe(backend),
+        **{"input": str(source), "column": column, "prompt_file": str(prompt_file or "")},
+        **{"sampling": _plain(params), "context_tokens": ctx},
+    }
+    gen = Think(llm, prompt, params)
+    budget = ctx - params.max_tokens - _chat_tokens(backend, count, [{"role": "user", "content": prompt}])
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    stages: list[Stage] = [_require(column), Chunk(count, budget - 8, column), gen]
+    stages.append(_constants({"model": settings["model"]}))
+    return _run(_resumable(source, batch_size, output), stages, output, settings, command, None, meters=(llm,))
+
+
+MODES = ("prompt", "instruction-pretrain")
+
+
+def _resumable(source: str | Path, batch_size: int, output: Output) -> Cursor:
+    """`source` read in batches, minus the rows a resumed run already handled."""
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(read(source, batch_size), done))
+    rows.position = done
+    return rows
+
+
+def _pair_templates(prompt_file: str | Path | None) -> tuple[tuple[str, str], ...]:
+    if prompt_file:
+        return ((Path(prompt_file).stem, _prompt_text(prompt_file, "")),)
+    return tuple((name, read_choice("pipelines/synthesize", name, "task")) for name in choices("pipelines/synthesize"))
+
+
+def _prompt_text(prompt_file: str | Path | None, shipped: str) -> str:
+    if not prompt_file:
+        return data_file(shipped).read_text(encoding="utf-8")
+    try:
+        text = Path(prompt_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SynthError(f"cannot read --prompt-file {prompt_file} ({exc.strerror}); pass a text file") from None
+    if "{text}" not in text:
+        raise SynthError(f"--prompt-file {prompt_file} has no {{text}} placeholder; put {{text}} where the chunk goes")
+    return text
+
+
+def _chat_tokens(backend: Backend, count: Callable[[str], int], messages: list[dict[str, str]]) -> int:
+    """Tokens a chat prompt takes once the backend's chat template wraps it."""
+    template = getattr(backend, "template", None)
+    text = template.render(messages) if template else "\n".join(m["content"] for m in messages)
+    return count(text) + (0 if template else 16)  # no template known: leave room for one
