@@ -20,7 +20,7 @@ from synth.io import Output, open_output, read, tee, write
 from synth.resources import choices, data_file, read_choice
 from synth.stages.chunk import Chunk
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
-from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, pretrain_rows
+from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
 from synth.stages.think import Think
 from synth.tokens import context_size, token_counter
 
@@ -313,9 +313,8 @@ def synthesize(
         **{"prompt_file": str(prompt_file or ""), "sampling": _plain(params), "context_tokens": ctx},
     }
     gen, overhead = _synthesizer(llm, count, ctx, mode, params, rounds, pairs, prompt_file)
+    stages: list[Stage] = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    # 8 tokens of slack: a chunk is counted alone, and may merge with the prompt around it.
-    stages: list[Stage] = [_require(column), Chunk(count, ctx - params.max_tokens - overhead - 8, column), gen]
     if check:
         stages.append(GroundedCheck(llm, data_file("pipelines/synthesize/checks/grounded.txt").read_text()))
     if pretrain_out:
@@ -373,14 +372,28 @@ def think(
         **{"sampling": _plain(params), "context_tokens": ctx},
     }
     gen = Think(llm, prompt, params)
-    budget = ctx - params.max_tokens - _chat_tokens(backend, count, [{"role": "user", "content": prompt}])
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    stages: list[Stage] = [_require(column), Chunk(count, budget - 8, column), gen]
+    overhead = _chat_tokens(backend, count, [{"role": "user", "content": fill(prompt, text="")}])
+    stages = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     stages.append(_constants({"model": settings["model"]}))
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
     return _run(_resumable(source, batch_size, output), stages, output, settings, command, None, meters=(llm,))
 
 
 MODES = ("prompt", "instruction-pretrain")
+
+
+def _chunk_budget(ctx: int, params: Sampling, overhead: int, least: int = 64) -> int:
+    """Tokens of text a chunk may hold: the context less the reply and the prompt around the text.
+
+    8 tokens of slack, since a chunk is counted alone and may merge with the text around it.
+    """
+    budget = ctx - params.max_tokens - overhead - 8
+    if budget < least:
+        raise SynthError(
+            f"a context of {ctx} tokens leaves {max(budget, 0)} for text after {params.max_tokens} new tokens "
+            f"and a {overhead}-token prompt; lower --max-tokens or raise --context-tokens"
+        )
+    return budget
 
 
 def _resumable(source: str | Path, batch_size: int, output: Output) -> Cursor:

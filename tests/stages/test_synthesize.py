@@ -256,3 +256,10 @@ def test_prompt_mode_recipe_writes_sft_rows_and_pretrain_text(tmp_path) -> None:
 def test_unknown_mode_is_refused(tmp_path) -> None:
     with pytest.raises(SynthError, match="unknown mode 'fancy'.*instruction-pretrain"):
         recipes.synthesize(CountingBackend(replies=[]), CORPUS, out=tmp_path / "o", mode="fancy")
+
+
+def test_max_tokens_that_leave_no_room_for_text_fail_before_generating(tmp_path) -> None:
+    llm = CountingBackend(replies=[], context_size=512)
+    with pytest.raises(SynthError, match="lower --max-tokens or raise --context-tokens"):
+        recipes.think(llm, CORPUS, out=tmp_path / "o", params=Sampling(max_tokens=500))
+    assert llm.calls == [] and not (tmp_path / "o").exists()
