@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -120,7 +121,7 @@ def magpie(
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     io.preflight(out, overwrite=overwrite, resume=resume)
-    server = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "verbose": verbose}
+    server = _server(base_url, api_key_env, concurrency, verbose)
     llm = _open(model, backend, template, server)
     recipes.magpie(
         llm,
@@ -174,7 +175,7 @@ def respond(
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
     io.preflight(out, overwrite=overwrite, resume=resume)
-    server = {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "verbose": verbose}
+    server = _server(base_url, api_key_env, concurrency, verbose)
     recipes.respond(
         _open(model, backend, template, server),
         source,
@@ -241,6 +242,137 @@ def _open(model: str | None, backend: str, template: str | None, server: dict[st
     reason = getattr(llm, "reason", "")
     print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {llm.template.family}", file=sys.stderr)
     return llm
+
+
+InputArg = Annotated[
+    Path, typer.Argument(help="A raw corpus: a folder of .txt/.md files, jsonl, parquet, csv, a save_to_disk folder.")
+]
+ColumnOpt = Annotated[str, typer.Option(help="Column holding the document text.")]
+ContextOpt = Annotated[
+    int, typer.Option("--context-tokens", min=0, help="Tokens the model's context holds; 0: ask the backend.")
+]
+PromptFileOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--prompt-file", exists=True, dir_okay=False, help="Your own prompt template; {text} is where the chunk goes."
+    ),
+]
+
+
+class Mode(str, Enum):
+    prompt = "prompt"
+    instruction_pretrain = "instruction-pretrain"
+
+
+class Check(str, Enum):
+    grounded = "grounded"
+
+
+@app.command()
+def synthesize(
+    source: InputArg,
+    out: OutOpt = Path("data/synthesize"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
+    template: TemplateOpt = None,
+    column: ColumnOpt = "text",
+    mode: Annotated[Mode, typer.Option(help="JSON from any instruct model, or <CON> format.")] = Mode.prompt,
+    rounds: Annotated[int, typer.Option(min=1, help="instruction-pretrain: few-shot chaining rounds.")] = 2,
+    pairs: Annotated[int, typer.Option(min=1, help="prompt: pairs to ask for per chunk.")] = 5,
+    prompt_file: PromptFileOpt = None,
+    check: Annotated[Optional[Check], typer.Option(help="grounded: a judge drops unsupported answers.")] = None,  # noqa: UP045
+    pretrain_out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Also write instruction-augmented pre-training text here."),
+    ] = None,
+    context_tokens: ContextOpt = 0,
+    temperature: Optional[float] = None,  # noqa: UP045
+    max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 16,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Instruction-response pairs grounded in each document of a raw corpus."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    if pretrain_out:
+        io.preflight(pretrain_out, overwrite=overwrite, resume=resume)
+    greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
+    temp = temperature if temperature is not None else (0.0 if greedy else 0.7)
+    recipes.synthesize(
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        source,
+        out=out,
+        mode=mode.value,
+        column=column,
+        rounds=rounds,
+        pairs=pairs,
+        prompt_file=prompt_file,
+        check=check.value if check else None,
+        params=Sampling(max_tokens=max_tokens, temperature=temp, seed=seed),
+        pretrain_out=pretrain_out,
+        context_tokens=context_tokens or None,
+        batch_size=batch_size,
+        max_error_rate=max_error_rate,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+    _push(out, push_to_hub, private)
+
+
+@app.command()
+def think(
+    source: InputArg,
+    out: OutOpt = Path("data/think"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
+    template: TemplateOpt = None,
+    column: ColumnOpt = "text",
+    prompt_file: PromptFileOpt = None,
+    context_tokens: ContextOpt = 0,
+    temperature: float = 0.7,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 2048,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 16,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    recipes.think(
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        source,
+        out=out,
+        column=column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        prompt_file=prompt_file,
+        context_tokens=context_tokens or None,
+        batch_size=batch_size,
+        max_error_rate=max_error_rate,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+    _push(out, push_to_hub, private)
+
+
+def _server(base_url: str | None, api_key_env: str | None, concurrency: int | None, verbose: bool) -> dict[str, Any]:
+    return {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "verbose": verbose}
 
 
 def _executor(kind: str, address: str | None, actors: int, batch_size: int) -> RayExecutor | None:

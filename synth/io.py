@@ -268,6 +268,34 @@ def write(
     return output
 
 
+def tee(
+    out: Output,
+    select: Callable[[Batch], Batch],
+    *,
+    card: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+    shard_rows: int = 10_000,
+    flush_seconds: float = 60.0,
+) -> Callable[[Iterable[Batch]], Iterator[Batch]]:
+    """A pass-through stage that also writes `select(batch)` into a second output (a companion
+    dataset), flushed on the same policy as `write`, and when the stream ends or is interrupted."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        writer = _ShardWriter(out, card, None)
+        last_flush = time.monotonic()
+        try:
+            for batch in batches:
+                writer.add(select(batch))
+                if writer.held >= shard_rows or time.monotonic() - last_flush >= flush_seconds:
+                    writer.flush()
+                    last_flush = time.monotonic()
+                yield batch
+            out.complete = True
+        finally:
+            writer.flush()
+
+    return stage
+
+
 @dataclass
 class _ShardWriter:
     output: Output

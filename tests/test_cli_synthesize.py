@@ -1,0 +1,80 @@
+"""`synth synthesize` and `synth think` as a user runs them, on the embedded model and the fixture corpus."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.test_cli import synth
+
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+DOCS = {p.name: p.read_text() for p in CORPUS.iterdir() if p.suffix in {".txt", ".md"} and p.name != "scan.txt"}
+DOCS = {name: text for name, text in DOCS.items() if text.strip()}
+SFT_COLUMNS = ["id", "source_id", "chunk", "instruction", "response", "messages", "finish_reason"]
+
+
+def provenance(out: Path) -> dict:
+    card = (out / "README.md").read_text()
+    return json.loads(card[card.index("```json") + 7 : card.rindex("```")])
+
+
+def check_corpus_counts(out: Path) -> dict:
+    counts = provenance(out)["counts"]
+    assert counts["documents_text"] == 3 and counts["documents_empty"] == 1 and counts["documents_binary"] == 1
+    assert counts["chunks"] == 3 == counts["chunks_generated"]
+    return counts
+
+
+def test_prompt_mode_end_to_end(tmp_path) -> None:
+    out = tmp_path / "sft"
+    done = synth("synthesize", str(CORPUS), "--out", str(out), "--pairs", "1", "--max-tokens", "64", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    counts = check_corpus_counts(out)
+    table = pq.read_table(out / "data")
+    assert table.column_names == [*SFT_COLUMNS, "task", "mode", "model"]
+    assert table.num_rows == counts["kept"] >= 1
+    for row in table.to_pylist():
+        assert row["source_id"] in DOCS and row["id"].startswith(f"{row['source_id']}#{row['chunk']}-")
+        assert row["messages"][0]["content"] == row["instruction"] and row["mode"] == "prompt"
+
+
+def test_instruction_pretrain_mode_end_to_end_with_pretrain_text(tmp_path) -> None:
+    out, text_out = tmp_path / "sft", tmp_path / "pt"
+    args = ["--mode", "instruction-pretrain", "--rounds", "2", "--max-tokens", "24", "--seed", "3"]
+    done = synth("synthesize", str(CORPUS), "--out", str(out), "--pretrain-out", str(text_out), *args)
+    assert done.returncode == 0, done.stderr
+    counts = check_corpus_counts(out)
+    if counts["kept"]:  # a small general model rarely speaks the synthesizer's format
+        assert pq.read_table(out / "data").column_names == [*SFT_COLUMNS, "mode", "model"]
+    chains = pq.read_table(text_out / "data").to_pylist()
+    linked = [name for chain in chains for name in chain["source_ids"]]
+    assert sorted(linked) == sorted(DOCS)  # every document in exactly one chain
+    for chain in chains:
+        assert chain["text"].startswith(DOCS[chain["source_ids"][0]].strip())
+    assert provenance(text_out)["mode"] == "instruction-pretrain"
+
+
+def test_think_end_to_end(tmp_path) -> None:
+    out = tmp_path / "think"
+    done = synth("think", str(CORPUS), "--out", str(out), "--max-tokens", "24", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(out / "data").to_pylist()
+    assert rows and {r["source_id"] for r in rows} <= set(DOCS)
+    for row in rows:
+        assert set(row) == {
+            "id",
+            "source_id",
+            "chunk",
+            "text",
+            "thinking",
+            "thinking_tokens",
+            "thinking_finish_reason",
+            "model",
+        }
+        assert row["text"] == f"{DOCS[row['source_id']].strip()}\n\n{row['thinking']}"
+        assert row["thinking"] and 0 < row["thinking_tokens"] <= 24
+
+
+def test_unknown_mode_is_a_usage_error(tmp_path) -> None:
+    done = synth("synthesize", str(CORPUS), "--out", str(tmp_path / "o"), "--mode", "fancy")
+    assert done.returncode == 2 and "instruction-pretrain" in done.stderr and "Traceback" not in done.stderr
