@@ -303,6 +303,29 @@ class _ShardWriter:
         return table
 
 
+class Sink:
+    """A push-style `write` target: a stage hands it the rows it sets aside (datatrove's side writer).
+
+    `with Sink(open_output(path)) as rejects: ...`; each call adds a batch, exit writes the rest.
+    """
+
+    def __init__(self, out: Output, card: dict[str, Any] | None = None, shard_rows: int = 10_000) -> None:
+        self.output, self.shard_rows = out, shard_rows
+        self._writer = _ShardWriter(out, card, None)
+
+    def __call__(self, batch: Batch) -> None:
+        self._writer.add(batch)
+        if self._writer.held >= self.shard_rows:
+            self._writer.flush()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.output.complete = kind is None
+        self._writer.flush()
+
+
 def _existing_schema(out: Output) -> pa.Schema | None:
     if not out.shards:
         return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import sys
 import time
 from collections import Counter
@@ -15,7 +17,8 @@ import pyarrow as pa
 from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, SynthError, counter_source, pipe, take
-from synth.io import open_output, read, write
+from synth.io import Sink, open_output, read, write
+from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
 from synth.stages.magpie import Magpie, Respond, instruction_key
 
 
@@ -96,6 +99,64 @@ def magpie(
     seconds = time.monotonic() - started
     print(report.summary(output.rows, out, seconds, stats(), llm.completion_tokens), file=sys.stderr)
     return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": llm.completion_tokens}
+
+
+def dedup(
+    source: str | Path,
+    *,
+    out: str | Path,
+    method: str = "minhash",
+    column: str = "instruction",
+    threshold: float | None = None,
+    rejects: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 1000,
+    command: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
+
+    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `model`.
+    """
+    stage = dedup_stage(method, column, threshold, **options)
+    if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
+        raise SynthError("--rejects must be a different directory from --out")
+    settings = {"source": str(source), "stage": repr(stage)}
+    batches = read(source, batch_size)
+    first = next(batches, None)  # a wrong --column fails before any output directory is made
+    if first is not None and column not in first.column_names:
+        raise SynthError(f"column {column!r} is not in {source} (it has: {', '.join(first.column_names)}); pass --column")
+    batches = itertools.chain([first] if first is not None else [], batches)
+    output = open_output(out, settings, overwrite=overwrite)
+    sink = Sink(open_output(rejects, settings, overwrite=overwrite), {"command": command}) if rejects else None
+    stage = dataclasses.replace(stage, rejects=sink)
+
+    def card() -> dict[str, Any]:
+        return {"command": command, **settings, "counts": dict(stage.stats), "notes": stage.notes}
+
+    started = time.monotonic()
+    with sink or contextlib.nullcontext():
+        write(pipe(batches, report.progress(None, desc="dedup"), stage), output, card=card)
+    seconds = time.monotonic() - started
+    print(report.dedup_summary(stage.stats, stage.notes, out, rejects, seconds), file=sys.stderr)
+    return {"counts": dict(stage.stats), "notes": dict(stage.notes), "seconds": seconds}
+
+
+def dedup_stage(
+    method: str, column: str = "instruction", threshold: float | None = None, **options: Any
+) -> ExactDedup | MinHashDedup | SemanticDedup:
+    """The dedup stage for `method`; `threshold` None takes the method's default."""
+    kinds = {"exact": ExactDedup, "minhash": MinHashDedup, "semantic": SemanticDedup}
+    if method not in kinds:
+        raise SynthError(f"unknown dedup method {method!r}; use exact, minhash or semantic")
+    if method == "exact" and threshold is not None:
+        raise SynthError("--threshold does not apply to --method exact; use minhash or semantic for near-duplicates")
+    given = {k: v for k, v in options.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(kinds[method])}
+    if set(given) - fields:
+        wrong = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given) - fields))
+        raise SynthError(f"{wrong} does not apply to --method {method}")
+    return kinds[method](column, **({"threshold": threshold} if threshold is not None else {}), **given)
 
 
 def _describe(backend: Backend) -> dict[str, Any]:
