@@ -125,7 +125,8 @@ def dedup(
     batches = read(source, batch_size)
     first = next(batches, None)  # a wrong --column fails before any output directory is made
     if first is not None and column not in first.column_names:
-        raise SynthError(f"column {column!r} is not in {source} (it has: {', '.join(first.column_names)}); pass --column")
+        names = ", ".join(first.column_names)
+        raise SynthError(f"column {column!r} is not in {source} (it has: {names}); pass one of these to --column")
     batches = itertools.chain([first] if first is not None else [], batches)
     output = open_output(out, settings, overwrite=overwrite)
     sink = Sink(open_output(rejects, settings, overwrite=overwrite), {"command": command}) if rejects else None
