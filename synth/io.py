@@ -255,6 +255,8 @@ def write(
                 writer.flush()
                 last_flush = time.monotonic()
         output.complete = True
+        if not output.shards and writer.empty is not None:
+            writer.pending = [writer.empty]  # rows none, columns known: an empty dataset, not a bare card
     finally:
         writer.flush()
     return output
@@ -267,6 +269,7 @@ class _ShardWriter:
     checkpoint: Callable[[], dict[str, Any]] | None
     pending: list[Batch] = field(default_factory=list)
     schema: pa.Schema | None = None
+    empty: Batch | None = None
 
     @property
     def held(self) -> int:
@@ -275,10 +278,12 @@ class _ShardWriter:
     def add(self, batch: Batch) -> None:
         if batch.num_rows:
             self.pending.append(batch)
+        elif self.empty is None:
+            self.empty = batch
 
     def flush(self) -> None:
         out = self.output
-        if self.pending:
+        if self.pending and (self.held or not out.shards):
             table = self._conform(pa.concat_tables(self.pending, promote_options="permissive"))
             name = f"train-{len(out.shards):05d}.parquet"
             tmp = out.path / "data" / f".{name}.tmp"

@@ -127,7 +127,9 @@ def dedup(
     if first is not None and column not in first.column_names:
         names = ", ".join(first.column_names)
         raise SynthError(f"column {column!r} is not in {source} (it has: {names}); pass one of these to --column")
-    batches = itertools.chain([first] if first is not None else [], batches)
+    if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
+        first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
+    batches = itertools.chain([first], batches)
     output = open_output(out, settings, overwrite=overwrite)
     sink = Sink(open_output(rejects, settings, overwrite=overwrite), {"command": command}) if rejects else None
     stage = dataclasses.replace(stage, rejects=sink)
