@@ -177,11 +177,14 @@ class _Index:
         return sum(len(keys) for keys, _ in self.runs)
 
     def get(self, keys: np.ndarray) -> np.ndarray:
-        out = np.full(len(keys), -1, np.int64)
+        order = np.argsort(keys)  # sorted probes walk each run in order: far fewer cache misses
+        probes, found = keys[order], np.full(len(keys), -1, np.int64)
         for run, values in self.runs:
-            pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            hit = run[pos] == keys
-            out[hit] = values[pos[hit]]
+            pos = np.minimum(np.searchsorted(run, probes), len(run) - 1)
+            hit = run[pos] == probes
+            found[hit] = values[pos[hit]]
+        out = np.empty_like(found)
+        out[order] = found
         return out
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> None:
@@ -407,7 +410,9 @@ def minhash(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarra
     x = (hashes ^ (hashes >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
     for start in range(0, len(x), 8192):  # bounds the (shingles, num_perm) temporary to 8 MB a column
         xs, rs = x[start : start + 8192], rows[start : start + 8192]
-        h = ((xs[:, None] * a + b) >> np.uint64(32)).astype(np.uint32)
+        h = np.multiply.outer(xs, a)
+        h += b
+        h >>= np.uint64(32)
         seg = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
         r = rs[seg]
         sig[r] = np.minimum(sig[r], np.minimum.reduceat(h, seg, axis=0))
