@@ -6,6 +6,9 @@ its members. Kept rows get `dup_cluster` = their own id; dropped rows go to `rej
 with `dup_cluster` = the id of the kept row they duplicate and `dup_similarity`. Rows whose
 column is null or not a string are never compared: they pass through with a null `dup_cluster`.
 Memory holds hashes, signatures or embeddings of kept rows and their ids, never texts.
+
+Past 500 lines on purpose: the three methods share the stream, the kept-row store and the
+index, and splitting them would scatter one family over several files.
 """
 
 from __future__ import annotations
