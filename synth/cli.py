@@ -61,6 +61,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (a H
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what the output directory holds.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts handed to the backend at once.")]
+ColumnOpt = Annotated[str, typer.Option("--column", "-c", help="The text column to read.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
 PushOpt = Annotated[
     Optional[str],  # noqa: UP045
@@ -247,7 +248,6 @@ def _open(model: str | None, backend: str, template: str | None, server: dict[st
 InputArg = Annotated[
     Path, typer.Argument(help="A raw corpus: a folder of .txt/.md files, jsonl, parquet, csv, a save_to_disk folder.")
 ]
-ColumnOpt = Annotated[str, typer.Option(help="Column holding the document text.")]
 ContextOpt = Annotated[
     int, typer.Option("--context-tokens", min=0, help="Tokens the model's context holds; 0: ask the backend.")
 ]
@@ -390,6 +390,45 @@ def _push(out: Path, repo: str | None, private: bool) -> None:
 
 def _command() -> str:
     return shlex.join(["synth", *sys.argv[1:]])
+
+
+@app.command()
+def dedup(
+    source: Annotated[Path, typer.Argument(help="A synth output, parquet, jsonl, csv or save_to_disk folder.")],
+    out: OutOpt = Path("data/dedup"),
+    column: ColumnOpt = "instruction",
+    method: Annotated[str, typer.Option(help="exact, minhash or semantic.")] = "minhash",
+    threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="minhash: Jaccard similarity to drop at (0.7); semantic: cosine distance below (0.15)."),
+    ] = None,
+    ngram: Annotated[Optional[int], typer.Option(help="minhash: words per shingle (1; 5 for documents).")] = None,  # noqa: UP045
+    num_perm: Annotated[Optional[int], typer.Option(help="minhash: permutations (128).")] = None,  # noqa: UP045
+    ignore_punctuation: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--ignore-punctuation", help="exact: compare texts without their punctuation."),
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="semantic: sentence-transformers model name or path.")] = None,  # noqa: UP045
+    rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read at once.")] = 1000,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
+    recipes.dedup(
+        source,
+        out=out,
+        method=method,
+        column=column,
+        threshold=threshold,
+        rejects=rejects,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        command=shlex.join(["synth", *sys.argv[1:]]),
+        ngram=ngram,
+        num_perm=num_perm,
+        ignore_punctuation=ignore_punctuation,
+        model=model,
+    )
 
 
 def main() -> None:

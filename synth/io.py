@@ -263,6 +263,8 @@ def write(
                 writer.flush()
                 last_flush = time.monotonic()
         output.complete = True
+        if not output.shards and writer.empty is not None:
+            writer.pending = [writer.empty]  # rows none, columns known: an empty dataset, not a bare card
     finally:
         writer.flush()
     return output
@@ -303,6 +305,7 @@ class _ShardWriter:
     checkpoint: Callable[[], dict[str, Any]] | None
     pending: list[Batch] = field(default_factory=list)
     schema: pa.Schema | None = None
+    empty: Batch | None = None
 
     @property
     def held(self) -> int:
@@ -311,10 +314,12 @@ class _ShardWriter:
     def add(self, batch: Batch) -> None:
         if batch.num_rows:
             self.pending.append(batch)
+        elif self.empty is None:
+            self.empty = batch
 
     def flush(self) -> None:
         out = self.output
-        if self.pending:
+        if self.pending and (self.held or not out.shards):
             table = self._conform(pa.concat_tables(self.pending, promote_options="permissive"))
             name = f"train-{len(out.shards):05d}.parquet"
             tmp = out.path / "data" / f".{name}.tmp"
@@ -337,6 +342,29 @@ class _ShardWriter:
         if table.schema != self.schema:
             table = table.select(self.schema.names).cast(self.schema)
         return table
+
+
+class Sink:
+    """A push-style `write` target: a stage hands it the rows it sets aside (datatrove's side writer).
+
+    `with Sink(open_output(path)) as rejects: ...`; each call adds a batch, exit writes the rest.
+    """
+
+    def __init__(self, out: Output, card: dict[str, Any] | None = None, shard_rows: int = 10_000) -> None:
+        self.output, self.shard_rows = out, shard_rows
+        self._writer = _ShardWriter(out, card, None)
+
+    def __call__(self, batch: Batch) -> None:
+        self._writer.add(batch)
+        if self._writer.held >= self.shard_rows:
+            self._writer.flush()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.output.complete = kind is None
+        self._writer.flush()
 
 
 def _existing_schema(out: Output) -> pa.Schema | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import sys
 import time
@@ -19,9 +21,10 @@ from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.distributed import RayExecutor
-from synth.io import Output, open_output, read, tee, write
+from synth.io import Output, Sink, open_output, read, tee, write
 from synth.resources import choices, data_file, read_choice
 from synth.stages.chunk import Chunk
+from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
 from synth.stages.think import Think
@@ -319,6 +322,67 @@ class _Tokens:
     @property
     def completion_tokens(self) -> int:
         return self.count()
+
+
+def dedup(
+    source: str | Path,
+    *,
+    out: str | Path,
+    method: str = "minhash",
+    column: str = "instruction",
+    threshold: float | None = None,
+    rejects: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 1000,
+    command: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
+
+    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `model`.
+    """
+    stage = dedup_stage(method, column, threshold, **options)
+    if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
+        raise SynthError("--rejects must be a different directory from --out")
+    settings = {"source": str(source), "stage": repr(stage)}
+    batches = read(source, batch_size)
+    first = next(batches, None)  # a wrong --column fails before any output directory is made
+    if first is not None and column not in first.column_names:
+        names = ", ".join(first.column_names)
+        raise SynthError(f"column {column!r} is not in {source} (it has: {names}); pass one of these to --column")
+    if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
+        first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
+    batches = itertools.chain([first], batches)
+    output = open_output(out, settings, overwrite=overwrite)
+    sink = Sink(open_output(rejects, settings, overwrite=overwrite), {"command": command}) if rejects else None
+    stage = dataclasses.replace(stage, rejects=sink)
+
+    def card() -> dict[str, Any]:
+        return {"command": command, **settings, "counts": dict(stage.stats), "notes": stage.notes}
+
+    started = time.monotonic()
+    with sink or contextlib.nullcontext():
+        write(pipe(batches, report.progress(None, desc="dedup"), stage), output, card=card)
+    seconds = time.monotonic() - started
+    print(report.dedup_summary(stage.stats, stage.notes, out, rejects, seconds), file=sys.stderr)
+    return {"counts": dict(stage.stats), "notes": dict(stage.notes), "seconds": seconds}
+
+
+def dedup_stage(
+    method: str, column: str = "instruction", threshold: float | None = None, **options: Any
+) -> ExactDedup | MinHashDedup | SemanticDedup:
+    """The dedup stage for `method`; `threshold` None takes the method's default."""
+    kinds = {"exact": ExactDedup, "minhash": MinHashDedup, "semantic": SemanticDedup}
+    if method not in kinds:
+        raise SynthError(f"unknown dedup method {method!r}; use exact, minhash or semantic")
+    if method == "exact" and threshold is not None:
+        raise SynthError("--threshold does not apply to --method exact; use minhash or semantic for near-duplicates")
+    given = {k: v for k, v in options.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(kinds[method])}
+    if set(given) - fields:
+        wrong = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given) - fields))
+        raise SynthError(f"{wrong} does not apply to --method {method}")
+    return kinds[method](column, **({"threshold": threshold} if threshold is not None else {}), **given)
 
 
 def _describe(backend: Backend) -> dict[str, Any]:

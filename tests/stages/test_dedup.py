@@ -1,0 +1,207 @@
+"""Dedup stages against planted duplicates with known ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from synth.core import Batch, SynthError, from_rows, pipe
+from synth.stages import dedup_exact, dedup_minhash, dedup_semantic
+from synth.stages.dedup import _Index, _words, jaccard, lsh_params, minhash, shingle_hashes
+
+ORIGINALS = {
+    "o1": "How do I reverse a linked list in Python without using extra memory?",
+    "o2": "What is the difference between a list and a tuple in Python?",
+    "o3": "Write a Python function that checks whether a string is a palindrome.",
+    "o4": "Explain how decorators work in Python with a simple example.",
+    "o5": "How can I read a large CSV file in Python without running out of memory?",
+    # Same topic as the others, different texts: every method must keep these.
+    "t1": "Explain the difference between generators and iterators, with examples.",
+    "t2": "Which Python web framework should a beginner learn first, Django or Flask?",
+    "t3": "Give me a recipe for a vegetarian lasagna with spinach and ricotta.",
+}
+PLANTED = {  # id -> (text, the original it copies, the kind of copy)
+    "d1": ("How do I reverse a linked list in Python without using extra memory?", "o1", "exact"),
+    "d2": ("what is the DIFFERENCE between a list and a   tuple in python?", "o2", "case"),
+    "d3": ("Write a Python function, that checks whether a string is a palindrome!", "o3", "punctuation"),
+    "d4": ("Explain how decorators work in Python with a short example.", "o4", "words"),
+    "d5": ("How can I read a very large CSV file in Python without running out of RAM?", "o5", "words"),
+}
+CATCHES = {
+    "exact": {"exact", "case"},
+    "exact_punct": {"exact", "case", "punctuation"},
+    "minhash": {"exact", "case", "punctuation", "words"},
+    "semantic": {"exact", "case", "punctuation", "words"},
+}
+
+
+def corpus() -> list[dict[str, str]]:
+    rows = [{"id": k, "instruction": v} for k, v in ORIGINALS.items()]
+    planted = [{"id": k, "instruction": text} for k, (text, _, _) in PLANTED.items()]
+    return [rows[0], rows[1], planted[0], rows[2], planted[1], rows[3], rows[4], *rows[5:], *planted[2:]]
+
+
+def batches(rows: list[dict], size: int) -> Iterator[Batch]:
+    for start in range(0, len(rows), size):
+        yield from_rows(rows[start : start + size])
+
+
+def run(stage, rows: list[dict], size: int = 4) -> tuple[pa.Table, pa.Table | None]:
+    rejects: list[Batch] = []
+    stage = type(stage)(**{**_fields(stage), "rejects": rejects.append})
+    out = pa.concat_tables(list(stage(batches(rows, size))), promote_options="permissive")
+    return out, (pa.concat_tables(rejects) if rejects else None)
+
+
+def _fields(stage) -> dict:
+    import dataclasses
+
+    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if f.name not in ("stats", "notes")}
+
+
+@pytest.mark.parametrize(
+    ("name", "stage"),
+    [
+        ("exact", dedup_exact()),
+        ("exact_punct", dedup_exact(ignore_punctuation=True)),
+        ("minhash", dedup_minhash()),
+    ],
+)
+def test_each_method_catches_what_it_claims_and_keeps_distinct_texts(name, stage) -> None:
+    out, rejects = run(stage, corpus())
+    dropped = set(rejects["id"].to_pylist())
+    expected = {k for k, (_, _, kind) in PLANTED.items() if kind in CATCHES[name]}
+    assert dropped == expected
+    assert set(ORIGINALS) <= set(out["id"].to_pylist())
+    matched = dict(zip(rejects["id"].to_pylist(), rejects["dup_cluster"].to_pylist()))
+    assert matched == {k: PLANTED[k][1] for k in expected}
+    assert out["dup_cluster"].to_pylist() == out["id"].to_pylist()  # kept rows are their own cluster
+
+
+def test_semantic_catches_paraphrase_level_copies_and_adds_distance() -> None:
+    out, rejects = run(dedup_semantic(), corpus(), size=5)
+    assert set(rejects["id"].to_pylist()) == set(PLANTED)
+    assert set(out["id"].to_pylist()) == set(ORIGINALS)
+    distance = out["min_neighbor_distance"].to_pylist()
+    assert distance[0] is None  # the first row has no earlier neighbour
+    assert all(d >= 0.15 for d in distance[1:])
+    assert all(d < 0.15 for d in rejects["min_neighbor_distance"].to_pylist())
+    assert dict(zip(rejects["id"].to_pylist(), rejects["dup_cluster"].to_pylist())) == {
+        k: v[1] for k, v in PLANTED.items()
+    }
+
+
+def test_semantic_switches_to_an_approximate_index_and_says_so() -> None:
+    stage = dedup_semantic(exact_limit=3)
+    out = pa.concat_tables(list(stage(batches(corpus(), 3))))
+    assert set(out["id"].to_pylist()) == set(ORIGINALS)
+    assert stage.notes["index"].startswith("approximate (FAISS HNSW")
+
+
+@pytest.mark.parametrize("make", [dedup_exact, dedup_minhash])
+def test_same_output_twice_and_for_any_batching(make) -> None:
+    results = [run(make(), corpus(), size)[0].to_pylist() for size in (1, 3, 13, 13)]
+    assert all(r == results[0] for r in results)
+
+
+def test_minhash_keeps_the_first_of_a_chain_and_never_empties_a_group() -> None:
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    rows = [{"id": f"r{i}", "instruction": " ".join(words[i : i + 10])} for i in range(3)]
+    out, rejects = run(dedup_minhash(), rows, size=1)
+    # r1 is a near-copy of r0 (Jaccard 0.82); r2 is near r1 but not r0 (0.67), and r1 is gone.
+    assert out["id"].to_pylist() == ["r0", "r2"]
+    assert rejects["dup_cluster"].to_pylist() == ["r0"]
+
+
+def test_rows_without_text_are_counted_and_kept_unchecked() -> None:
+    stage = dedup_minhash()
+    rows = [
+        from_rows([{"id": "a", "instruction": "same text here"}, {"id": "b", "instruction": None}]),
+        from_rows([{"id": "c", "instruction": None}, {"id": "d", "instruction": "same text here"}]),
+        pa.table({"id": ["e", "f"], "instruction": [1, 1]}),
+    ]
+    out = pa.concat_tables([b.select(["id", "dup_cluster"]) for b in stage(rows)])
+    assert out.to_pylist() == [
+        {"id": "a", "dup_cluster": "a"},
+        {"id": "b", "dup_cluster": None},
+        {"id": "c", "dup_cluster": None},
+        {"id": "e", "dup_cluster": None},
+        {"id": "f", "dup_cluster": None},
+    ]
+    assert stage.stats["unchecked_null"] == 2 and stage.stats["unchecked_non_string"] == 2
+    assert (stage.stats["rows_in"], stage.stats["kept"], stage.stats["dropped"]) == (6, 5, 1)
+
+
+def test_missing_column_names_the_columns_there() -> None:
+    with pytest.raises(SynthError, match=r"'response' is not in the input \(it has: id, instruction\)"):
+        list(dedup_exact("response")(batches(corpus(), 4)))
+
+
+@pytest.mark.parametrize("threshold", [0, -0.1, 1.01])
+def test_threshold_outside_zero_one_is_refused(threshold) -> None:
+    with pytest.raises(SynthError, match=r"outside \(0, 1\]"):
+        dedup_minhash(threshold=threshold)
+    with pytest.raises(SynthError, match=r"outside \(0, 1\]"):
+        dedup_semantic(threshold=threshold)
+
+
+def test_empty_input_gives_an_empty_stream() -> None:
+    stage = dedup_minhash()
+    assert list(pipe(iter([]), stage)) == []
+    empty = pa.table({"id": pa.array([], pa.string()), "instruction": pa.array([], pa.string())})
+    (out,) = stage([empty])
+    assert out.num_rows == 0 and "dup_cluster" in out.column_names
+
+
+def test_threshold_one_drops_only_identical_word_sets() -> None:
+    rows = [{"id": "a", "instruction": "one two three"}, {"id": "b", "instruction": "Three, two one!"}]
+    rows.append({"id": "c", "instruction": "one two three four"})
+    out, _ = run(dedup_minhash(threshold=1.0), rows)
+    assert out["id"].to_pylist() == ["a", "c"]
+
+
+def test_jaccard_estimate_tracks_the_true_value() -> None:
+    rng = np.random.default_rng(7)
+    a, b = (rng.integers(0, 2**64, 128, np.uint64) | np.uint64(1) for _ in range(2))
+    vocab = [f"w{i}" for i in range(400)]
+    for overlap in (10, 40, 70, 90):
+        left = vocab[:100]
+        right = vocab[100 - overlap : 200 - overlap]
+        truth = overlap / (200 - overlap)
+        words = _words(pa.array([" ".join(left), " ".join(right)]))
+        sig = minhash(*shingle_hashes(words, 1), a, b)
+        est = jaccard(np.asarray(sig[0] & 0xFF, np.uint8), np.asarray(sig[1] & 0xFF, np.uint8))
+        assert abs(est - truth) < 0.12, (overlap, est, truth)
+
+
+def test_five_gram_shingles_separate_documents_that_share_words() -> None:
+    words = _words(pa.array(["a b c d e f", "f e d c b a", "a b"]))
+    hashes, offsets = shingle_hashes(words, 5)
+    assert offsets.tolist() == [0, 2, 4, 5]  # a row shorter than n is one shingle
+    assert not set(hashes[:2].tolist()) & set(hashes[2:4].tolist())
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+def test_banding_finds_pairs_just_above_the_threshold(threshold) -> None:
+    bands, rows = lsh_params(threshold, 128)
+    assert bands * rows <= 128
+    above, below = min(threshold + 0.1, 1.0), threshold - 0.3
+    assert 1 - (1 - above**rows) ** bands > 0.95
+    assert 1 - (1 - below**rows) ** bands < 0.2
+
+
+def test_index_returns_the_first_value_of_each_key_across_merges() -> None:
+    rng = np.random.default_rng(3)
+    index, truth = _Index(max_run=500), {}
+    for step in range(60):
+        keys = np.unique(rng.integers(1, 5000, 40).astype(np.uint32))
+        found = index.get(keys)
+        assert found.tolist() == [truth.get(int(k), -1) for k in keys]
+        new = keys[found < 0]
+        index.add(new, np.full(len(new), step))
+        truth.update({int(k): step for k in new})
+    assert len(index) == len(truth)
+    assert len(index.runs) > 1
