@@ -311,6 +311,24 @@ class _ShardWriter:
         return table
 
 
+class Sink:
+    """A side output fed one batch at a time (the rows a filter drops), written like `write`."""
+
+    def __init__(self, out: Output, card: dict[str, Any] | None = None, shard_rows: int = 10_000) -> None:
+        self.output = out
+        self.shard_rows = shard_rows
+        self._writer = _ShardWriter(out, card, None)
+
+    def add(self, batch: Batch) -> None:
+        self._writer.add(batch)
+        if self._writer.held >= self.shard_rows:
+            self._writer.flush()
+
+    def close(self, complete: bool = True) -> None:
+        self.output.complete = complete
+        self._writer.flush()
+
+
 def _existing_schema(out: Output) -> pa.Schema | None:
     if not out.shards:
         return None
