@@ -104,10 +104,10 @@ def heuristic_rules(
     """The rules `config` switches on, reading the `instruction` and `response` columns."""
     on = {name: cfg for name, cfg in config.items() if cfg.get("enabled", True)}
     rules: list[Rule] = []
+    if "greeting" in on:  # before length, so that "hi" is counted as a greeting
+        rules += _greeting(on["greeting"], instruction)
     if "length" in on:
         rules += [_length(on["length"], instruction, "instruction"), _length(on["length"], response, "response")]
-    if "greeting" in on:
-        rules += _greeting(on["greeting"], instruction)
     if "refusal" in on:
         rules.append(_refusal(on["refusal"], response))
     if "truncated" in on:
