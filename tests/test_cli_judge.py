@@ -60,3 +60,8 @@ def test_filter_cli_keeps_rejects_and_explains_a_bad_label(tmp_path) -> None:
     bad = synth("filter", str(src), "--out", str(tmp_path / "k2"), "--where", "input_quality >= great")
     assert bad.returncode == 2
     assert "'great' is not a label of input_quality" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_several_judges_need_jury(tmp_path) -> None:
+    done = synth("judge", str(_source(tmp_path)), "--out", str(tmp_path / "o"), "-m", "a.gguf", "-m", "b.gguf")
+    assert done.returncode == 2 and "pass --jury" in done.stderr
