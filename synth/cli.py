@@ -72,6 +72,13 @@ ExecutorOpt = Annotated[str, typer.Option(help="local, or ray: the LLM stages ru
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")]  # noqa: UP045
 ActorsOpt = Annotated[int, typer.Option(min=1, help="With --executor ray: actors, each with its own backend.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]  # noqa: UP045
+SourceArg = Annotated[Path, typer.Argument(help="Any dataset synth reads: a synth output, jsonl, parquet, csv.")]
+ResponseColumnOpt = Annotated[str, typer.Option(help="Column holding the response.")]
+JudgesOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--model", "-m", help="Judge model, a local .gguf path; repeat with --jury. Default: embedded."),
+]
+JuryOpt = Annotated[bool, typer.Option("--jury", help="Several --model judges: average scores, majority labels.")]
 
 
 @app.callback()
@@ -152,7 +159,7 @@ def magpie(
 
 @app.command()
 def respond(
-    source: Annotated[Path, typer.Argument(help="Any dataset synth reads: a synth output, jsonl, parquet, csv.")],
+    source: SourceArg,
     out: OutOpt = Path("data/responses"),
     model: ModelOpt = None,
     backend: BackendOpt = "auto",
@@ -161,7 +168,7 @@ def respond(
     concurrency: ConcurrencyOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
-    column: Annotated[str, typer.Option(help="Column holding the instruction.")] = "instruction",
+    column: ColumnOpt = "instruction",
     messages_column: Annotated[Optional[str], typer.Option(help="Answer this conversation column instead.")] = None,  # noqa: UP045
     n_responses: Annotated[int, typer.Option(min=1, help="Responses per row, one row each.")] = 1,
     temperature: float = 0.7,
@@ -243,6 +250,137 @@ def _open(model: str | None, backend: str, template: str | None, server: dict[st
     reason = getattr(llm, "reason", "")
     print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {llm.template.family}", file=sys.stderr)
     return llm
+
+
+@app.command()
+def judge(
+    source: SourceArg,
+    out: OutOpt = Path("data/judged"),
+    model: JudgesOpt = None,
+    jury: JuryOpt = False,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    template: TemplateOpt = None,
+    rubric: Annotated[str, typer.Option(help="Rubric names or .yaml files, comma-separated.")] = "quality",
+    column: ColumnOpt = "instruction",
+    response_column: ResponseColumnOpt = "response",
+    text_column: Annotated[str, typer.Option(help="Column holding the text (edu, junk).")] = "text",
+    max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    temperature: float = 0.0,
+    batch_size: BatchOpt = 64,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    recipes.judge(
+        _judges(model, jury, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        source,
+        out=out,
+        rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
+        inputs={"instruction": column, "response": response_column, "text": text_column},
+        params=Sampling(max_tokens=max_tokens, temperature=temperature),
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+
+
+@app.command("filter")
+def filter_(
+    source: SourceArg,
+    out: OutOpt = Path("data/filtered"),
+    where: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help='Keep rows where this holds, e.g. "input_quality >= good"; repeatable.'),
+    ] = None,
+    heuristics: Annotated[str, typer.Option(help="default, none, or a .toml rules file.")] = "default",
+    rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows here, with rejected_by.")] = None,  # noqa: UP045
+    column: ColumnOpt = "instruction",
+    response_column: ResponseColumnOpt = "response",
+    batch_size: BatchOpt = 1000,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+) -> None:
+    """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    if rejects:
+        io.preflight(rejects, overwrite=overwrite, resume=resume)
+    recipes.filter_rows(
+        source,
+        out=out,
+        where=where or [],
+        heuristics=heuristics,
+        rejects=rejects,
+        instruction=column,
+        response=response_column,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+
+
+@app.command()
+def prefs(
+    source: SourceArg,
+    out: OutOpt = Path("data/prefs"),
+    model: ModelOpt = None,
+    judge_model: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="Judge model(s); repeat with --jury. Default: the --model."),
+    ] = None,
+    jury: JuryOpt = False,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    template: TemplateOpt = None,
+    k: Annotated[int, typer.Option(min=2, help="Responses sampled per instruction.")] = 4,
+    rubric: Annotated[str, typer.Option(help="Rubric that scores a response.")] = "response",
+    column: ColumnOpt = "instruction",
+    temperature: float = 1.0,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    judge_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 16,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    server = _server(base_url, api_key_env, concurrency, verbose)
+    llm = _open(model, backend, template, server)
+    judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
+    recipes.prefs(
+        llm,
+        judges,
+        source,
+        out=out,
+        k=k,
+        rubric=rubric,
+        column=column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+
+
+def _judges(
+    models: list[str] | None, jury: bool, backend: str, template: str | None, server: dict[str, Any]
+) -> list[Backend]:
+    models = models or [None]  # type: ignore[list-item]
+    if len(models) > 1 and not jury:
+        raise SynthError(f"{len(models)} judge models given; pass --jury to combine them, or give one --model")
+    return [_open(m, backend, template, server) for m in models]
 
 
 InputArg = Annotated[

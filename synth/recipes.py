@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,13 @@ from synth import report
 from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.distributed import RayExecutor
-from synth.io import Output, Sink, open_output, read, tee, write
+from synth.io import Output, Sink, open_output, read, read_provenance, tee, write
 from synth.resources import choices, data_file, read_choice
 from synth.stages.chunk import Chunk
 from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
+from synth.stages.filters import Filter, heuristic_rules, load_heuristics
+from synth.stages.filters import where as where_rule
+from synth.stages.judge import Judge, PreferencePairs, load_rubric, overall_status, shipped_scales
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
 from synth.stages.think import Think
@@ -607,3 +610,125 @@ def _chat_tokens(backend: Backend, count: Callable[[str], int], messages: list[d
     template = getattr(backend, "template", None)
     text = template.render(messages) if template else "\n".join(m["content"] for m in messages)
     return count(text) + (0 if template else 16)  # no template known: leave room for one
+
+
+def judge(
+    backends: Sequence[Backend],
+    source: str | Path,
+    *,
+    out: str | Path,
+    rubrics: Sequence[str | Path] = ("quality",),
+    inputs: Mapping[str, str] | None = None,
+    params: Sampling = Sampling(max_tokens=512, temperature=0.0),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Judge every row of `source` with each rubric; several backends make a jury."""
+    jurors = tuple(Metered(b) for b in backends)
+    loaded = [load_rubric(r) for r in rubrics]
+    names = ", ".join(str(_describe(b)["model"]) for b in backends)
+    settings = {
+        "judges": [_describe(b) for b in backends],
+        "input": str(source),
+        "rubrics": [r.name for r in loaded],
+        "inputs": dict(inputs or {}),
+        "judge_sampling": _plain(params),
+        "scales": {k: v for r in loaded for k, v in r.column_scales.items()},
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    stages: list[Stage] = [Judge(jurors, r, params, dict(inputs or {})) for r in loaded]
+    stages += [overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
+    return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=jurors)
+
+
+def filter_rows(
+    source: str | Path,
+    *,
+    out: str | Path,
+    where: Sequence[str] = (),
+    heuristics: str | Path = "default",
+    rejects: str | Path | None = None,
+    instruction: str = "instruction",
+    response: str = "response",
+    batch_size: int = 1000,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Keep the rows of `source` that pass the heuristics and every `where` condition."""
+    scales = {**shipped_scales(), **_input_scales(source)}
+    rules = heuristic_rules(load_heuristics(heuristics), instruction, response)
+    rules += [where_rule(expr, scales) for expr in where]
+    settings = {
+        "input": str(source),
+        "heuristics": str(heuristics),
+        "where": list(where),
+        "columns": {"instruction": instruction, "response": response},
+        "scales": scales,
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    with contextlib.ExitStack() as stack:
+        side = None
+        if rejects:
+            card = {"command": command, **settings, "rows": "dropped by synth filter; `rejected_by` names the rule"}
+            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+        stages: list[Stage] = [Filter(tuple(rules), side)]
+        return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=())
+
+
+def prefs(
+    backend: Backend,
+    judges: Sequence[Backend],
+    source: str | Path,
+    *,
+    out: str | Path,
+    k: int = 4,
+    rubric: str | Path = "response",
+    column: str = "instruction",
+    params: Sampling = Sampling(max_tokens=1024, temperature=1.0),
+    judge_params: Sampling = Sampling(max_tokens=512, temperature=0.0),
+    batch_size: int = 16,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Best-of-k: answer each instruction k times, judge the answers, keep the best and worst as a pair."""
+    if k < 2:
+        raise SynthError(f"--k is {k}; a preference pair needs at least 2 responses per instruction")
+    scorer = load_rubric(rubric)
+    if not scorer.score or "response" not in scorer.reads:
+        raise SynthError(f"rubric {scorer.name!r} does not score a response; use one that reads it, e.g. response")
+    llm, jurors = Metered(backend), tuple(Metered(j) for j in judges)
+    settings = {
+        **_describe(backend),
+        "judges": [_describe(j) for j in judges],
+        "input": str(source),
+        "column": column,
+        "k": k,
+        "rubric": scorer.name,
+        "response_sampling": _plain(params),
+        "judge_sampling": _plain(judge_params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
+    stages: list[Stage] = [
+        _require(column),
+        _repeat(k),
+        Respond(llm, params, column),
+        Judge(jurors, scorer, judge_params, {"instruction": column}),
+        PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),
+        _constants({"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}),
+    ]
+    return _run(
+        _resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=(llm, *jurors)
+    )
+
+
+def _input_scales(source: str | Path) -> dict[str, list[str]]:
+    # A judge's output records its rubrics' scales in its card; custom rubrics' scales come from there.
+    try:
+        return dict(read_provenance(source).get("scales") or {})
+    except (OSError, ValueError, KeyError):
+        return {}

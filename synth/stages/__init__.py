@@ -9,6 +9,8 @@ from synth.stages.dedup import (
     dedup_minhash,
     dedup_semantic,
 )
+from synth.stages.filters import Filter, Rule, heuristic_rules, load_heuristics, where
+from synth.stages.judge import Judge, PreferencePairs, Rubric, load_rubric
 from synth.stages.magpie import Magpie, MultiTurn, Respond
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows
 from synth.stages.think import Think
@@ -16,17 +18,26 @@ from synth.stages.think import Think
 __all__ = [
     "Chunk",
     "ExactDedup",
+    "Filter",
     "GroundedCheck",
     "InstructionPretrain",
+    "Judge",
     "Magpie",
     "MinHashDedup",
     "MultiTurn",
+    "PreferencePairs",
     "PromptPairs",
     "Respond",
+    "Rubric",
+    "Rule",
     "SemanticDedup",
     "SftRows",
     "Think",
     "dedup_exact",
     "dedup_minhash",
     "dedup_semantic",
+    "heuristic_rules",
+    "load_heuristics",
+    "load_rubric",
+    "where",
 ]
