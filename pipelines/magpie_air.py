@@ -1,0 +1,62 @@
+"""A Magpie-Air-like recipe: Magpie instructions and responses from one aligned model, then
+heuristic filters, an LLM judge of input quality and difficulty, a filter on its labels, and
+MinHash near-duplicate removal, streamed into one dataset with every stage in its card.
+
+    synth run pipelines/magpie_air.py --model llama3:8b --n 300000 --out data/magpie-air   # Ollama
+    synth run pipelines/magpie_air.py --model meta-llama/Meta-Llama-3-8B-Instruct --n 300000 --out data/air  # vLLM
+    synth run pipelines/magpie_air.py --n 4 --out /tmp/air          # the embedded model, for a smoke run
+
+Magpie-Air kept rows whose input quality was at least "average" and dropped near-duplicates;
+`--min-quality` and `--threshold` set those. With the embedded base model the judge rarely
+approves anything: `--min-quality none` keeps the judge's labels without filtering on them.
+"""
+
+import argparse
+
+from synth import Sampling, load_backend
+from synth.backends import Metered, template_of
+from synth.core import counter_source
+from synth.recipes import pipeline
+from synth.stages import Filter, Judge, Magpie, Respond, dedup_minhash, heuristic_rules, load_heuristics, load_rubric
+from synth.stages.filters import where
+from synth.stages.judge import shipped_scales
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument(
+    "--model", default=None, help="Ollama tag, GGUF path, HF id (vLLM). Default: embedded Gemma 3 270M."
+)
+parser.add_argument("--n", type=int, default=1000, help="Rows to keep.")
+parser.add_argument("--out", required=True)
+parser.add_argument("--min-quality", default="average", help="Lowest input_quality kept, or none.")
+parser.add_argument("--threshold", type=float, default=0.7, help="MinHash Jaccard threshold for near-duplicates.")
+parser.add_argument("--max-tokens", type=int, default=512)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--overwrite", action="store_true")
+parser.add_argument("--resume", action="store_true")
+args = parser.parse_args()
+
+llm = Metered(load_backend(args.model))
+template = template_of(llm)
+asking = Sampling(max_tokens=min(args.max_tokens, 256), temperature=1.0, top_p=1.0, seed=args.seed)
+if not getattr(llm, "chat_tuned", True):
+    asking = asking.with_stop("\n\n")  # a base model never closes its turn
+answering = Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
+judging = Sampling(max_tokens=256, temperature=0.0)
+rules = heuristic_rules(load_heuristics("default"), "instruction", "response")
+if args.min_quality != "none":
+    rules.append(where(f"input_quality >= {args.min_quality}", shipped_scales()))
+
+pipeline(
+    counter_source(batch_size=64),
+    Magpie(llm, template, asking),
+    Respond(llm, answering),
+    Judge((llm,), load_rubric("quality"), judging, {"instruction": "instruction"}),
+    Judge((llm,), load_rubric("difficulty"), judging, {"instruction": "instruction"}),
+    Filter(tuple(rules)),
+    dedup_minhash("instruction", threshold=args.threshold),
+    out=args.out,
+    n=args.n,
+    settings={"model": llm.model, "template": template.family, "min_quality": args.min_quality},
+    overwrite=args.overwrite,
+    resume=args.resume,
+)
