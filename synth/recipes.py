@@ -19,6 +19,17 @@ from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.io import Output, open_output, read, write
 from synth.resources import data_file, read_choice
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
+from synth.stages.persona import (
+    AnswerParsed,
+    ExpandPersonas,
+    PersonaGenerate,
+    TextToPersona,
+    check_documents,
+    dedup_personas,
+    load_template,
+    read_personas,
+    with_personas,
+)
 
 
 class Interrupted(SynthError):
@@ -64,6 +75,8 @@ def magpie(
     response_backend: Backend | None = None,
     turns: int = 1,
     exact_turns: bool = False,
+    personas: str | Path | None = None,
+    persona_column: str | None = None,
     batch_size: int = 64,
     max_attempts: int | None = None,
     overwrite: bool = False,
@@ -73,7 +86,8 @@ def magpie(
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
     `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
-    that rarely yields a clean instruction.
+    that rarely yields a clean instruction. `personas` (a persona set) puts one persona per row
+    into the system prompt, so the instructions spread as the set does.
     """
     llm, answerer = Metered(backend), Metered(response_backend or backend)
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
@@ -90,6 +104,7 @@ def magpie(
         "response_sampling": _plain(response),
         "response_model": _describe(response_backend) if response_backend else None,
         "turns": turns,
+        "personas": str(personas) if personas is not None else None,
     }
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     start = output.checkpoint.get("attempts", 0)
@@ -99,6 +114,8 @@ def magpie(
     gen = Magpie(llm, tmpl, instruction, seen=_seen_instructions(out) if output.rows else set())
     steer = {"system_prompt": system, "task": task, "language": language}
     stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v}), gen]
+    if personas is not None:
+        stages.insert(1, with_personas(personas, start, persona_column))
     if response:
         stages.append(Respond(answerer, response))
     if response and turns > 1:
@@ -271,3 +288,114 @@ def _skip(batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
 def _seen_instructions(out: str | Path) -> set[int]:
     # On resume, instructions already written still count as seen for the duplicate check.
     return {instruction_key(t) for b in read(out) for t in b["instruction"].to_pylist()}
+
+
+# ---------------------------------------------------------------- personas (Persona Hub)
+
+
+def personas_from_text(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "text",
+    dedup: str | None = None,
+    params: Sampling = Sampling(max_tokens=128, temperature=0.7),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Text-to-Persona: one persona per document of `source`, linked by `source_id`."""
+    check_documents(source, column)
+    deduped = dedup_personas(dedup)  # bad input fails before the output directory is made
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "input": str(source),
+        "column": column,
+        "dedup": dedup,
+        "sampling": _plain(params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(read(source, batch_size), done), position=done)
+    stages: list[Stage] = [
+        TextToPersona(llm, params, column, str(source)),
+        *deduped,
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def personas_expand(
+    backend: Backend,
+    personas: str | Path,
+    *,
+    out: str | Path,
+    hops: int = 1,
+    persona_column: str | None = None,
+    dedup: str | None = None,
+    params: Sampling = Sampling(max_tokens=160, temperature=0.9),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Persona-to-Persona: `hops` rounds of related personas, each linked by `parent_id`."""
+    people = read_personas(personas, persona_column, batch_size)  # a bad set fails before any output
+    deduped = dedup_personas(dedup)
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "personas": str(personas),
+        "hops": hops,
+        "dedup": dedup,
+        "sampling": _plain(params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(people, done), position=done)
+    stages: list[Stage] = [
+        ExpandPersonas(llm, params, hops),
+        *deduped,
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def personas_generate(
+    backend: Backend,
+    personas: str | Path,
+    *,
+    out: str | Path,
+    task: str = "instruction",
+    n: int | None = None,
+    persona_column: str | None = None,
+    params: Sampling = Sampling(max_tokens=512, temperature=0.7),
+    responses: Sampling | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """One prompt, problem or text per persona (the first `n`) for `task`; `responses` answers
+    the rows that parsed."""
+    template = load_template(task)
+    people = read_personas(personas, persona_column, batch_size)
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "personas": str(personas),
+        "task": task,
+        "sampling": _plain(params),
+        "response_sampling": _plain(responses),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(take(n)(people) if n else people, done), position=done)
+    stages: list[Stage] = [PersonaGenerate(llm, task, params)]
+    if responses:
+        stages.append(AnswerParsed(Respond(llm, responses, column=template.column)))
+    stages.append(_constants({"model": settings["model"]}))
+    return _run(rows, stages, output, settings, command, n, meters=(llm,))

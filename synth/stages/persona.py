@@ -340,6 +340,16 @@ def check_personas(source: str | Path, persona_column: str | None = None) -> Non
     next(read_personas(source, persona_column, batch_size=16), None)
 
 
+def check_documents(source: str | Path, column: str) -> None:
+    """Fail now if the documents in `source` have no `column`."""
+    first = next(read(source, batch_size=16), None)
+    if first is not None and column not in first.column_names:
+        raise SynthError(
+            f"{source} has no column {column!r} (its columns: {', '.join(first.column_names)}); "
+            "name the one holding the text with --column"
+        )
+
+
 def _open_set(source: str | Path, batch_size: int) -> tuple[Iterator[Batch], str]:
     text = str(source)
     if not Path(text).exists() and text in choices(SETS, ".jsonl"):
