@@ -185,6 +185,7 @@ def personas_from_text(
     """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
     io.preflight(out, overwrite=overwrite, resume=resume)
     persona.check_documents(source, column)
+    persona.dedup_personas(dedup)
     recipes.personas_from_text(
         _open(model, backend, template, verbose),
         source,
@@ -220,6 +221,7 @@ def personas_expand(
     """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
     io.preflight(out, overwrite=overwrite, resume=resume)
     persona.check_personas(source, persona_column)
+    persona.dedup_personas(dedup)
     recipes.personas_expand(
         _open(model, backend, template, verbose),
         source,

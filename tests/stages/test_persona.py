@@ -305,3 +305,9 @@ def test_from_text_recipe_writes_a_persona_set_synth_reads_back(tmp_path) -> Non
         ("docs-000000000-p", "A beekeeper."),
         ("docs-000000001-p", "A tax lawyer."),
     ]
+
+
+def test_seeded_generation_with_ids_that_end_in_letters() -> None:
+    llm = ScriptedBackend(replies=["Relation: son\nPersona: A boy."])
+    (out,) = ExpandPersonas(llm, Sampling(seed=3))([from_rows([{"id": "fp-a", "persona": "A baker."}])])
+    assert out["id"].to_pylist() == ["fp-a-r"] and llm.params[0].seed is not None
