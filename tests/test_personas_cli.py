@@ -94,3 +94,10 @@ def test_bad_input_is_one_clear_line_before_any_model_loads(tmp_path, argv, word
     err = _error(synth(*argv, "--out", str(tmp_path / "o")))
     assert all(w in err for w in words), err
     assert "backend llamacpp" not in err  # failed before loading the model
+
+
+@pytest.mark.parametrize("argv", [["personas", "--help"], ["personas", "generate", "--help"]])
+def test_personas_help_imports_no_heavy_module(argv) -> None:
+    from tests.test_cli import test_help_imports_no_heavy_module
+
+    test_help_imports_no_heavy_module(argv)
