@@ -311,3 +311,12 @@ def test_seeded_generation_with_ids_that_end_in_letters() -> None:
     llm = ScriptedBackend(replies=["Relation: son\nPersona: A boy."])
     (out,) = ExpandPersonas(llm, Sampling(seed=3))([from_rows([{"id": "fp-a", "persona": "A baker."}])])
     assert out["id"].to_pylist() == ["fp-a-r"] and llm.params[0].seed is not None
+
+
+def test_generate_resume_goes_on_from_the_next_persona(tmp_path) -> None:
+    recipes.personas_generate(ScriptedBackend(replies=["User prompt: a"]), "starter", out=tmp_path / "o", n=1)
+    llm = ScriptedBackend(replies=["User prompt: b"])
+    recipes.personas_generate(llm, "starter", out=tmp_path / "o", n=2, resume=True)
+    assert len(llm.calls) == 1 and "Manchester" not in llm.calls[0][0][0]["content"]
+    rows = pq.read_table(tmp_path / "o/data").to_pylist()
+    assert [(r["persona_id"], r["instruction"]) for r in rows] == [("starter-000", "a"), ("starter-001", "b")]
