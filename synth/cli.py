@@ -15,6 +15,7 @@ from synth import io, recipes
 from synth.backends import Backend, Sampling, load_backend
 from synth.core import SynthError
 from synth.distributed import RayExecutor
+from synth.stages import persona
 
 app = typer.Typer(
     help="Synthetic training data for language models.",
@@ -72,6 +73,19 @@ ExecutorOpt = Annotated[str, typer.Option(help="local, or ray: the LLM stages ru
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")]  # noqa: UP045
 ActorsOpt = Annotated[int, typer.Option(min=1, help="With --executor ray: actors, each with its own backend.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]  # noqa: UP045
+PersonasOpt = Annotated[
+    str, typer.Option("--personas", "-p", help="Persona set: starter (shipped), a file or folder, or a Hub id.")
+]
+PersonaColumnOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Column holding the persona text, for sets synth does not recognise."),
+]
+DedupOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Dedup the new personas: minhash, semantic, or both (MinHash then semantic)."),
+]
+TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")]
+MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens generated per row.")]
 SourceArg = Annotated[Path, typer.Argument(help="Any dataset synth reads: a synth output, jsonl, parquet, csv.")]
 ResponseColumnOpt = Annotated[str, typer.Option(help="Column holding the response.")]
 JudgesOpt = Annotated[
@@ -110,6 +124,11 @@ def magpie(
     turns: Annotated[int, typer.Option(min=1, help="User turns per conversation.")] = 1,
     exact_turns: Annotated[bool, typer.Option("--exact-turns", help="Drop conversations that end early.")] = False,
     response_model: Annotated[Optional[str], typer.Option(help="Another model for the responses.")] = None,  # noqa: UP045
+    personas: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Put one persona per row in the system prompt: starter, a file or a Hub id."),
+    ] = None,
+    persona_column: PersonaColumnOpt = None,
     instruction_temperature: float = 1.0,
     instruction_max_tokens: Annotated[int, typer.Option(min=1)] = 256,
     response_temperature: float = 0.7,
@@ -129,6 +148,8 @@ def magpie(
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     io.preflight(out, overwrite=overwrite, resume=resume)
+    if personas:
+        persona.check_personas(personas, persona_column)
     server = _server(base_url, api_key_env, concurrency, verbose)
     llm = _open(model, backend, template, server)
     recipes.magpie(
@@ -145,6 +166,8 @@ def magpie(
         response_backend=_open(response_model, backend, None, server) if response_model else None,
         turns=turns,
         exact_turns=exact_turns,
+        personas=personas,
+        persona_column=persona_column,
         batch_size=batch_size,
         max_attempts=max_attempts or None,
         executor=_executor(executor, ray_address, actors, batch_size),
@@ -507,6 +530,139 @@ def think(
         command=_command(),
     )
     _push(out, push_to_hub, private)
+
+
+personas_app = typer.Typer(
+    help="Persona sets (Persona Hub): personas from text, related personas, persona-driven data.",
+    no_args_is_help=True,
+)
+app.add_typer(personas_app, name="personas")
+
+
+@personas_app.command("from-text")
+def personas_from_text(
+    source: Annotated[Path, typer.Argument(help="Documents: jsonl, parquet, csv, text files or a dataset folder.")],
+    out: OutOpt = Path("data/personas"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    template: TemplateOpt = None,
+    column: Annotated[str, typer.Option(help="Column holding the document text.")] = "text",
+    dedup: DedupOpt = None,
+    temperature: TemperatureOpt = 0.7,
+    max_tokens: MaxTokensOpt = 128,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 64,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    persona.check_documents(source, column)
+    persona.dedup_personas(dedup)
+    recipes.personas_from_text(
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        source,
+        out=out,
+        column=column,
+        dedup=dedup,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+
+
+@personas_app.command("expand")
+def personas_expand(
+    source: Annotated[str, typer.Argument(help="Persona set: starter, a file or folder, or a Hub id.")],
+    out: OutOpt = Path("data/personas-expanded"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    template: TemplateOpt = None,
+    hops: Annotated[int, typer.Option(min=1, help="Rounds of expansion; each expands the last round's personas.")] = 1,
+    persona_column: PersonaColumnOpt = None,
+    dedup: DedupOpt = None,
+    temperature: TemperatureOpt = 0.9,
+    max_tokens: MaxTokensOpt = 160,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 64,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    persona.check_personas(source, persona_column)
+    persona.dedup_personas(dedup)
+    recipes.personas_expand(
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        source,
+        out=out,
+        hops=hops,
+        persona_column=persona_column,
+        dedup=dedup,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
+
+
+@personas_app.command("generate")
+def personas_generate(
+    personas: PersonasOpt = "starter",
+    task: Annotated[
+        str, typer.Option(help="What to write per persona: instruction, math, reasoning, knowledge, tool or npc.")
+    ] = "instruction",
+    out: OutOpt = Path("data/persona-data"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    template: TemplateOpt = None,
+    n: Annotated[int, typer.Option(min=0, help="Use the first N personas; 0: all.")] = 0,
+    persona_column: PersonaColumnOpt = None,
+    responses: Annotated[bool, typer.Option("--responses", help="Also answer each generated prompt.")] = False,
+    temperature: TemperatureOpt = 0.7,
+    max_tokens: MaxTokensOpt = 512,
+    response_temperature: TemperatureOpt = 0.7,
+    response_max_tokens: MaxTokensOpt = 1024,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 64,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """One prompt, problem or text per persona, from the persona-driven templates."""
+    io.preflight(out, overwrite=overwrite, resume=resume)
+    persona.load_template(task)
+    persona.check_personas(personas, persona_column)
+    recipes.personas_generate(
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        personas,
+        out=out,
+        task=task,
+        n=n or None,
+        persona_column=persona_column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        responses=Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)
+        if responses
+        else None,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=_command(),
+    )
 
 
 def _server(base_url: str | None, api_key_env: str | None, concurrency: int | None, verbose: bool) -> dict[str, Any]:

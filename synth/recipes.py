@@ -29,6 +29,17 @@ from synth.stages.filters import Filter, heuristic_rules, load_heuristics
 from synth.stages.filters import where as where_rule
 from synth.stages.judge import Judge, PreferencePairs, load_rubric, overall_status, shipped_scales
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
+from synth.stages.persona import (
+    AnswerParsed,
+    ExpandPersonas,
+    PersonaGenerate,
+    TextToPersona,
+    check_documents,
+    dedup_personas,
+    load_template,
+    read_personas,
+    with_personas,
+)
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
 from synth.stages.think import Think
 from synth.templates import ChatTemplate
@@ -78,6 +89,8 @@ def magpie(
     response_backend: Backend | None = None,
     turns: int = 1,
     exact_turns: bool = False,
+    personas: str | Path | None = None,
+    persona_column: str | None = None,
     batch_size: int = 64,
     max_attempts: int | None = None,
     shard_rows: int = 10_000,
@@ -94,6 +107,8 @@ def magpie(
     that rarely yields a clean instruction. With a Ray `executor`, the LLM stages run in Ray
     actors, each opening its own backend with `make_backend()` (and answering with it too).
     Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
+    `personas` (a persona set) puts one persona per row into the system prompt, so the
+    instructions spread as the set does.
     """
     llm = Metered(backend, max_error_rate=max_error_rate)
     answerer = Metered(response_backend, max_error_rate=max_error_rate) if response_backend else llm
@@ -111,6 +126,7 @@ def magpie(
         "response_sampling": _plain(response),
         "response_model": _describe(response_backend) if response_backend else None,
         "turns": turns,
+        "personas": str(personas) if personas is not None else None,
     }
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     start = output.checkpoint.get("attempts", 0)
@@ -128,6 +144,8 @@ def magpie(
     )
     steer = {"system_prompt": system, "task": task, "language": language}
     stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v})]
+    if personas is not None:
+        stages.append(with_personas(personas, start, persona_column))
     if executor is None:
         stages += talk(llm, answerer)
     elif make_backend is None:
@@ -135,7 +153,7 @@ def magpie(
     else:  # repeats are checked on the driver, in input order, as the local run does
         stages += [executor.map(functools.partial(_remote, talk, make_backend)), _drop_repeats(seen)]
     stages += [_drop_failed("response"), _constants({"model": settings["model"]}), take(n - output.rows)]
-    progress = getattr(stages[1], "stats", None)
+    progress = next((s.stats for s in stages if isinstance(s, Magpie)), None)
     return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
 
 
@@ -732,3 +750,114 @@ def _input_scales(source: str | Path) -> dict[str, list[str]]:
         return dict(read_provenance(source).get("scales") or {})
     except (OSError, ValueError, KeyError):
         return {}
+
+
+# ---------------------------------------------------------------- personas (Persona Hub)
+
+
+def personas_from_text(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "text",
+    dedup: str | None = None,
+    params: Sampling = Sampling(max_tokens=128, temperature=0.7),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Text-to-Persona: one persona per document of `source`, linked by `source_id`."""
+    check_documents(source, column)
+    deduped = dedup_personas(dedup)  # bad input fails before the output directory is made
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "input": str(source),
+        "column": column,
+        "dedup": dedup,
+        "sampling": _plain(params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(read(source, batch_size), done), position=done)
+    stages: list[Stage] = [
+        TextToPersona(llm, params, column, str(source)),
+        *deduped,
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def personas_expand(
+    backend: Backend,
+    personas: str | Path,
+    *,
+    out: str | Path,
+    hops: int = 1,
+    persona_column: str | None = None,
+    dedup: str | None = None,
+    params: Sampling = Sampling(max_tokens=160, temperature=0.9),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Persona-to-Persona: `hops` rounds of related personas, each linked by `parent_id`."""
+    people = read_personas(personas, persona_column, batch_size)  # a bad set fails before any output
+    deduped = dedup_personas(dedup)
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "personas": str(personas),
+        "hops": hops,
+        "dedup": dedup,
+        "sampling": _plain(params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(people, done), position=done)
+    stages: list[Stage] = [
+        ExpandPersonas(llm, params, hops),
+        *deduped,
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def personas_generate(
+    backend: Backend,
+    personas: str | Path,
+    *,
+    out: str | Path,
+    task: str = "instruction",
+    n: int | None = None,
+    persona_column: str | None = None,
+    params: Sampling = Sampling(max_tokens=512, temperature=0.7),
+    responses: Sampling | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """One prompt, problem or text per persona (the first `n`) for `task`; `responses` answers
+    the rows that parsed."""
+    template = load_template(task)
+    people = read_personas(personas, persona_column, batch_size)
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "personas": str(personas),
+        "task": task,
+        "sampling": _plain(params),
+        "response_sampling": _plain(responses),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    done = output.checkpoint.get("attempts", 0)
+    rows = Cursor(_skip(take(n)(people) if n else people, done), position=done)
+    stages: list[Stage] = [PersonaGenerate(llm, task, params)]
+    if responses:
+        stages.append(AnswerParsed(Respond(llm, responses, column=template.column)))
+    stages.append(_constants({"model": settings["model"]}))
+    return _run(rows, stages, output, settings, command, n, meters=(llm,))

@@ -181,5 +181,5 @@ def _seeded(params: Sampling, batch: Batch, turn: int = 1) -> Sampling:
         return params
     first = batch["id"][0].as_py()
     digits = re.search(r"(\d+)$", first)
-    offset = int(digits.group(1)) if digits else xxhash.xxh32_intdigest(first)
+    offset = int(digits.group(1)) if digits else xxhash.xxh32_intdigest(first.encode("utf-8"))
     return replace(params, seed=(params.seed + offset + 7919 * (turn - 1)) % 2**31)

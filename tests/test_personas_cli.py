@@ -1,0 +1,103 @@
+"""`synth personas ...` and `synth magpie --personas` as a user runs them, on the embedded model."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_cli import _error, synth
+
+FIXTURES = Path(__file__).parent / "fixtures" / "personas"
+STATUSES = {"ok", "missing_prefix", "empty"}
+
+
+def _rows(out: Path) -> list[dict]:
+    return pq.read_table(out / "data").to_pylist()
+
+
+def _starter_ids() -> list[str]:
+    from synth.stages.persona import read_personas
+
+    return [r["id"] for b in read_personas("starter") for r in b.to_pylist()]
+
+
+def test_from_text_writes_one_persona_per_document(tmp_path) -> None:
+    src = tmp_path / "docs.jsonl"
+    docs = ["Prune apple trees in late winter.", "Cloud revenue grew 30 percent this quarter."]
+    src.write_text("\n".join(json.dumps({"body": t}) for t in docs))
+    out = tmp_path / "p"
+    done = synth("personas", "from-text", str(src), "--column", "body", "--out", str(out), "--max-tokens", "8")
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out)
+    assert [r["source_id"] for r in rows] == ["docs-000000000", "docs-000000001"]
+    assert [r["id"] for r in rows] == ["docs-000000000-p", "docs-000000001-p"]
+    for row in rows:
+        assert row["persona_status"] in STATUSES and row["persona_raw"] is not None
+        assert row["persona_finish_reason"] in {"stop", "length"} and row["model"]
+        assert (row["persona"] is not None) == (row["persona_status"] == "ok")
+
+
+def test_expand_links_each_new_persona_to_its_parent(tmp_path) -> None:
+    out, seeds = tmp_path / "e", tmp_path / "seeds.jsonl"
+    people = [("s1", "A baker."), ("s2", "A pilot.")]
+    seeds.write_text("\n".join(json.dumps({"id": i, "persona": p}) for i, p in people))
+    done = synth("personas", "expand", str(seeds), "--out", str(out), "--max-tokens", "8", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out)
+    assert [(r["id"], r["parent_id"], r["root_id"], r["hop"]) for r in rows] == [
+        ("s1-r", "s1", "s1", 1),
+        ("s2-r", "s2", "s2", 1),
+    ]
+    assert all(r["persona_status"] in STATUSES and "relation" in r for r in rows)
+
+
+def test_generate_math_with_responses_on_the_starter_set(tmp_path) -> None:
+    out = tmp_path / "g"
+    args = ["--task", "math", "--n", "2", "--max-tokens", "8", "--responses", "--response-max-tokens", "4"]
+    done = synth("personas", "generate", "--personas", "starter", *args, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = _rows(out)
+    ids = _starter_ids()
+    assert [r["persona_id"] for r in rows] == ids[:2]
+    assert [r["id"] for r in rows] == [f"{i}-math" for i in ids[:2]]
+    for row in rows:
+        assert row["task"] == "math" and row["instruction_status"] in STATUSES and row["instruction_raw"] is not None
+        assert (row["response"] is not None) == (row["instruction_status"] == "ok")
+    assert '"task": "math"' in (out / "README.md").read_text()
+
+
+def test_magpie_with_personas_records_persona_per_row(tmp_path) -> None:
+    out = tmp_path / "m"
+    fast = ["--instruction-max-tokens", "12", "--no-responses", "--seed", "5", "--max-attempts", "2"]
+    done = synth("magpie", "--personas", str(FIXTURES / "nemotron.jsonl"), "--n", "2", "--out", str(out), *fast)
+    assert done.returncode == 0, done.stderr
+    assert '"personas": "' in (out / "README.md").read_text() and '"attempts": 2' in (out / "README.md").read_text()
+    rows = _rows(out) if list((out / "data").glob("*.parquet")) else []  # the base model may keep neither
+    for row in rows:
+        assert row["persona_id"] in {"9f1c", "a07e"}
+        assert row["persona"] in row["system_prompt"] and "years old" in row["persona"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["personas", "generate", "--personas", str(FIXTURES / "unknown.csv")], ["who, score", "--persona-column"]),
+        (["personas", "generate", "--task", "poems"], ["unknown task 'poems'", "npc"]),
+        (["personas", "expand", "nowhere/at/all"], ["not a file", "starter"]),
+        (["personas", "from-text", str(FIXTURES / "unknown.csv")], ["no column 'text'", "--column"]),
+        (["personas", "from-text", str(FIXTURES / "personahub.jsonl"), "--column", "persona", "--dedup", "x"], ["'x'"]),
+        (["magpie", "--personas", str(FIXTURES / "unknown.csv"), "--n", "1"], ["--persona-column"]),
+    ],
+)
+def test_bad_input_is_one_clear_line_before_any_model_loads(tmp_path, argv, words) -> None:
+    err = _error(synth(*argv, "--out", str(tmp_path / "o")))
+    assert all(w in err for w in words), err
+    assert "backend llamacpp" not in err  # failed before loading the model
+
+
+@pytest.mark.parametrize("argv", [["personas", "--help"], ["personas", "generate", "--help"]])
+def test_personas_help_imports_no_heavy_module(argv) -> None:
+    from tests.test_cli import test_help_imports_no_heavy_module
+
+    test_help_imports_no_heavy_module(argv)
