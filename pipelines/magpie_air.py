@@ -30,6 +30,7 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--min-quality", default="average", help="Lowest input_quality kept, or none.")
 parser.add_argument("--threshold", type=float, default=0.7, help="MinHash Jaccard threshold for near-duplicates.")
 parser.add_argument("--max-tokens", type=int, default=512)
+parser.add_argument("--judge-max-tokens", type=int, default=256)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
 parser.add_argument("--resume", action="store_true")
@@ -41,7 +42,7 @@ asking = Sampling(max_tokens=min(args.max_tokens, 256), temperature=1.0, top_p=1
 if not getattr(llm, "chat_tuned", True):
     asking = asking.with_stop("\n\n")  # a base model never closes its turn
 answering = Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
-judging = Sampling(max_tokens=256, temperature=0.0)
+judging = Sampling(max_tokens=args.judge_max_tokens, temperature=0.0)
 rules = heuristic_rules(load_heuristics("default"), "instruction", "response")
 if args.min_quality != "none":
     rules.append(where(f"input_quality >= {args.min_quality}", shipped_scales()))

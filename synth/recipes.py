@@ -854,8 +854,7 @@ def personas_generate(
         "response_sampling": _plain(responses),
     }
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    done = output.checkpoint.get("attempts", 0)
-    rows = Cursor(_skip(take(n)(people) if n else people, done), position=done)
+    rows = _resumable(take(n)(people) if n else people, output)
     stages: list[Stage] = [PersonaGenerate(llm, task, params)]
     if responses:
         stages.append(AnswerParsed(Respond(llm, responses, column=template.column)))
