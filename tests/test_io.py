@@ -92,3 +92,10 @@ def test_read_reports_bad_input_clearly(tmp_path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
     with pytest.raises(SynthError, match="bad.jsonl:2 is not valid JSON"):
         list(read(tmp_path / "bad.jsonl"))
+
+
+def test_no_rows_at_all_still_makes_a_loadable_dataset(tmp_path) -> None:
+    import datasets
+
+    write([], tmp_path / "none")
+    assert datasets.load_dataset(str(tmp_path / "none"), split="train").num_rows == 0
