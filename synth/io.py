@@ -263,7 +263,7 @@ def write(
                 writer.flush()
                 last_flush = time.monotonic()
         output.complete = True
-        if not output.shards:  # rows none: still a loadable (empty) dataset, not a bare card
+        if not output.shards and not writer.pending:  # no rows: still an (empty) dataset, not a bare card
             writer.pending = [writer.empty if writer.empty is not None else pa.table({"id": pa.array([], pa.string())})]
     finally:
         writer.flush()

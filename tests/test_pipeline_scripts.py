@@ -22,6 +22,7 @@ def test_every_pipeline_script_is_covered() -> None:
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
     import datasets
+    import pyarrow.parquet as pq
 
     out = tmp_path / "out"
     done = subprocess.run(
@@ -31,7 +32,9 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    ds = datasets.load_dataset(str(out), split="train")
-    assert ds.num_rows <= 2 and "id" in ds.column_names
+    rows = pq.read_table(out / "data").num_rows
+    assert rows <= 2
+    if rows:  # datasets cannot load a folder of empty parquet files; the base model may yield none
+        assert "id" in datasets.load_dataset(str(out), split="train").column_names
     card = (out / "README.md").read_text()
     assert '"status": "complete"' in card and '"stages"' in card
