@@ -68,6 +68,7 @@ class Stats:
     decode_seconds: float = 0.0
     sample_seconds: float = 0.0
     shrinks: int = 0
+    shared_prefix_tokens: int = 0  # prefilled once, then copied into each sequence's cache
 
 
 class BatchDecoder:
@@ -130,7 +131,7 @@ class BatchDecoder:
                     slot = min(set(range(self.slots)) - live.keys())
                     live[slot] = self._admit(queue.popleft(), requests, slot, prefix, admitted)
                     admitted += 1
-                rows = self._fill(live)
+                taken = self._fill(live)
                 started = time.perf_counter()
                 status = self._lib.llama_decode(self._ctx, self._batch)
                 self.stats.decode_seconds += time.perf_counter() - started
@@ -150,6 +151,7 @@ class BatchDecoder:
                         results[seq.index] = self._finish(live.pop(seq.slot), "error", why)
                     continue
                 self.stats.decoded_tokens += self._batch.n_tokens
+                rows = self._consume(taken)
                 for seq, token in zip(rows, self._sample(rows)):
                     done = self._accept(seq, token)
                     if done:
@@ -175,6 +177,7 @@ class BatchDecoder:
             if self._lib.llama_decode(self._ctx, self._batch) != 0:
                 self._lib.llama_memory_seq_rm(self._mem, self.prefix_seq, -1, -1)
                 return 0  # no room for it: every sequence prefills its whole prompt instead
+        self.stats.shared_prefix_tokens += shared
         return shared
 
     def _admit(self, index: int, requests: Sequence[Request], slot: int, prefix: int, admitted: int) -> _Seq:
@@ -189,12 +192,12 @@ class BatchDecoder:
             seq.grammar = self._lib.llama_sampler_init_grammar(self._vocab, request.grammar.encode(), b"root")
         return seq
 
-    def _fill(self, live: dict[int, _Seq]) -> list[_Seq]:
+    def _fill(self, live: dict[int, _Seq]) -> list[tuple[_Seq, int]]:
         """Put one token of each decoding sequence, then prompt chunks, into the batch.
 
-        Returns the sequences whose last fed token asks for logits, in batch order."""
+        Returns each sequence in the batch with how many of its tokens went in, in batch order."""
         entries: list[tuple[int, int, int, bool]] = []
-        rows: list[_Seq] = []
+        taken: list[tuple[_Seq, int]] = []
         budget = self.n_batch
         for seq in sorted(live.values(), key=lambda s: (len(s.todo) > 1, s.admitted)):
             take = min(len(seq.todo), budget)
@@ -202,12 +205,20 @@ class BatchDecoder:
                 break
             ends = take == len(seq.todo)
             entries += [(t, seq.pos + i, seq.slot, ends and i == take - 1) for i, t in enumerate(seq.todo[:take])]
+            taken.append((seq, take))
+            budget -= take
+        self._set_batch(entries)
+        return taken
+
+    @staticmethod
+    def _consume(taken: list[tuple[_Seq, int]]) -> list[_Seq]:
+        """After a good decode: advance each sequence; return those that now have logits."""
+        rows = []
+        for seq, take in taken:
             seq.pos += take
             del seq.todo[:take]
-            budget -= take
-            if ends:
+            if not seq.todo:
                 rows.append(seq)
-        self._set_batch(entries)
         return rows
 
     def _set_batch(self, entries: list[tuple[int, int, int, bool]]) -> None:
