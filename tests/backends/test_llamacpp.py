@@ -49,7 +49,7 @@ def test_stop_string_spanning_two_tokens_ends_the_text_before_it(embedded) -> No
 
 
 def test_finish_reasons_and_token_counts(embedded) -> None:
-    long, stopped = embedded.generate([PROMPTS[1], PROMPTS[0]], Sampling(max_tokens=12, temperature=0.0, stop=("\n",)))
+    long, stopped = embedded.generate([PROMPTS[7], PROMPTS[0]], Sampling(max_tokens=12, temperature=0.0, stop=("\n",)))
     assert (long.finish_reason, long.completion_tokens) == ("length", 12)
     assert (stopped.text, stopped.finish_reason) == (" Paris", "stop")
     assert stopped.completion_tokens < 12
