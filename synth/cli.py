@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -33,7 +33,15 @@ TemplateOpt = Annotated[
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (a Hub dataset repo layout).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what the output directory holds.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts handed to the backend at once.")]
+BatchOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=255,
+        help="Sequences the backend decodes together, one token each per step. Default: 16 on llama.cpp.",
+    ),
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
 
 
@@ -63,7 +71,7 @@ def magpie(
     response_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,  # noqa: UP045
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
@@ -71,8 +79,7 @@ def magpie(
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     if overwrite and resume:
         raise SynthError("--overwrite and --resume exclude each other; pick one")
-    llm = load_backend(model, backend, template=template, verbose=verbose)
-    print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    llm = _backend(model, backend, template, batch_size, verbose)
     recipes.magpie(
         llm,
         n=n,
@@ -82,11 +89,45 @@ def magpie(
         response=None
         if no_responses
         else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
-        batch_size=batch_size,
         overwrite=overwrite,
         resume=resume,
         command=shlex.join(["synth", *sys.argv[1:]]),
     )
+
+
+@app.command()
+def respond(
+    source: Annotated[Path, typer.Argument(help="Rows to answer: a synth output, parquet, jsonl, csv or text files.")],
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    template: TemplateOpt = None,
+    out: OutOpt = Path("data/respond"),
+    column: Annotated[str, typer.Option(help="The column holding the instructions.")] = "instruction",
+    temperature: float = 0.7,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,  # noqa: UP045
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Answer each row's instruction and write the rows with a `response` column."""
+    llm = _backend(model, backend, template, batch_size, verbose)
+    recipes.respond(
+        llm,
+        source,
+        out=out,
+        column=column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        overwrite=overwrite,
+        command=shlex.join(["synth", *sys.argv[1:]]),
+    )
+
+
+def _backend(model: str | None, kind: str, template: str | None, batch_size: int | None, verbose: bool) -> Any:
+    options = {"verbose": verbose} | ({"batch_size": batch_size} if batch_size else {})
+    llm = load_backend(model, kind, template=template, **options)
+    print(f"synth: backend {llm.name}, model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    return llm
 
 
 def main() -> None:

@@ -46,12 +46,16 @@ def magpie(
     system_prompt: str | None = None,
     instruction: Sampling = Sampling(max_tokens=256, temperature=1.0),
     response: Sampling | None = Sampling(max_tokens=512, temperature=0.7),
-    batch_size: int = 64,
+    rows_per_call: int = 128,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`."""
+    """Sample `n` kept Magpie instructions (and responses unless `response` is None) into `out`.
+
+    Each backend call gets `rows_per_call` prompts: a batching backend (llama.cpp, vLLM) keeps
+    its slots full from these, so it needs several times its own batch size per call.
+    """
     llm = Metered(backend)
     info = _describe(backend)
     if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
@@ -67,7 +71,7 @@ def magpie(
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     previous = Counter(output.checkpoint.get("stats", {}))
     seen = _seen_instructions(out) if output.rows else set()
-    source = Cursor(counter_source(batch_size, start=output.checkpoint.get("attempts", 0)))
+    source = Cursor(counter_source(rows_per_call, start=output.checkpoint.get("attempts", 0)))
     gen = Magpie(llm, template_of(backend), instruction, system_prompt, seen=seen)
     stages = [gen, *([Respond(llm, response)] if response else []), _constant("model", info["model"])]
     stages += [take(n - output.rows), report.progress(n, llm, initial=output.rows)]
@@ -96,6 +100,30 @@ def magpie(
     seconds = time.monotonic() - started
     print(report.summary(output.rows, out, seconds, stats(), llm.completion_tokens), file=sys.stderr)
     return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": llm.completion_tokens}
+
+
+def respond(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "instruction",
+    params: Sampling = Sampling(max_tokens=512, temperature=0.7),
+    rows_per_call: int = 128,
+    overwrite: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Answer every row's `column` of `source` and write the rows with `response` to `out`."""
+    llm = Metered(backend)
+    stage = Respond(llm, params, column=column)
+    settings = {**_describe(backend), "column": column, "response_sampling": _plain(params)}
+    output = open_output(out, settings, overwrite=overwrite)
+    started = time.monotonic()
+    card = {"command": command, **settings, "stages": [repr(stage)]}
+    write(pipe(read(source, batch_size=rows_per_call), stage, report.progress(None, llm)), output, card=card)
+    seconds = time.monotonic() - started
+    print(report.summary(output.rows, out, seconds, dict(stage.stats), llm.completion_tokens), file=sys.stderr)
+    return {"rows": output.rows, "counts": dict(stage.stats), "seconds": seconds, "tokens": llm.completion_tokens}
 
 
 def _describe(backend: Backend) -> dict[str, Any]:
