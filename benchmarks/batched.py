@@ -23,6 +23,8 @@ from synth.backends import Sampling
 from synth.backends.llamacpp import DEFAULT_BATCH_SIZE, LlamaCppBackend
 
 RESULTS = Path(__file__).parent / "results"
+# llama-cpp-python's create_completion defaults, on both sides: what a plain loop runs with.
+DEFAULTS = {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
 TOPICS = [
     "photosynthesis",
     "the French revolution",
@@ -66,9 +68,7 @@ def plain_respond(llm, backend: LlamaCppBackend, max_tokens: int) -> dict:
     tokens, started = 0, time.perf_counter()
     for i, text in enumerate(INSTRUCTIONS):
         prompt = backend.tokenize([{"role": "user", "content": text}])
-        out = llm.create_completion(
-            prompt=prompt, max_tokens=max_tokens, temperature=0.7, top_k=0, top_p=1.0, min_p=0.0, stop=stop, seed=i
-        )
+        out = llm.create_completion(prompt=prompt, max_tokens=max_tokens, temperature=0.7, stop=stop, seed=i)
         tokens += out["usage"]["completion_tokens"]
     return _rate(tokens, time.perf_counter() - started)
 
@@ -76,7 +76,7 @@ def plain_respond(llm, backend: LlamaCppBackend, max_tokens: int) -> dict:
 def synth_respond(backend: LlamaCppBackend, max_tokens: int, work: Path) -> dict:
     source = work / "instructions.jsonl"
     source.write_text("".join(json.dumps({"id": str(i), "instruction": t}) + "\n" for i, t in enumerate(INSTRUCTIONS)))
-    params = Sampling(max_tokens=max_tokens, temperature=0.7, seed=0)
+    params = Sampling(max_tokens=max_tokens, temperature=0.7, seed=0, **DEFAULTS)
     result = recipes.respond(backend, source, out=work / "respond", params=params, overwrite=True)
     return _rate(result["tokens"], result["seconds"])
 
@@ -87,9 +87,7 @@ def plain_magpie(llm, backend: LlamaCppBackend, attempts: int, max_tokens: int) 
     prompt = backend.tokenize(template.pre_query())
     tokens, started = 0, time.perf_counter()
     for i in range(attempts):
-        out = llm.create_completion(
-            prompt=prompt, max_tokens=max_tokens, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, stop=stop, seed=i
-        )
+        out = llm.create_completion(prompt=prompt, max_tokens=max_tokens, temperature=1.0, stop=stop, seed=i)
         tokens += out["usage"]["completion_tokens"]
     return _rate(tokens, time.perf_counter() - started)
 
@@ -99,9 +97,9 @@ def synth_magpie(backend: LlamaCppBackend, n: int, max_tokens: int, work: Path) 
         backend,
         n=n,
         out=work / "magpie",
-        instruction=Sampling(max_tokens=max_tokens, temperature=1.0, seed=0),
+        instruction=Sampling(max_tokens=max_tokens, temperature=1.0, seed=0, **DEFAULTS),
         response=None,
-        rows_per_call=64,
+        batch_size=32,
         overwrite=True,
     )
     return {**_rate(result["tokens"], result["seconds"]), "kept": result["rows"]}
@@ -114,7 +112,7 @@ def by_batch_size(sizes: list[int], max_tokens: int, threads: int) -> list[dict]
         backend = LlamaCppBackend(n_ctx=1024, batch_size=size, n_threads=threads)
         stats = backend.decoder.stats
         started = time.perf_counter()
-        out = backend.generate(prompts, Sampling(max_tokens=max_tokens, temperature=0.7, seed=0))
+        out = backend.generate(prompts, Sampling(max_tokens=max_tokens, temperature=0.7, seed=0, **DEFAULTS))
         seconds = time.perf_counter() - started
         tokens = sum(c.completion_tokens for c in out)
         rows.append(
@@ -151,7 +149,7 @@ def main() -> None:
     report["respond_plain"] = plain_respond(llm, backend, args.max_tokens)
     report["respond_synth"] = synth_respond(backend, args.max_tokens, work)
     report["magpie_plain"] = plain_magpie(llm, backend, 32, 64)
-    report["magpie_synth"] = synth_magpie(backend, 24, 64, work)
+    report["magpie_synth"] = synth_magpie(backend, 8, 64, work)
     for task in ("respond", "magpie"):
         report[f"{task}_ratio"] = round(
             report[f"{task}_synth"]["tokens_per_s"] / report[f"{task}_plain"]["tokens_per_s"], 2
