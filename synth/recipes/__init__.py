@@ -1,0 +1,29 @@
+"""Short compositions of stages that the CLI calls; each reads as a recipe.
+
+One module per family; the run machinery they share (checkpoints, progress, the card) is in `_runner`.
+"""
+
+from synth.recipes._runner import Cursor, Interrupted, pipeline
+from synth.recipes.chat import magpie, respond, steering
+from synth.recipes.corpus import synthesize, think
+from synth.recipes.personas import personas_expand, personas_from_text, personas_generate
+from synth.recipes.quality import dedup, dedup_stage, filter_rows, judge, prefs
+
+__all__ = [
+    "Cursor",
+    "Interrupted",
+    "dedup",
+    "dedup_stage",
+    "filter_rows",
+    "judge",
+    "magpie",
+    "personas_expand",
+    "personas_from_text",
+    "personas_generate",
+    "pipeline",
+    "prefs",
+    "respond",
+    "steering",
+    "synthesize",
+    "think",
+]

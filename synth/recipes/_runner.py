@@ -1,0 +1,223 @@
+"""The run machinery every recipe shares: checkpoints, progress, the dataset card, the summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from synth import report
+from synth.backends import Backend, Metered, Sampling
+from synth.core import Batch, Stage, SynthError, pipe, take
+from synth.io import Output, open_output, write
+
+
+class Interrupted(SynthError):
+    """Ctrl-C: the rows in hand were written; the message says how to go on."""
+
+    exit_code = 130
+
+
+@dataclasses.dataclass
+class Cursor:
+    """Wraps a source and counts the rows it has handed out (the resume checkpoint)."""
+
+    source: Iterable[Batch]
+    position: int = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.source:
+            self.position += batch.num_rows
+            yield batch
+
+
+def _drop_failed(column: str) -> Stage:
+    """Drops rows whose `column` request failed for good (their reasons are in the card)."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            reason = f"{column}_finish_reason"
+            yield batch if reason not in batch.column_names else batch.filter(pc.not_equal(batch[reason], "error"))
+
+    return stage
+
+
+def pipeline(
+    source: Iterable[Batch],
+    *stages: Stage,
+    out: str | Path,
+    settings: dict[str, Any] | None = None,
+    n: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run any chain of stages into a dataset directory, with the card, progress and resume
+    that the built-in commands get. `settings` (models, prompts, sampling) go into the card and
+    must match on `--resume`; each stage's repr and counters are recorded too.
+    """
+    settings = {"stages": [repr(s) for s in stages], **(settings or {})}
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    rows = _resumable(source, output)
+    meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
+    tail = [take(n - output.rows)] if n else []
+    return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters)
+
+
+def _argv() -> str:
+    import shlex
+
+    return shlex.join([sys.argv[0], *sys.argv[1:]])
+
+
+def _run(
+    source: Cursor,
+    stages: list[Stage],
+    output: Output,
+    settings: dict[str, Any],
+    command: str,
+    total: int | None,
+    meters: tuple[Metered, ...],
+    progress_stats: Counter[str] | None = None,
+    shard_rows: int = 10_000,
+) -> dict[str, Any]:
+    """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary."""
+    previous = Counter(output.checkpoint.get("stats", {}))
+
+    def stats() -> dict[str, int]:
+        merged = previous.copy()
+        for stage in stages:
+            merged.update(getattr(stage, "stats", {}))
+        return dict(merged)
+
+    def tokens() -> int:
+        return sum(m.completion_tokens for m in {id(m): m for m in meters}.values())
+
+    def card() -> dict[str, Any]:
+        return {
+            "command": command,
+            **settings,
+            "stages": [repr(s) for s in stages],
+            "counts": stats(),
+            "generated_tokens": tokens(),
+            "failed_requests": _failures(meters),
+        }
+
+    bar = report.progress(total, _Tokens(tokens), initial=output.rows, stats=progress_stats)
+    started = time.monotonic()
+    try:
+        write(
+            pipe(source, *stages, bar),
+            output,
+            card=card,
+            shard_rows=shard_rows,
+            checkpoint=lambda: {"attempts": source.position, "stats": stats()},
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
+        ) from None
+    seconds = time.monotonic() - started
+    print(report.summary(output.rows, output.path, seconds, stats(), tokens()), file=sys.stderr)
+    return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
+
+
+def _failures(meters: tuple[Metered, ...]) -> dict[str, Any]:
+    unique = {id(m): m for m in meters}.values()
+    reasons: Counter[str] = Counter()
+    for meter in unique:
+        reasons.update(meter.errors)
+    return {
+        "count": sum(reasons.values()),
+        "of": sum(m.requests for m in unique),
+        "reasons": dict(reasons.most_common(10)),
+    }
+
+
+@dataclasses.dataclass
+class _Tokens:
+    count: Callable[[], int]
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.count()
+
+
+def _describe(backend: Backend) -> dict[str, Any]:
+    describe = getattr(backend, "describe", None)
+    info = describe() if describe else {"backend": type(backend).__name__}
+    info.setdefault("model", getattr(backend, "model", "unknown"))
+    return info
+
+
+def _plain(params: Sampling | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+
+
+def _constants(values: dict[str, Any]) -> Stage:
+    """Adds a column per item, the same value on every row."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            for name, value in values.items():
+                batch = batch.append_column(name, pa.array([value] * batch.num_rows, pa.string()))
+            yield batch
+
+    stage.__qualname__ = f"constants({', '.join(values)})"
+    return stage
+
+
+def _require(column: str) -> Stage:
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            if column not in batch.column_names:
+                raise SynthError(
+                    f"the input has no column {column!r} (it has {', '.join(batch.column_names)}); "
+                    "name the right one with --column or --messages-column"
+                )
+            yield batch
+
+    return stage
+
+
+def _repeat(k: int) -> Stage:
+    """Each row k times, ids `{id}-{j}` and `source_id` kept (for best-of-k and preference pairs)."""
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            if k == 1:
+                yield batch
+                continue
+            index = pa.array([i for i in range(batch.num_rows) for _ in range(k)])
+            copies = batch.take(index)
+            ids = [f"{i}-{j}" for i in batch["id"].to_pylist() for j in range(k)]
+            copies = copies.set_column(copies.column_names.index("id"), "id", pa.array(ids, pa.string()))
+            yield copies.append_column("source_id", batch["id"].take(index)).append_column(
+                "response_index", pa.array([j for _ in range(batch.num_rows) for j in range(k)], pa.int32())
+            )
+
+    return stage
+
+
+def _skip(batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
+    for batch in batches:
+        if rows >= batch.num_rows:
+            rows -= batch.num_rows
+            continue
+        yield batch.slice(rows)
+        rows = 0
+
+
+def _resumable(batches: Iterable[Batch], output: Output) -> Cursor:
+    """`batches` minus the rows a resumed run already handled, counted for the next checkpoint."""
+    done = output.checkpoint.get("attempts", 0)
+    return Cursor(_skip(batches, done), position=done)

@@ -1,0 +1,164 @@
+"""Raw corpora: instruction synthesis (Instruction Pre-Training) and thinking augmentation (TPT)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from synth.backends import Backend, Metered, Sampling
+from synth.core import Stage, SynthError
+from synth.io import open_output, read, tee
+from synth.recipes._runner import _constants, _describe, _plain, _require, _resumable, _run
+from synth.resources import choices, data_file, read_choice
+from synth.stages.chunk import Chunk
+from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
+from synth.stages.think import Think
+from synth.tokens import context_size, token_counter
+
+
+def synthesize(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    mode: str = "prompt",
+    column: str = "text",
+    rounds: int = 2,
+    pairs: int = 5,
+    prompt_file: str | Path | None = None,
+    check: str | None = None,
+    params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
+    pretrain_out: str | Path | None = None,
+    context_tokens: int | None = None,
+    batch_size: int = 16,
+    max_error_rate: float | None = 0.05,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Instruction-response pairs grounded in each chunk of a raw corpus, as SFT rows in `out`;
+    with `pretrain_out`, also the instruction-augmented text, one row per chain of chunks.
+
+    A read batch of `batch_size * rounds` documents is one chaining window (instruction-pretrain).
+    """
+    if mode not in MODES:
+        raise SynthError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if check not in (None, "grounded"):
+        raise SynthError(f"unknown check {check!r}; the one check is 'grounded'")
+    llm, count = Metered(backend, max_error_rate=max_error_rate), token_counter(backend)
+    ctx = context_size(backend, context_tokens)
+    settings = {
+        **_describe(backend),
+        **{"input": str(source), "mode": mode, "column": column, "rounds": rounds, "pairs": pairs, "check": check},
+        **{"prompt_file": str(prompt_file or ""), "sampling": _plain(params), "context_tokens": ctx},
+    }
+    gen, overhead = _synthesizer(llm, count, ctx, mode, params, rounds, pairs, prompt_file)
+    stages: list[Stage] = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    if check:
+        stages.append(GroundedCheck(llm, data_file("pipelines/synthesize/checks/grounded.txt").read_text()))
+    if pretrain_out:
+        layouts = json.loads(data_file("pipelines/synthesize/layouts.json").read_text())
+        side = open_output(pretrain_out, settings, overwrite=overwrite, resume=resume)
+        card = {"command": command, **settings}
+        stages.append(tee(side, lambda b: pretrain_rows(b, layouts, params.seed or 0), card=card))
+    stages += [SftRows(), _constants({"mode": mode, "model": settings["model"]})]
+    window = batch_size * (rounds if mode == "instruction-pretrain" else 1)
+    return _run(_resumable(read(source, window), output), stages, output, settings, command, None, meters=(llm,))
+
+
+def _synthesizer(
+    llm: Backend,
+    count: Callable[[str], int],
+    ctx: int,
+    mode: str,
+    params: Sampling,
+    rounds: int,
+    pairs: int,
+    prompt_file: str | Path | None,
+) -> tuple[Stage, int]:
+    """The generating stage of `mode` and the tokens its prompt takes around a chunk."""
+    if mode == "instruction-pretrain":
+        tmpl = getattr(llm, "template", None)
+        bos, eos = getattr(tmpl, "bos_token", "<s>"), getattr(tmpl, "eos_token", "</s>")
+        gen = InstructionPretrain(llm, count, ctx, params, rounds, bos=bos, eos=eos)
+        return gen, count(gen.read(""))
+    templates = _pair_templates(prompt_file)
+    prompts = PromptPairs(llm, templates, pairs, params)
+    return prompts, max(_chat_tokens(llm, count, prompts.prompt(t, "")) for t in range(len(templates)))
+
+
+def think(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "text",
+    params: Sampling = Sampling(max_tokens=2048, temperature=0.7),
+    prompt_file: str | Path | None = None,
+    context_tokens: int | None = None,
+    batch_size: int = 16,
+    max_error_rate: float | None = 0.05,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Each chunk of a raw corpus followed by a generated expert thinking trajectory (TPT)."""
+    llm, count = Metered(backend, max_error_rate=max_error_rate), token_counter(backend)
+    ctx = context_size(backend, context_tokens)
+    prompt = _prompt_text(prompt_file, "pipelines/think.txt")
+    settings = {
+        **_describe(backend),
+        **{"input": str(source), "column": column, "prompt_file": str(prompt_file or "")},
+        **{"sampling": _plain(params), "context_tokens": ctx},
+    }
+    gen = Think(llm, prompt, params)
+    overhead = _chat_tokens(backend, count, [{"role": "user", "content": fill(prompt, text="")}])
+    stages = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
+    stages.append(_constants({"model": settings["model"]}))
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=(llm,))
+
+
+MODES = ("prompt", "instruction-pretrain")
+
+
+def _chunk_budget(ctx: int, params: Sampling, overhead: int, least: int = 64) -> int:
+    """Tokens of text a chunk may hold: the context less the reply and the prompt around the text.
+
+    8 tokens of slack, since a chunk is counted alone and may merge with the text around it.
+    """
+    budget = ctx - params.max_tokens - overhead - 8
+    if budget < least:
+        raise SynthError(
+            f"a context of {ctx} tokens leaves {max(budget, 0)} for text after {params.max_tokens} new tokens "
+            f"and a {overhead}-token prompt; lower --max-tokens or raise --context-tokens"
+        )
+    return budget
+
+
+def _pair_templates(prompt_file: str | Path | None) -> tuple[tuple[str, str], ...]:
+    if prompt_file:
+        return ((Path(prompt_file).stem, _prompt_text(prompt_file, "")),)
+    return tuple((name, read_choice("pipelines/synthesize", name, "task")) for name in choices("pipelines/synthesize"))
+
+
+def _prompt_text(prompt_file: str | Path | None, shipped: str) -> str:
+    if not prompt_file:
+        return data_file(shipped).read_text(encoding="utf-8")
+    try:
+        text = Path(prompt_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SynthError(f"cannot read --prompt-file {prompt_file} ({exc.strerror}); pass a text file") from None
+    if "{text}" not in text:
+        raise SynthError(f"--prompt-file {prompt_file} has no {{text}} placeholder; put {{text}} where the chunk goes")
+    return text
+
+
+def _chat_tokens(backend: Backend, count: Callable[[str], int], messages: list[dict[str, str]]) -> int:
+    """Tokens a chat prompt takes once the backend's chat template wraps it."""
+    template = getattr(backend, "template", None)
+    text = template.render(messages) if template else "\n".join(m["content"] for m in messages)
+    return count(text) + (0 if template else 16)  # no template known: leave room for one

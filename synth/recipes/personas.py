@@ -1,0 +1,127 @@
+"""Persona Hub: personas from text, related personas, persona-driven data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from synth.backends import Backend, Metered, Sampling
+from synth.core import Stage, take
+from synth.io import open_output, read
+from synth.recipes._runner import _constants, _describe, _plain, _resumable, _run
+from synth.stages.magpie import Respond
+from synth.stages.persona import (
+    AnswerParsed,
+    ExpandPersonas,
+    PersonaGenerate,
+    TextToPersona,
+    check_documents,
+    dedup_personas,
+    load_template,
+    read_personas,
+)
+
+
+def personas_from_text(
+    backend: Backend,
+    source: str | Path,
+    *,
+    out: str | Path,
+    column: str = "text",
+    dedup: str | None = None,
+    params: Sampling = Sampling(max_tokens=128, temperature=0.7),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Text-to-Persona: one persona per document of `source`, linked by `source_id`."""
+    check_documents(source, column)
+    deduped = dedup_personas(dedup)  # bad input fails before the output directory is made
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "input": str(source),
+        "column": column,
+        "dedup": dedup,
+        "sampling": _plain(params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    rows = _resumable(read(source, batch_size), output)
+    stages: list[Stage] = [
+        TextToPersona(llm, params, column, str(source)),
+        *deduped,
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def personas_expand(
+    backend: Backend,
+    personas: str | Path,
+    *,
+    out: str | Path,
+    hops: int = 1,
+    persona_column: str | None = None,
+    dedup: str | None = None,
+    params: Sampling = Sampling(max_tokens=160, temperature=0.9),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Persona-to-Persona: `hops` rounds of related personas, each linked by `parent_id`."""
+    people = read_personas(personas, persona_column, batch_size)  # a bad set fails before any output
+    deduped = dedup_personas(dedup)
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "personas": str(personas),
+        "hops": hops,
+        "dedup": dedup,
+        "sampling": _plain(params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    rows = _resumable(people, output)
+    stages: list[Stage] = [
+        ExpandPersonas(llm, params, hops),
+        *deduped,
+        _constants({"model": settings["model"]}),
+    ]
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def personas_generate(
+    backend: Backend,
+    personas: str | Path,
+    *,
+    out: str | Path,
+    task: str = "instruction",
+    n: int | None = None,
+    persona_column: str | None = None,
+    params: Sampling = Sampling(max_tokens=512, temperature=0.7),
+    responses: Sampling | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """One prompt, problem or text per persona (the first `n`) for `task`; `responses` answers
+    the rows that parsed."""
+    template = load_template(task)
+    people = read_personas(personas, persona_column, batch_size)
+    llm = Metered(backend)
+    settings = {
+        **_describe(backend),
+        "personas": str(personas),
+        "task": task,
+        "sampling": _plain(params),
+        "response_sampling": _plain(responses),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    rows = _resumable(take(n)(people) if n else people, output)
+    stages: list[Stage] = [PersonaGenerate(llm, task, params)]
+    if responses:
+        stages.append(AnswerParsed(Respond(llm, responses, column=template.column)))
+    stages.append(_constants({"model": settings["model"]}))
+    return _run(rows, stages, output, settings, command, n, meters=(llm,))

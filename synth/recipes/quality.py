@@ -1,0 +1,208 @@
+"""Judges, filters, preference pairs and dedup."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from synth import report
+from synth.backends import Backend, Metered, Sampling
+from synth.core import Stage, SynthError, pipe
+from synth.io import Sink, open_output, read, read_provenance, write
+from synth.recipes._runner import _constants, _describe, _plain, _repeat, _require, _resumable, _run
+from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
+from synth.stages.filters import Filter, heuristic_rules, load_heuristics
+from synth.stages.filters import where as where_rule
+from synth.stages.judge import Judge, PreferencePairs, load_rubric, overall_status, shipped_scales
+from synth.stages.magpie import Respond
+
+
+def dedup(
+    source: str | Path,
+    *,
+    out: str | Path,
+    method: str = "minhash",
+    column: str = "instruction",
+    threshold: float | None = None,
+    rejects: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 1000,
+    command: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
+
+    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `model`.
+    """
+    stage = dedup_stage(method, column, threshold, **options)
+    if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
+        raise SynthError("--rejects must be a different directory from --out")
+    settings = {"source": str(source), "stage": repr(stage)}
+    batches = read(source, batch_size)
+    first = next(batches, None)  # a wrong --column fails before any output directory is made
+    if first is not None and column not in first.column_names:
+        names = ", ".join(first.column_names)
+        raise SynthError(f"column {column!r} is not in {source} (it has: {names}); pass one of these to --column")
+    if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
+        first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
+    batches = itertools.chain([first], batches)
+    output = open_output(out, settings, overwrite=overwrite)
+    sink = Sink(open_output(rejects, settings, overwrite=overwrite), {"command": command}) if rejects else None
+    stage = dataclasses.replace(stage, rejects=sink)
+
+    def card() -> dict[str, Any]:
+        return {"command": command, **settings, "counts": dict(stage.stats), "notes": stage.notes}
+
+    started = time.monotonic()
+    with sink or contextlib.nullcontext():
+        write(pipe(batches, report.progress(None, desc="dedup"), stage), output, card=card)
+    seconds = time.monotonic() - started
+    print(report.dedup_summary(stage.stats, stage.notes, out, rejects, seconds), file=sys.stderr)
+    return {"counts": dict(stage.stats), "notes": dict(stage.notes), "seconds": seconds}
+
+
+def dedup_stage(
+    method: str, column: str = "instruction", threshold: float | None = None, **options: Any
+) -> ExactDedup | MinHashDedup | SemanticDedup:
+    """The dedup stage for `method`; `threshold` None takes the method's default."""
+    kinds = {"exact": ExactDedup, "minhash": MinHashDedup, "semantic": SemanticDedup}
+    if method not in kinds:
+        raise SynthError(f"unknown dedup method {method!r}; use exact, minhash or semantic")
+    if method == "exact" and threshold is not None:
+        raise SynthError("--threshold does not apply to --method exact; use minhash or semantic for near-duplicates")
+    given = {k: v for k, v in options.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(kinds[method])}
+    if set(given) - fields:
+        wrong = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given) - fields))
+        raise SynthError(f"{wrong} does not apply to --method {method}")
+    return kinds[method](column, **({"threshold": threshold} if threshold is not None else {}), **given)
+
+
+def judge(
+    backends: Sequence[Backend],
+    source: str | Path,
+    *,
+    out: str | Path,
+    rubrics: Sequence[str | Path] = ("quality",),
+    inputs: Mapping[str, str] | None = None,
+    params: Sampling = Sampling(max_tokens=512, temperature=0.0),
+    batch_size: int = 64,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Judge every row of `source` with each rubric; several backends make a jury."""
+    jurors = tuple(Metered(b) for b in backends)
+    loaded = [load_rubric(r) for r in rubrics]
+    names = ", ".join(str(_describe(b)["model"]) for b in backends)
+    settings = {
+        "judges": [_describe(b) for b in backends],
+        "input": str(source),
+        "rubrics": [r.name for r in loaded],
+        "inputs": dict(inputs or {}),
+        "judge_sampling": _plain(params),
+        "scales": {k: v for r in loaded for k, v in r.column_scales.items()},
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    stages: list[Stage] = [Judge(jurors, r, params, dict(inputs or {})) for r in loaded]
+    stages += [overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
+    return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=jurors)
+
+
+def filter_rows(
+    source: str | Path,
+    *,
+    out: str | Path,
+    where: Sequence[str] = (),
+    heuristics: str | Path = "default",
+    rejects: str | Path | None = None,
+    instruction: str = "instruction",
+    response: str = "response",
+    batch_size: int = 1000,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Keep the rows of `source` that pass the heuristics and every `where` condition."""
+    scales = {**shipped_scales(), **_input_scales(source)}
+    rules = heuristic_rules(load_heuristics(heuristics), instruction, response)
+    rules += [where_rule(expr, scales) for expr in where]
+    settings = {
+        "input": str(source),
+        "heuristics": str(heuristics),
+        "where": list(where),
+        "columns": {"instruction": instruction, "response": response},
+        "scales": scales,
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    with contextlib.ExitStack() as stack:
+        side = None
+        if rejects:
+            card = {"command": command, **settings, "rows": "dropped by synth filter; `rejected_by` names the rule"}
+            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+        stages: list[Stage] = [Filter(tuple(rules), side)]
+        return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=())
+
+
+def prefs(
+    backend: Backend,
+    judges: Sequence[Backend],
+    source: str | Path,
+    *,
+    out: str | Path,
+    k: int = 4,
+    rubric: str | Path = "response",
+    column: str = "instruction",
+    params: Sampling = Sampling(max_tokens=1024, temperature=1.0),
+    judge_params: Sampling = Sampling(max_tokens=512, temperature=0.0),
+    batch_size: int = 16,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+) -> dict[str, Any]:
+    """Best-of-k: answer each instruction k times, judge the answers, keep the best and worst as a pair."""
+    if k < 2:
+        raise SynthError(f"--k is {k}; a preference pair needs at least 2 responses per instruction")
+    scorer = load_rubric(rubric)
+    if not scorer.score or "response" not in scorer.reads:
+        raise SynthError(f"rubric {scorer.name!r} does not score a response; use one that reads it, e.g. response")
+    llm, jurors = Metered(backend), tuple(Metered(j) for j in judges)
+    settings = {
+        **_describe(backend),
+        "judges": [_describe(j) for j in judges],
+        "input": str(source),
+        "column": column,
+        "k": k,
+        "rubric": scorer.name,
+        "response_sampling": _plain(params),
+        "judge_sampling": _plain(judge_params),
+    }
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
+    stages: list[Stage] = [
+        _require(column),
+        _repeat(k),
+        Respond(llm, params, column),
+        Judge(jurors, scorer, judge_params, {"instruction": column}),
+        PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),
+        _constants({"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}),
+    ]
+    return _run(
+        _resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=(llm, *jurors)
+    )
+
+
+def _input_scales(source: str | Path) -> dict[str, list[str]]:
+    # A judge's output records its rubrics' scales in its card; custom rubrics' scales come from there.
+    try:
+        return dict(read_provenance(source).get("scales") or {})
+    except (OSError, ValueError, KeyError):
+        return {}
