@@ -80,10 +80,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--attempts", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="Prompts per backend call.")
+    parser.add_argument(
+        "--decode-batch",
+        type=int,
+        default=1,
+        help="Sequences llama.cpp decodes together; 1 compares like with like (pure overhead).",
+    )
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
     args = parser.parse_args()
-    backend = LlamaCppBackend(n_ctx=1024)
+    backend = LlamaCppBackend(n_ctx=1024, batch_size=args.decode_batch)
     rows = []
     for _ in range(args.rounds):
         for name, run in (
@@ -100,7 +106,11 @@ def main() -> None:
     ratio = rate["synth"] / rate["plain"]
     print(f"synth / plain generated tokens/s: {ratio:.3f}")
     args.json.parent.mkdir(exist_ok=True)
-    args.json.write_text(json.dumps({"runs": rows, "ratio": ratio, "attempts": args.attempts}, indent=1))
+    args.json.write_text(
+        json.dumps(
+            {"runs": rows, "ratio": ratio, "attempts": args.attempts, "decode_batch": args.decode_batch}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":
