@@ -15,7 +15,7 @@ import argparse
 
 from synth import Sampling, load_backend
 from synth.backends import Metered, template_of
-from synth.core import counter_source
+from synth.core import counter_source, take
 from synth.recipes import pipeline
 from synth.stages import Filter, Judge, Magpie, Respond, dedup_minhash, heuristic_rules, load_heuristics, load_rubric
 from synth.stages.filters import where
@@ -31,6 +31,7 @@ parser.add_argument("--min-quality", default="average", help="Lowest input_quali
 parser.add_argument("--threshold", type=float, default=0.7, help="MinHash Jaccard threshold for near-duplicates.")
 parser.add_argument("--max-tokens", type=int, default=512)
 parser.add_argument("--judge-max-tokens", type=int, default=256)
+parser.add_argument("--max-attempts", type=int, default=None, help="Cap on instructions tried.")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
 parser.add_argument("--resume", action="store_true")
@@ -48,7 +49,7 @@ if args.min_quality != "none":
     rules.append(where(f"input_quality >= {args.min_quality}", shipped_scales()))
 
 pipeline(
-    counter_source(batch_size=64),
+    take(args.max_attempts)(counter_source(batch_size=64)) if args.max_attempts else counter_source(batch_size=64),
     Magpie(llm, template, asking),
     Respond(llm, answering),
     Judge((llm,), load_rubric("quality"), judging, {"instruction": "instruction"}),

@@ -107,7 +107,7 @@ def test_ctrl_c_keeps_complete_shards_and_resume_finishes(tmp_path) -> None:
     import pyarrow.parquet as pq
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "synth", "magpie", "--n", "400", "--out", str(out), "--batch-size", "4", *FAST]
+    args = [sys.executable, "-m", "synth", "magpie", "--n", "400", "--out", str(out), *FAST]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=_env())
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
@@ -124,7 +124,7 @@ def test_ctrl_c_keeps_complete_shards_and_resume_finishes(tmp_path) -> None:
     kept = pq.read_table(out / "data").num_rows
     assert kept >= 2
 
-    done = synth("magpie", "--n", str(kept + 2), "--out", str(out), "--batch-size", "4", "--resume", *FAST)
+    done = synth("magpie", "--n", str(kept + 2), "--out", str(out), "--resume", *FAST)
     assert done.returncode == 0, done.stderr
     ids = pq.read_table(out / "data")["id"].to_pylist()
     assert len(ids) == kept + 2 and len(set(ids)) == len(ids)

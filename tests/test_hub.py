@@ -67,7 +67,7 @@ def test_push_to_hub_option_uploads_after_the_run(tmp_path, api, monkeypatch) ->
 
     monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
     result = CliRunner().invoke(
-        cli.app, ["magpie", "--n", "1", "--batch-size", "1", "--out", str(tmp_path / "o"), "--push-to-hub", "me/set"]
+        cli.app, ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(tmp_path / "o"), "--push-to-hub", "me/set"]
     )
     assert result.exit_code == 0, result.output
     assert [c[0] for c in api.calls] == ["init", "create_repo", "upload_folder"]

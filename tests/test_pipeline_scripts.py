@@ -9,7 +9,18 @@ import pytest
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 TINY = {
-    "magpie_air.py": ["--n", "2", "--min-quality", "none", "--max-tokens", "24", "--judge-max-tokens", "48"],
+    "magpie_air.py": [
+        "--n",
+        "2",
+        "--min-quality",
+        "none",
+        "--max-tokens",
+        "24",
+        "--judge-max-tokens",
+        "48",
+        "--max-attempts",
+        "64",
+    ],
     "instruction_pretrain.py": ["--corpus", str(CORPUS), "--n", "2", "--max-tokens", "48"],
     "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48"],
 }

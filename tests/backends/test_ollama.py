@@ -190,7 +190,7 @@ def test_cli_prints_the_backend_and_why(ollama, tmp_path, capsys, monkeypatch) -
     ollama.models["asks:latest"] = asks
     monkeypatch.setenv("OLLAMA_HOST", ollama.url)
     argv = ["magpie", "-m", "asks:latest", "--n", "3", "--no-responses"]
-    argv += ["--concurrency", "3", "--batch-size", "2", "-o", str(tmp_path / "o")]
+    argv += ["--concurrency", "3", "--max-attempts", "3", "-o", str(tmp_path / "o")]
     monkeypatch.setattr("sys.argv", ["synth", *argv])
     with pytest.raises(SystemExit) as exit_:
         cli.app(argv)
