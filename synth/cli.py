@@ -1,7 +1,8 @@
 """The `synth` command: typed options in, a recipe call out. No logic lives here.
 
 Past 500 lines on purpose: a dozen commands, each spelling out its typed options (the help
-text users read); shared options are aliases at the top, every body is one recipe call.
+text users read; typer needs the backend and Hub flags repeated on every command that takes
+them); shared options are aliases at the top, every body is checks and one recipe call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from synth import io, recipes
+from synth import hub, io, recipes
 from synth.backends import Backend, Sampling, load_backend
 from synth.core import SynthError
 from synth.distributed import RayExecutor
@@ -53,6 +54,20 @@ ApiKeyEnvOpt = Annotated[
 ConcurrencyOpt = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(min=1, help="Requests in flight to a server backend. Default 4."),
+]
+TensorParallelOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--tensor-parallel-size", min=1, help="vLLM: GPUs to split the model over. Default 1."),
+]
+GpuMemoryOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM: share of each GPU's memory to take. Default 0.9."
+    ),
+]
+MaxModelLenOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--max-model-len", min=1, help="vLLM: context length in tokens. Default: the model's own."),
 ]
 MaxErrorRateOpt = Annotated[
     float,
@@ -108,7 +123,7 @@ JudgesOpt = Annotated[
 JuryOpt = Annotated[bool, typer.Option("--jury", help="Several --model judges: average scores, majority labels.")]
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)  # so that `synth --version` needs no command
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
@@ -127,6 +142,9 @@ def magpie(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
@@ -160,10 +178,10 @@ def magpie(
     verbose: VerboseOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
     if personas:
         persona.check_personas(personas, persona_column)
-    server = _server(base_url, api_key_env, concurrency, verbose, batch_size)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = _open(model, backend, template, server)
     recipes.magpie(
         llm,
@@ -201,6 +219,9 @@ def respond(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "instruction",
@@ -217,8 +238,8 @@ def respond(
     verbose: VerboseOpt = False,
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
-    server = _server(base_url, api_key_env, concurrency, verbose, batch_size)
+    _preflight(out, overwrite, resume, push_to_hub)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.respond(
         _open(model, backend, template, server),
         source,
@@ -296,6 +317,9 @@ def judge(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
     rubric: Annotated[str, typer.Option(help="Rubric names or .yaml files, comma-separated.")] = "quality",
     column: ColumnOpt = "instruction",
@@ -306,12 +330,15 @@ def judge(
     batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
-        _judges(model, jury, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
+        _judges(model, jury, backend, template, server),
         source,
         out=out,
         rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
@@ -321,6 +348,7 @@ def judge(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 @app.command("filter")
@@ -338,9 +366,11 @@ def filter_(
     batch_size: ReadBatchOpt = 1000,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
 ) -> None:
     """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
     if rejects:
         io.preflight(rejects, overwrite=overwrite, resume=resume)
     recipes.filter_rows(
@@ -356,6 +386,7 @@ def filter_(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 @app.command()
@@ -372,6 +403,9 @@ def prefs(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
     k: Annotated[int, typer.Option(min=2, help="Responses sampled per instruction.")] = 4,
     rubric: Annotated[str, typer.Option(help="Rubric that scores a response.")] = "response",
@@ -383,11 +417,13 @@ def prefs(
     batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
-    server = _server(base_url, api_key_env, concurrency, verbose, batch_size)
+    _preflight(out, overwrite, resume, push_to_hub)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = _open(model, backend, template, server)
     judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
     recipes.prefs(
@@ -404,6 +440,7 @@ def prefs(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 def _judges(
@@ -447,6 +484,9 @@ def synthesize(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "text",
@@ -471,13 +511,14 @@ def synthesize(
     verbose: VerboseOpt = False,
 ) -> None:
     """Instruction-response pairs grounded in each document of a raw corpus."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
     if pretrain_out:
         io.preflight(pretrain_out, overwrite=overwrite, resume=resume)
     greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
     temp = temperature if temperature is not None else (0.0 if greedy else 0.7)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.synthesize(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
+        _open(model, backend, template, server),
         source,
         out=out,
         mode=mode.value,
@@ -506,6 +547,9 @@ def think(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "text",
@@ -522,9 +566,10 @@ def think(
     verbose: VerboseOpt = False,
 ) -> None:
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.think(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
+        _open(model, backend, template, server),
         source,
         out=out,
         column=column,
@@ -555,6 +600,9 @@ def personas_from_text(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
     column: Annotated[str, typer.Option(help="Column holding the document text.")] = "text",
     dedup: DedupOpt = None,
@@ -564,14 +612,17 @@ def personas_from_text(
     batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
     persona.check_documents(source, column)
     persona.dedup_personas(dedup)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.personas_from_text(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
+        _open(model, backend, template, server),
         source,
         out=out,
         column=column,
@@ -581,6 +632,7 @@ def personas_from_text(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 @personas_app.command("expand")
@@ -592,6 +644,9 @@ def personas_expand(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
     hops: Annotated[int, typer.Option(min=1, help="Rounds of expansion; each expands the last round's personas.")] = 1,
     persona_column: PersonaColumnOpt = None,
@@ -602,14 +657,17 @@ def personas_expand(
     batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
     persona.check_personas(source, persona_column)
     persona.dedup_personas(dedup)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.personas_expand(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
+        _open(model, backend, template, server),
         source,
         out=out,
         hops=hops,
@@ -620,6 +678,7 @@ def personas_expand(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 @personas_app.command("generate")
@@ -634,6 +693,9 @@ def personas_generate(
     base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=0, help="Use the first N personas; 0: all.")] = 0,
     persona_column: PersonaColumnOpt = None,
@@ -646,14 +708,17 @@ def personas_generate(
     batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """One prompt, problem or text per persona, from the persona-driven templates."""
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    _preflight(out, overwrite, resume, push_to_hub)
     persona.load_template(task)
     persona.check_personas(personas, persona_column)
+    server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.personas_generate(
-        _open(model, backend, template, _server(base_url, api_key_env, concurrency, verbose, batch_size)),
+        _open(model, backend, template, server),
         personas,
         out=out,
         task=task,
@@ -667,19 +732,42 @@ def personas_generate(
         resume=resume,
         command=_command(),
     )
+    _push(out, push_to_hub, private)
 
 
 def _server(
-    base_url: str | None, api_key_env: str | None, concurrency: int | None, verbose: bool, batch_size: int | None = None
+    base_url: str | None,
+    api_key_env: str | None,
+    concurrency: int | None,
+    verbose: bool,
+    batch_size: int | None = None,
+    tensor_parallel_size: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    max_model_len: int | None = None,
 ) -> dict[str, Any]:
-    """Backend options from the shared flags; those left unset fall to each backend's default."""
+    """Backend options from the shared flags; those left unset fall to each backend's default
+    (load_backend drops None), and one set for a backend that lacks it is refused there."""
     return {
         "base_url": base_url,
         "api_key_env": api_key_env,
         "concurrency": concurrency,
         "verbose": verbose,
         "batch_size": batch_size,
+        "tensor_parallel_size": tensor_parallel_size,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len,
     }
+
+
+def _preflight(out: Path, overwrite: bool, resume: bool, push_to_hub: str | None) -> None:
+    """Fail before any model loads: a repo id the Hub refuses, an output directory that cannot take the run."""
+    _check_repo(push_to_hub)
+    io.preflight(out, overwrite=overwrite, resume=resume)
+
+
+def _check_repo(repo: str | None) -> None:
+    if repo is not None:
+        hub.check_repo(repo)
 
 
 def _executor(kind: str, address: str | None, actors: int) -> RayExecutor | None:
@@ -690,8 +778,6 @@ def _executor(kind: str, address: str | None, actors: int) -> RayExecutor | None
 
 def _push(out: Path, repo: str | None, private: bool) -> None:
     if repo:
-        from synth import hub
-
         print(f"synth: pushed to {hub.push(out, repo, private=private)}", file=sys.stderr)
 
 
@@ -719,8 +805,12 @@ def dedup(
     rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read at once.")] = 1000,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
 ) -> None:
     """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
+    _check_repo(push_to_hub)  # the output directory is claimed by the recipe, once the input is checked
     recipes.dedup(
         source,
         out=out,
@@ -729,19 +819,39 @@ def dedup(
         threshold=threshold,
         rejects=rejects,
         overwrite=overwrite,
+        resume=resume,
         batch_size=batch_size,
-        command=shlex.join(["synth", *sys.argv[1:]]),
+        command=_command(),
         ngram=ngram,
         num_perm=num_perm,
         ignore_punctuation=ignore_punctuation,
         model=model,
     )
+    _push(out, push_to_hub, private)
 
 
 def main() -> None:
-    """Entry point: a `SynthError` becomes one clear line on stderr and exit code 2."""
+    """Entry point: a `SynthError` or a bad option becomes one clear line on stderr and exit code 2;
+    Ctrl-C exits 130."""
     try:
-        app()
+        code = app(prog_name="synth", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's own checks: --n 0, a missing argument, an unknown option
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `synth` or `synth personas`: the help, as before
+            if exc.format_message().strip():
+                print(exc.format_message(), file=sys.stderr)
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        print(f"synth: error: {message}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("synth: aborted", file=sys.stderr)
+        sys.exit(1)
     except SynthError as exc:
         print(f"synth: error: {exc}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
+    if code == 130:  # typer turns a Ctrl-C outside a run (a model loading) into exit code 130
+        print("synth: interrupted", file=sys.stderr)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 def read(path: str | Path, batch_size: int = 1000) -> Iterator[Batch]:
     """Stream batches from a synth output, parquet, jsonl, csv, text files or a `save_to_disk` dir.
 
-    Rows without an `id` get one from their position, so ids are stable across runs.
+    Rows without an `id` get one from their position, so ids are stable across runs. A jsonl
+    column that mixes strings with other values is read as text, the others as JSON text (`5` ->
+    `"5"`); a `DatasetDict` folder gives its `train` split, or all splits if it has none. A file
+    that cannot be read (not UTF-8, a bad line, a corrupt parquet or csv) is a `SynthError` naming it.
     """
     path = Path(path)
     if not path.exists():
@@ -47,6 +51,8 @@ def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
     if path.is_dir():
         if (path / "data").is_dir() and list((path / "data").glob("*.parquet")):
             return _read_parquet(sorted((path / "data").glob("*.parquet")), batch_size)
+        if (path / "dataset_dict.json").exists():
+            return _read_arrow(_dataset_dict_files(path), batch_size)
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
             return _read_arrow(sorted(path.glob("*.arrow")), batch_size)
         for suffix, reader in ((".parquet", _read_parquet), (".jsonl", _read_jsonl), (".csv", _read_csv)):
@@ -69,20 +75,48 @@ def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
     raise SynthError(f"cannot read {path}: use .parquet, .jsonl, .csv, .txt/.md or a dataset folder")
 
 
+def _dataset_dict_files(path: Path) -> list[Path]:
+    # `DatasetDict.save_to_disk`: one `save_to_disk` folder per split. A pipeline reads one table,
+    # so take `train`; without one, every split in the order the dict lists them.
+    try:
+        splits = [str(s) for s in json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SynthError(f"{path / 'dataset_dict.json'} is not a DatasetDict index; re-save the dataset") from None
+    chosen = ["train"] if "train" in splits else splits
+    rest = [s for s in splits if s not in chosen]
+    if rest:
+        note = f"reading its train split only (not {', '.join(rest)}); pass {path}/SPLIT to read another"
+    else:
+        note = f"it has no train split, so reading all of them in order ({', '.join(chosen)})"
+    print(f"synth: note: {path} is a DatasetDict; {note}", file=sys.stderr)
+    return [f for split in chosen for f in sorted((path / split).glob("*.arrow"))]
+
+
+def _corrupt(file: Path, exc: Exception, kind: str) -> SynthError:
+    return SynthError(f"cannot read {file}: it is not a valid {kind} file ({exc}); replace or remove it")
+
+
 def _read_parquet(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
-        for record_batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size):
-            yield pa.Table.from_batches([record_batch])
+        try:
+            batches = pq.ParquetFile(file).iter_batches(batch_size=batch_size)
+            for record_batch in batches:
+                yield pa.Table.from_batches([record_batch])
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(file, exc, "parquet") from None
 
 
 def _read_arrow(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
-        with pa.memory_map(str(file)) as source:
-            try:
-                reader = pa.ipc.open_stream(source)
-            except pa.ArrowInvalid:
-                reader = pa.ipc.open_file(source)
-            table = reader.read_all()  # memory-mapped: pages come in as the slices are read
+        try:
+            with pa.memory_map(str(file)) as source:
+                try:
+                    reader = pa.ipc.open_stream(source)
+                except pa.ArrowInvalid:
+                    reader = pa.ipc.open_file(source)
+                table = reader.read_all()  # memory-mapped: pages come in as the slices are read
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(file, exc, "Arrow") from None
         for start in range(0, table.num_rows, batch_size):
             yield table.slice(start, batch_size)
 
@@ -90,30 +124,94 @@ def _read_arrow(files: list[Path], batch_size: int) -> Iterator[Batch]:
 def _read_jsonl(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
         rows: list[dict[str, Any]] = []
-        with file.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+        lines: list[int] = []
+        kinds: dict[str, pa.DataType] = {}  # each column's type in this file's batches so far
+        noted: set[str] = set()  # the columns already said to be read as text
+        with file.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SynthError(
+                        f"{file}:{number} is not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                        "re-save the file as UTF-8"
+                    ) from None
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise SynthError(f"{file}:{number} is not valid JSON ({exc.msg}); fix or remove it") from None
+                if not isinstance(row, dict):
+                    raise SynthError(
+                        f"{file}:{number} is a JSON {type(row).__name__}, not an object; "
+                        'write one {"column": value, ...} object per line'
+                    )
+                rows.append(row)
+                lines.append(number)
                 if len(rows) == batch_size:
-                    yield pa.Table.from_pylist(rows)
-                    rows = []
+                    yield _jsonl_table(rows, lines, file, kinds, noted)
+                    rows, lines = [], []
         if rows:
-            yield pa.Table.from_pylist(rows)
+            yield _jsonl_table(rows, lines, file, kinds, noted)
+
+
+def _jsonl_table(
+    rows: list[dict[str, Any]], lines: list[int], file: Path, kinds: dict[str, pa.DataType], noted: set[str]
+) -> Batch:
+    """The rows as a table. A column whose values Arrow cannot give one type (`5` next to `"five"`,
+    in this batch or after strings in an earlier one) is text: its non-string values become JSON
+    text (`"5"`, `"true"`). Nothing is lost, no stage crashes on it (`json.loads` gives the values
+    back; dedup compares `"5"` as text). Text after batches of only numbers (lists, ...) is refused,
+    naming the line: the rows before it have gone on with the other type.
+    """
+    columns = {}
+    for name in dict.fromkeys(name for row in rows for name in row):
+        values = [row.get(name) for row in rows]
+        before = kinds.get(name)
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            array = None  # mixed in this batch
+        if array is not None and pa.types.is_null(array.type):
+            columns[name] = array if before is None else pa.nulls(len(values), before)
+            continue
+        text = array is None or before == pa.string() or (before is not None and pa.types.is_string(array.type))
+        if text and before not in (None, pa.string()):
+            at = next((n for v, n in zip(values, lines) if isinstance(v, str)), lines[0])
+            raise SynthError(
+                f"{file}:{at}: column {name!r} changes type here: it held only {before} values in the lines "
+                'before; give it one type in the whole file (e.g. quote the numbers: "5")'
+            )
+        if text and (array is None or array.type != pa.string()):
+            if name not in noted:
+                noted.add(name)
+                print(
+                    f"synth: note: column {name!r} of {file} mixes value types (lines {lines[0]}-{lines[-1]}); "
+                    "it is read as text, its non-string values as JSON text",
+                    file=sys.stderr,
+                )
+            values = [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
+            array = pa.array(values, pa.string())
+        kinds.setdefault(name, array.type)
+        columns[name] = array
+    return pa.table(columns)
 
 
 def _read_csv(files: list[Path], batch_size: int) -> Iterator[Batch]:
     import pyarrow.csv as pacsv
 
     for file in files:
-        reader = pacsv.open_csv(file, read_options=pacsv.ReadOptions(block_size=1 << 20))
-        for record_batch in reader:
-            table = pa.Table.from_batches([record_batch])
-            for start in range(0, table.num_rows, batch_size):
-                yield table.slice(start, batch_size)
+        if file.stat().st_size == 0:
+            continue  # an empty file holds no rows (not even a header): nothing to read
+        try:
+            reader = pacsv.open_csv(file, read_options=pacsv.ReadOptions(block_size=1 << 20))
+            for record_batch in reader:
+                table = pa.Table.from_batches([record_batch])
+                for start in range(0, table.num_rows, batch_size):
+                    yield table.slice(start, batch_size)
+        except (pa.ArrowException, OSError) as exc:
+            raise _corrupt(file, exc, "CSV") from None
 
 
 def _read_texts(files: list[Path], root: Path, batch_size: int) -> Iterator[Batch]:
@@ -276,25 +374,21 @@ def tee(
     *,
     card: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     shard_rows: int = 10_000,
-    flush_seconds: float = 60.0,
 ) -> Callable[[Iterable[Batch]], Iterator[Batch]]:
     """A pass-through stage that also writes `select(batch)` into a second output (a companion
-    dataset), flushed on the same policy as `write`, and when the stream ends or is interrupted."""
+    dataset) through a `Sink`, kept in step with the main output's checkpoints (see `Sink`)."""
+    sink = Sink(out, card, shard_rows)
 
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
-        writer = _ShardWriter(out, card, None)
-        last_flush = time.monotonic()
         try:
             for batch in batches:
-                writer.add(select(batch))
-                if writer.held >= shard_rows or time.monotonic() - last_flush >= flush_seconds:
-                    writer.flush()
-                    last_flush = time.monotonic()
+                sink(select(batch))
                 yield batch
             out.complete = True
         finally:
-            writer.flush()
+            sink._writer.flush()
 
+    stage.sink = sink  # type: ignore[attr-defined]  # a run finds side outputs by their Sink
     return stage
 
 
@@ -320,7 +414,10 @@ class _ShardWriter:
     def flush(self) -> None:
         out = self.output
         if self.pending and (self.held or not out.shards):
-            table = self._conform(pa.concat_tables(self.pending, promote_options="permissive"))
+            try:
+                table = self._conform(pa.concat_tables(self.pending, promote_options="permissive"))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError):
+                raise SynthError(f"cannot write {out.path}: {self._clash()}") from None
             name = f"train-{len(out.shards):05d}.parquet"
             tmp = out.path / "data" / f".{name}.tmp"
             pq.write_table(table, tmp, compression="zstd")
@@ -332,6 +429,18 @@ class _ShardWriter:
         _save_state(out)
         card = self.card() if callable(self.card) else (self.card or {})
         write_card(out, card)
+
+    def _clash(self) -> str:
+        """Which column's type the held rows disagree on (with each other or the shards written)."""
+        seen = {f.name: f.type for f in self.schema or _existing_schema(self.output) or []}
+        for batch in self.pending:
+            for f in batch.schema:
+                if f.name not in seen and self.schema is not None:
+                    return f"column {f.name!r} is in these rows, not in those before; give all rows the same columns"
+                if not pa.types.is_null(f.type) and seen.setdefault(f.name, f.type) != f.type:
+                    kinds = f"{seen[f.name]} values in some rows and {f.type} in others"
+                    return f"column {f.name!r} holds {kinds}; give it one type in the input"
+        return f"the rows lack columns of those before ({', '.join(seen)}); give all rows the same columns"
 
     def _conform(self, table: Batch) -> Batch:
         # Every shard must share one schema or `load_dataset` refuses the folder.
@@ -348,6 +457,10 @@ class Sink:
     """A push-style `write` target: a stage hands it the rows it sets aside (datatrove's side writer).
 
     `with Sink(open_output(path)) as rejects: ...`; each call adds a batch, exit writes the rest.
+    Beside a main output (a run of the recipes' runner) it is kill-safe: each main checkpoint
+    `commit`s the sink first and records its shards, and a resumed run `rewind`s the sink to
+    that record, so the side rows always match the input rows the main output has finished.
+    Between checkpoints it may flush every `shard_rows` rows, to bound memory; a rewind drops those.
     """
 
     def __init__(self, out: Output, card: dict[str, Any] | None = None, shard_rows: int = 10_000) -> None:
@@ -358,6 +471,23 @@ class Sink:
         self._writer.add(batch)
         if self._writer.held >= self.shard_rows:
             self._writer.flush()
+
+    def commit(self) -> dict[str, int]:
+        """Write every row in hand; what the main checkpoint records of this output."""
+        self._writer.flush()
+        return {"shards": len(self.output.shards), "rows": self.output.rows}
+
+    def rewind(self, shards: int) -> None:
+        """Keep only the first `shards` shards: later ones hold rows past the main output's last
+        checkpoint, which the resumed run writes again. Shard files no state lists go too."""
+        out = self.output
+        out.shards = out.shards[:shards]
+        kept = {s["file"] for s in out.shards}
+        for file in (out.path / "data").glob("train-*.parquet"):
+            if file.name not in kept:
+                file.unlink()
+        out.complete = False
+        _save_state(out)
 
     def __enter__(self) -> Sink:
         return self

@@ -39,6 +39,7 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
                 labels.setdefault(name, Counter()).update(column.to_pylist())
     labels = {k: v for k, v in labels.items() if len(v) <= LABEL_LIMIT}
     duplicates = {k: 1 - len(c) / max(sum(c.values()), 1) for k, c in keys.items()}
+    near = {name: near_duplicate_rate(path, name) for name in keys}
     try:
         provenance = read_provenance(path)
     except (FileNotFoundError, ValueError):
@@ -50,8 +51,19 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
         "labels": labels,
         "numbers": numbers,
         "duplicate_rate": duplicates,
+        "near_duplicate_rate": near,
         "drops": drops,
     }
+
+
+def near_duplicate_rate(path: str | Path, column: str, threshold: float = 0.7) -> float:
+    """Share of rows that synth's MinHash dedup (word shingles, Jaccard >= threshold) would drop."""
+    from synth.stages.dedup import MinHashDedup
+
+    stage = MinHashDedup(column=column, threshold=threshold)
+    for _ in stage(b.select(["id", column]) for b in read(path)):
+        pass
+    return stage.stats["dropped"] / max(stage.stats["rows_in"], 1)
 
 
 def table(stats: dict[str, Any]) -> str:
@@ -69,6 +81,8 @@ def table(stats: dict[str, Any]) -> str:
                 )
     for column, rate in stats["duplicate_rate"].items():
         lines.append(f"{column} duplicate rate (normalised text): {rate:.1%}")
+    for column, rate in stats.get("near_duplicate_rate", {}).items():
+        lines.append(f"{column} near-duplicate rate (MinHash, Jaccard >= 0.7): {rate:.1%}")
     for column, counts in stats["labels"].items():
         lines.append(f"{column}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
     for column, values in stats["numbers"].items():

@@ -1,7 +1,10 @@
 """Counting tokens with the backend's own tokenizer, for stages that must fit a context window.
 
-A backend may expose `count_tokens(text) -> int` (llama.cpp, vLLM and Ollama can count) and its
-context size (`context_size`, or llama.cpp's `llm.n_ctx()`, or `n_ctx` in `describe()`).
+A backend may expose `count_tokens(text) -> int` (llama.cpp, vLLM and Ollama count with the
+model's tokenizer; the OpenAI-compatible backend asks the server's tokenize endpoint, and raises
+NotImplementedError where there is none) and its context size (`context_size`, a number or a
+method; or llama.cpp's `llm.n_ctx()`; or in `describe()`: `n_ctx` (llama.cpp), `max_model_len`
+(vLLM), `num_ctx` or `context_length` (Ollama)).
 """
 
 from __future__ import annotations
@@ -21,14 +24,22 @@ def token_counter(backend: Any) -> Callable[[str], int]:
     instead, by about 4x on English text). It is announced once on stderr.
     """
     count = getattr(backend, "count_tokens", None)
+    why = "cannot count tokens"
     if callable(count):
-        return count
+        try:
+            count("Count me.")  # a server backend learns here whether its server can count
+            return count
+        except NotImplementedError as exc:
+            why = f"cannot count tokens ({exc})"
+    name = type(getattr(backend, "inner", backend)).__name__  # through Metered, name the real one
     print(
-        f"synth: {type(backend).__name__} cannot count tokens; budgeting with UTF-8 bytes, "
-        "an upper bound that leaves most of the context unused",
+        f"synth: {name} {why}; budgeting with UTF-8 bytes, an upper bound that leaves most of the context unused",
         file=sys.stderr,
     )
     return lambda text: len(text.encode("utf-8"))
+
+
+_CONTEXT_KEYS = ("n_ctx", "max_model_len", "num_ctx", "context_length")
 
 
 def context_size(backend: Any, override: int | None = None) -> int:
@@ -41,7 +52,8 @@ def context_size(backend: Any, override: int | None = None) -> int:
     if size is None and hasattr(backend, "llm") and hasattr(backend.llm, "n_ctx"):
         size = backend.llm.n_ctx()  # llama.cpp
     if size is None and callable(getattr(backend, "describe", None)):
-        size = backend.describe().get("n_ctx")
+        described = backend.describe()
+        size = next((described[k] for k in _CONTEXT_KEYS if described.get(k)), None)
     if not size:
         raise SynthError(
             f"cannot tell the context size of {type(backend).__name__}; pass --context-tokens N "

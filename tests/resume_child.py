@@ -1,40 +1,152 @@
-"""Run in a child process by test_resume: a Magpie run on a deterministic, slow test backend.
+"""Run in a child process by test_resume: a recipe on a deterministic, slow test backend.
 
-argv: OUT N RESUME(0/1) MODE, where MODE is `gen` (print GEN k before each backend call) or
-`write` (print WRITING while the second shard's temporary file is on disk, then stall).
+argv: OUT N RESUME(0/1) MODE [RECIPE], where MODE is
+  `gen`   print GEN k before each backend call (READ k before each input batch for `filter`);
+  `write` print WRITING while the second shard's temporary file is on disk, then stall;
+  `side`  print SIDE once the side output has committed its rows for the second main checkpoint,
+          before the main output's state records them, then stall (the window a kill must survive).
+RECIPE is `magpie` (the default), `synthesize` (with --pretrain-out), `personas` (generate, with
+responses), `personas-dedup` (from-text with --dedup minhash) or `filter` (with --rejects).
+Inputs go beside OUT, side outputs to OUT's parent as `side`; shards are small so a run has many.
 """
 
+import functools
+import json
+import re
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
+import synth.io
+import synth.recipes._runner as runner
 from synth.backends import Completion, Sampling
-from synth.recipes import magpie
 from synth.templates import builtin
 
 
+def _marker(text: str) -> None:
+    print(text, flush=True)
+    time.sleep(0.05)
+
+
 class Deterministic:
+    """Replies depend only on the prompt, so an interrupted and an unbroken run agree."""
+
     name, model, chat_tuned = "deterministic", "deterministic", True
     template = builtin("chatml")
     calls = 0
 
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def context_size(self) -> int:
+        return 4096
+
     def generate(self, prompts, params):
         Deterministic.calls += 1
-        print(f"GEN {Deterministic.calls}", flush=True)
-        time.sleep(0.05)
-        out = []
-        for i, prompt in enumerate(prompts):
-            seed = params.seed + i
-            if isinstance(prompt, str):  # an instruction; every 5th is cut off and dropped
-                out.append(Completion(f"q{seed}", "length" if seed % 5 == 0 else "stop", 1, 1))
-            else:
-                out.append(Completion(f"answer to {prompt[-1]['content']}", "stop", 1, 1))
-        return out
+        _marker(f"GEN {Deterministic.calls}")
+        return [self.reply(prompt, params.seed + i) for i, prompt in enumerate(prompts)]
+
+    def reply(self, prompt, seed: int) -> Completion:
+        if isinstance(prompt, str):  # a magpie instruction; every 5th is cut off and dropped
+            return Completion(f"q{seed}", "length" if seed % 5 == 0 else "stop", 1, 1)
+        text = prompt[-1]["content"]
+        number = re.search(r"number (\d+)", text)
+        k = int(number.group(1)) if number else -1
+        if "Document number" in text:  # a chunk to synthesize pairs from; every 4th gets no JSON
+            pairs = [{"instruction": f"What is in document {k}?", "response": f"Mill {k}."}]
+            pairs.append({"instruction": f"Where is mill {k}?", "response": f"By river {k}."})
+            return Completion("not json" if k % 4 == 3 else json.dumps({"pairs": pairs}), "stop", 1, 1)
+        if "Persona:" in text:  # text-to-persona; topics repeat, so dedup drops rows across a restart
+            return Completion(f"Persona: A reader who loves topic {k % 10}.", "stop", 1, 1)
+        if "User prompt:" in text:  # persona-driven instruction; every 5th ignores the format
+            return Completion("no label" if k % 5 == 4 else f"User prompt: Tell me about lighthouse {k}.", "stop", 1, 1)
+        return Completion(f"answer to {text}", "stop", 1, 1)
+
+
+def _small_shards(module, rows: int = 4) -> None:
+    """Main shards of `rows` rows and side outputs that also flush on their own every 3 rows."""
+    module._run = functools.partial(runner._run, shard_rows=rows)
+    synth.io.Sink.__init__.__defaults__ = (None, 3)
+    synth.io.tee.__kwdefaults__["shard_rows"] = 3
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run(recipe: str, out: Path, n: int, resume: bool) -> None:
+    side, seeded = out.parent / "side", Sampling(seed=0, max_tokens=64)
+    if recipe == "magpie":
+        from synth.recipes import magpie
+
+        magpie(
+            Deterministic(),
+            n=n,
+            out=out,
+            batch_size=4,
+            shard_rows=4,
+            instruction=seeded,
+            response=seeded,
+            resume=resume,
+        )
+    elif recipe == "synthesize":
+        import synth.recipes.corpus as corpus
+
+        _small_shards(corpus)
+        docs = [{"text": f"Document number {i} tells of a river town and its old mill."} for i in range(n)]
+        source = _write_jsonl(out.parent / "corpus.jsonl", docs)
+        corpus.synthesize(
+            Deterministic(), source, out=out, pretrain_out=side, pairs=2, batch_size=2, params=seeded, resume=resume
+        )
+    elif recipe == "personas":
+        import synth.recipes.personas as personas
+
+        _small_shards(personas)
+        people = [{"id": f"p{i:02d}", "persona": f"The keeper of lighthouse number {i}."} for i in range(n + 2)]
+        source = _write_jsonl(out.parent / "personas.jsonl", people)
+        personas.personas_generate(
+            Deterministic(), source, out=out, n=n, batch_size=3, params=seeded, responses=seeded, resume=resume
+        )
+    elif recipe == "personas-dedup":
+        import synth.recipes.personas as personas
+
+        _small_shards(personas)
+        source = _write_jsonl(out.parent / "docs.jsonl", [{"text": f"Notes number {i} on a topic."} for i in range(n)])
+        personas.personas_from_text(
+            Deterministic(), source, out=out, dedup="minhash", batch_size=3, params=seeded, resume=resume
+        )
+    elif recipe == "filter":
+        import synth.recipes.quality as quality
+
+        _small_shards(quality)
+        rows = [
+            {
+                "id": f"r{i:03d}",
+                "instruction": "hi" if i % 7 == 3 else f"Explain how item number {i} works, please.",
+                "response": "" if i % 3 == 1 else f"Item number {i} works well.",
+            }
+            for i in range(n)
+        ]
+        source = _write_jsonl(out.parent / "rows.jsonl", rows)
+        real_read = quality.read
+
+        def slow_read(path, batch_size=1000):
+            for k, batch in enumerate(real_read(path, batch_size), 1):
+                _marker(f"READ {k}")
+                yield batch
+
+        quality.read = slow_read
+        quality.filter_rows(source, out=out, rejects=side, batch_size=3, resume=resume)
+    else:
+        raise SystemExit(f"unknown recipe {recipe}")
 
 
 def main() -> None:
-    out, n, resume, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+    out, n, resume, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+    recipe = sys.argv[5] if len(sys.argv) > 5 else "magpie"
     if mode == "write":
         real = pq.write_table
         writes = []
@@ -47,16 +159,20 @@ def main() -> None:
                 time.sleep(60)
 
         pq.write_table = slow_write
-    magpie(
-        Deterministic(),
-        n=n,
-        out=out,
-        batch_size=4,
-        shard_rows=4,
-        resume=resume,
-        instruction=Sampling(seed=0),
-        response=Sampling(seed=0),
-    )
+    if mode == "side":
+        commit = synth.io.Sink.commit
+        commits = []
+
+        def stalling_commit(self):
+            marks = commit(self)
+            commits.append(marks)
+            if len(commits) == 2:
+                print("SIDE", flush=True)
+                time.sleep(60)
+            return marks
+
+        synth.io.Sink.commit = stalling_commit
+    run(recipe, out, n, resume)
 
 
 if __name__ == "__main__":

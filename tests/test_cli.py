@@ -76,7 +76,9 @@ def _error(done: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.parametrize("n", ["0", "-3"])
 def test_n_must_be_positive(tmp_path, n) -> None:
-    assert "--n" in _error(synth("magpie", "--n", n, "--out", str(tmp_path / "o")))
+    err = _error(synth("magpie", "--n", n, "--out", str(tmp_path / "o")))
+    assert len(err.strip().splitlines()) == 1, err  # one line, not click's usage box
+    assert err.startswith("synth: error: ") and "'--n'" in err and "synth magpie --help" in err
 
 
 def test_missing_model_path(tmp_path) -> None:

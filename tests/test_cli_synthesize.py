@@ -54,6 +54,34 @@ def test_instruction_pretrain_mode_end_to_end_with_pretrain_text(tmp_path) -> No
     assert provenance(text_out)["mode"] == "instruction-pretrain"
 
 
+def test_instruction_pretrain_on_a_format_following_double_writes_sft_rows_and_linked_text(tmp_path) -> None:
+    # The embedded model rarely speaks the synthesizer's format, so the test above may see no SFT
+    # rows; a double that does makes sure the rows, their schema and their links are right.
+    from synth import Sampling
+    from synth.recipes import synthesize
+    from tests.doubles import FormatBackend
+
+    out, text_out = tmp_path / "sft", tmp_path / "pt"
+    params = Sampling(max_tokens=24, seed=3)
+    synthesize(FormatBackend(), CORPUS, out=out, mode="instruction-pretrain", pretrain_out=text_out, params=params)
+    counts = check_corpus_counts(out)
+    table = pq.read_table(out / "data")
+    assert table.column_names == [*SFT_COLUMNS, "mode", "model"]
+    rows = table.to_pylist()
+    assert len(rows) == counts["kept"] == 3  # one pair per chunk
+    for row in rows:
+        assert row["source_id"] in DOCS and row["id"] == f"{row['source_id']}#{row['chunk']}-0"
+        assert row["messages"] == [
+            {"role": "user", "content": row["instruction"]},
+            {"role": "assistant", "content": row["response"]},
+        ]
+    chains = pq.read_table(text_out / "data").to_pylist()
+    assert sorted(name for chain in chains for name in chain["source_ids"]) == sorted(DOCS)
+    text = "\n".join(chain["text"] for chain in chains)
+    assert all(row["instruction"] in text and row["response"] in text for row in rows)  # pairs laid into the text
+    assert sum(chain["pairs"] for chain in chains) == len(rows)
+
+
 def test_think_end_to_end(tmp_path) -> None:
     out = tmp_path / "think"
     done = synth("think", str(CORPUS), "--out", str(out), "--max-tokens", "24", "--seed", "3")

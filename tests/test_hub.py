@@ -1,3 +1,7 @@
+import socket
+import sys
+import types
+
 import pytest
 
 from synth import hub
@@ -25,6 +29,7 @@ class RecordingApi:
 def api(monkeypatch):
     import huggingface_hub
 
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the tests' default; --push-to-hub refuses it up front
     RecordingApi.calls = []
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     return RecordingApi
@@ -72,3 +77,123 @@ def test_push_to_hub_option_uploads_after_the_run(tmp_path, api, monkeypatch) ->
     assert result.exit_code == 0, result.output
     assert [c[0] for c in api.calls] == ["init", "create_repo", "upload_folder"]
     assert api.calls[2][1]["folder_path"] == str(tmp_path / "o")
+
+
+SECRET = "hf_NotARealTokenButShapedLikeOne123"
+
+
+def _http_error(status: int, message: str):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = types.SimpleNamespace(status_code=status, headers={}, request=None)
+    return HfHubHTTPError(message, response=response)
+
+
+def _offline():
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
+
+
+def _validation():
+    from huggingface_hub.errors import HFValidationError
+
+    return HFValidationError("Repo id must use alphanumeric chars")
+
+
+UPLOAD_ERRORS = {
+    "unauthorized": (
+        lambda: _http_error(401, f"401 Client Error: Unauthorized\nInvalid token {SECRET}\nRequest id: abc"),
+        "check HF_TOKEN or `hf auth login`",
+    ),
+    "server error": (lambda: _http_error(500, "500 Server Error\n\nInternal Error"), "failed (HfHubHTTPError: 500"),
+    "offline": (_offline, "offline mode"),
+    "connection": (lambda: ConnectionError(f"Connection refused (Authorization: Bearer {SECRET})"), "cannot reach"),
+    "other hub error": (_validation, "failed (HFValidationError: Repo id must use"),
+}
+
+
+def run_main(argv: list[str], monkeypatch) -> int:
+    from synth import cli
+
+    monkeypatch.setattr(sys, "argv", ["synth", *argv])
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def one_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err and SECRET not in captured.err + captured.out
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", UPLOAD_ERRORS)
+def test_an_upload_error_is_one_line_without_the_token(kind, tmp_path, api, monkeypatch, capsys) -> None:
+    make_error, words = UPLOAD_ERRORS[kind]
+
+    def fails(self, **kwargs):
+        api.calls.append(("upload_folder", kwargs))
+        raise make_error()
+
+    monkeypatch.setattr(api, "upload_folder", fails)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    write([from_rows([{"id": "a"}])], tmp_path / "o")
+    assert run_main(["push", str(tmp_path / "o"), "--repo", "me/set"], monkeypatch) == 2
+    line = one_line(capsys)
+    assert line.startswith("synth: error: ") and words in line, line
+    assert f"synth push {tmp_path / 'o'} --repo me/set" in line  # how to try again; the data is safe
+    assert [c[0] for c in api.calls] == ["init", "create_repo", "upload_folder"]
+
+
+def test_a_hub_that_does_not_answer_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    # the real huggingface_hub client, pointed at a loopback port nothing listens on
+    import functools
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(
+        huggingface_hub, "HfApi", functools.partial(huggingface_hub.HfApi, endpoint=f"http://127.0.0.1:{port}")
+    )
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    write([from_rows([{"id": "a"}])], tmp_path / "o")
+    assert run_main(["push", str(tmp_path / "o"), "--repo", "me/set"], monkeypatch) == 2
+    assert "cannot reach the Hub to push to me/set" in one_line(capsys)
+
+
+def test_push_to_hub_failing_after_a_run_keeps_the_data_and_says_how_to_retry(
+    tmp_path, api, monkeypatch, capsys
+) -> None:
+    from synth import cli
+    from tests.conftest import ScriptedBackend
+
+    def refuses(self, repo_id, **kwargs):
+        raise _http_error(403, "403 Forbidden: you cannot write to me/set")
+
+    monkeypatch.setattr(api, "create_repo", refuses)
+    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
+    out = tmp_path / "o"
+    argv = ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(out), "--push-to-hub", "me/set"]
+    assert run_main(argv, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("synth: error: the Hub refused the upload to me/set") and "Traceback" not in "".join(err)
+    assert list((out / "data").glob("*.parquet")) and (out / "README.md").is_file()
+
+
+def test_check_repo_accepts_hub_ids_and_refuses_the_rest(monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for good in ("me/set", "my-org/magpie.v2", "Org_1/name-2"):
+        hub.check_repo(good)
+    for bad in ("set", "a/b/c", "me/", "/set", "me/se--t", "me/set.", ".me/set", "me/s et", "me/" + "x" * 97):
+        with pytest.raises(SynthError, match="ORG/NAME"):
+            hub.check_repo(bad)

@@ -100,3 +100,83 @@ def test_no_rows_at_all_still_makes_a_readable_dataset(tmp_path) -> None:
     write([], tmp_path / "none")
     assert pl.scan_parquet(str(tmp_path / "none/data/*.parquet")).collect().height == 0
     assert pq.read_table(tmp_path / "none/data").column_names == ["id"]
+
+
+def test_jsonl_column_that_mixes_types_is_read_as_text_with_json_values(tmp_path, capsys) -> None:
+    from synth.stages import dedup_exact
+    from synth.stages.filters import Filter, heuristic_rules, load_heuristics
+
+    values = ["What is 2 + 2?", 5, None, {"k": [1]}, True, 2.5]
+    (tmp_path / "mixed.jsonl").write_text("\n".join(json.dumps({"instruction": v}) for v in values))
+    (batch,) = read(tmp_path / "mixed.jsonl")
+    assert batch["instruction"].to_pylist() == ["What is 2 + 2?", "5", None, '{"k": [1]}', "true", "2.5"]
+    assert "column 'instruction'" in capsys.readouterr().err
+    # Batch by batch the same: once a column held text in a file, its later values are text too.
+    one_by_one = [v for b in read(tmp_path / "mixed.jsonl", batch_size=1) for v in b["instruction"].to_pylist()]
+    assert one_by_one == batch["instruction"].to_pylist()
+    # ... and what comes after reading does not crash on it: filter, dedup, write.
+    stages = Filter(tuple(heuristic_rules(load_heuristics()))), dedup_exact()
+    out = write(stages[1](stages[0](read(tmp_path / "mixed.jsonl"))), tmp_path / "out")
+    assert out.rows >= 1
+
+
+def test_a_column_that_changes_type_between_batches_never_crashes(tmp_path) -> None:
+    def lines(*values) -> str:
+        return "\n".join(json.dumps({"x": v}) for v in values)
+
+    (tmp_path / "text_first.jsonl").write_text(lines("a", "b", 1, None))
+    write(read(tmp_path / "text_first.jsonl", batch_size=2), tmp_path / "o1", shard_rows=2)
+    assert pq.read_table(tmp_path / "o1/data")["x"].to_pylist() == ["a", "b", "1", None]
+    (tmp_path / "numbers_first.jsonl").write_text(lines(1, 2, "three"))
+    with pytest.raises(SynthError, match=r"numbers_first.jsonl:3: column 'x' changes type here: it held only int64"):
+        list(read(tmp_path / "numbers_first.jsonl", batch_size=2))
+    # What no reader can know ahead (whole numbers, then fractions in a later shard): the writer says so.
+    batches = [pa.table({"id": ["a"], "x": [1]}), pa.table({"id": ["b"], "x": [2.5]})]
+    with pytest.raises(SynthError, match=r"column 'x' holds int64 values in some rows and double in others"):
+        write(batches, tmp_path / "o2", shard_rows=1)
+
+
+def test_jsonl_that_is_not_utf8_or_not_objects_names_the_file_and_line(tmp_path) -> None:
+    (tmp_path / "latin1.jsonl").write_bytes('{"a": "ok"}\n{"a": "café"}\n'.encode("latin-1"))
+    with pytest.raises(SynthError, match=r"latin1.jsonl:2 is not UTF-8.*re-save the file as UTF-8"):
+        list(read(tmp_path / "latin1.jsonl"))
+    (tmp_path / "list.jsonl").write_text('{"a": 1}\n\n[1, 2]\n')
+    with pytest.raises(SynthError, match=r"list.jsonl:3 is a JSON list, not an object"):
+        list(read(tmp_path / "list.jsonl"))
+    (tmp_path / "bom.jsonl").write_bytes('{"a": "é"}\n'.encode("utf-8-sig"))  # a BOM is fine
+    assert next(read(tmp_path / "bom.jsonl"))["a"].to_pylist() == ["é"]
+
+
+def test_corrupt_parquet_and_csv_files_are_named(tmp_path) -> None:
+    (tmp_path / "junk.parquet").write_bytes(b"this is not parquet at all")
+    with pytest.raises(SynthError, match=r"cannot read .*junk.parquet: it is not a valid parquet file"):
+        list(read(tmp_path / "junk.parquet"))
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(100)]}), tmp_path / "whole.parquet")
+    data = (tmp_path / "whole.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SynthError, match=r"cut.parquet: it is not a valid parquet file"):
+        list(read(tmp_path / "cut.parquet"))
+    (tmp_path / "ragged.csv").write_text("id,text\na,one\nb\n")
+    with pytest.raises(SynthError, match=r"cannot read .*ragged.csv: it is not a valid CSV file"):
+        list(read(tmp_path / "ragged.csv"))
+
+
+def test_an_empty_csv_is_an_empty_dataset(tmp_path) -> None:
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert list(read(tmp_path / "empty.csv")) == []
+    write(read(tmp_path / "empty.csv"), tmp_path / "out")
+    assert pq.read_table(tmp_path / "out/data").num_rows == 0
+
+
+def test_a_dataset_dict_folder_reads_train_or_else_every_split(tmp_path, capsys) -> None:
+    import datasets
+
+    splits = {name: datasets.Dataset.from_dict({"text": [f"{name}{i}" for i in range(2)]}) for name in ("a", "train")}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dd"))
+    assert [r["text"] for b in read(tmp_path / "dd") for r in b.to_pylist()] == ["train0", "train1"]
+    assert "DatasetDict; reading its train split only (not a)" in capsys.readouterr().err
+    datasets.DatasetDict(dict.fromkeys(("test", "validation"), splits["a"])).save_to_disk(str(tmp_path / "nt"))
+    rows = [r for b in read(tmp_path / "nt") for r in b.to_pylist()]
+    assert [r["text"] for r in rows] == ["a0", "a1", "a0", "a1"]
+    assert len({r["id"] for r in rows}) == 4  # ids run on across the splits
+    assert "no train split, so reading all of them in order (test, validation)" in capsys.readouterr().err

@@ -1,4 +1,8 @@
-"""Kill a run with SIGKILL at several points, resume it, and compare with an unbroken run row for row."""
+"""Kill a run with SIGKILL at several points, resume it, and compare with an unbroken run row for row.
+
+Each recipe runs in a child process (resume_child.py) on a deterministic test backend; side
+outputs (`--pretrain-out`, `--rejects`) must match the unbroken run's too.
+"""
 
 import signal
 import subprocess
@@ -10,33 +14,64 @@ import pytest
 
 CHILD = [sys.executable, str(Path(__file__).with_name("resume_child.py"))]
 N = 30
+# recipe -> (rows asked for, main-output columns compared, side-output columns compared or None)
+RECIPES = {
+    "magpie": (N, ["id", "instruction", "response"], None),
+    "synthesize": (16, ["id", "source_id", "instruction", "response"], ["id", "text", "source_ids"]),
+    "personas": (20, ["id", "persona_id", "instruction", "instruction_status", "response"], None),
+    "personas-dedup": (24, ["id", "source_id", "persona", "dup_cluster"], None),
+    "filter": (40, ["id", "instruction", "response"], ["id", "rejected_by"]),
+}
 
 
-def _run(out, resume: bool, mode: str = "gen") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CHILD, str(out), str(N), "1" if resume else "0", mode], capture_output=True, text=True, timeout=120
-    )
+def _run(out, resume: bool, mode: str = "gen", recipe: str = "magpie") -> subprocess.CompletedProcess:
+    n = RECIPES[recipe][0]
+    argv = [*CHILD, str(out), str(n), "1" if resume else "0", mode, recipe]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
-def _kill_when(out, marker: str, mode: str) -> None:
-    proc = subprocess.Popen([*CHILD, str(out), str(N), "0", mode], stdout=subprocess.PIPE, text=True)
+def _kill_when(out, marker: str, mode: str, recipe: str = "magpie") -> None:
+    argv = [*CHILD, str(out), str(RECIPES[recipe][0]), "0", mode, recipe]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.strip() == marker:
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, f"{marker} never came"
 
 
-def _rows(out) -> list[dict]:
-    return pq.read_table(Path(out) / "data").select(["id", "instruction", "response"]).to_pylist()
+def _rows(out, columns: list[str]) -> list[dict]:
+    return pq.read_table(Path(out) / "data").select(columns).to_pylist()
+
+
+def _datasets(out: Path, recipe: str) -> tuple[list[dict], list[dict] | None]:
+    _, main, side = RECIPES[recipe]
+    return _rows(out, main), (_rows(out.parent / "side", side) if side else None)
+
+
+_UNBROKEN: dict[str, tuple[list[dict], list[dict] | None]] = {}
 
 
 @pytest.fixture(scope="module")
-def unbroken(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("unbroken") / "o"
-    assert _run(out, resume=False).returncode == 0
-    return _rows(out)
+def unbroken(tmp_path_factory):
+    def get(recipe: str) -> tuple[list[dict], list[dict] | None]:
+        if recipe not in _UNBROKEN:
+            out = tmp_path_factory.mktemp(f"unbroken-{recipe}") / "o"
+            done = _run(out, resume=False, recipe=recipe)
+            assert done.returncode == 0, done.stderr
+            _UNBROKEN[recipe] = _datasets(out, recipe)
+        return _UNBROKEN[recipe]
+
+    return get
+
+
+def _kill_and_resume(tmp_path, recipe: str, marker: str, mode: str) -> tuple[list[dict], list[dict] | None]:
+    out = tmp_path / "o"
+    _kill_when(out, marker, mode, recipe)
+    done = _run(out, resume=True, recipe=recipe)
+    assert done.returncode == 0, done.stderr
+    return _datasets(out, recipe)
 
 
 @pytest.mark.parametrize("marker,mode", [("GEN 2", "gen"), ("GEN 7", "gen"), ("GEN 13", "gen"), ("WRITING", "write")])
@@ -44,15 +79,69 @@ def test_sigkill_then_resume_gives_the_unbroken_dataset(tmp_path, unbroken, mark
     out = tmp_path / "o"
     _kill_when(out, marker, mode)
     if marker != "GEN 2":  # by then complete shards are on disk, so the resume really resumes
-        assert 0 < len(_rows(out)) < N
+        assert 0 < len(_rows(out, ["id"])) < N
     done = _run(out, resume=True)
     assert done.returncode == 0, done.stderr
-    rows = _rows(out)
+    rows = _rows(out, RECIPES["magpie"][1])
     assert len(rows) == N and len({r["id"] for r in rows}) == N
-    assert rows == unbroken
+    assert rows == unbroken("magpie")[0]
 
 
 def test_unbroken_run_is_sane(unbroken) -> None:
-    assert len(unbroken) == N
-    assert all(r["response"] == f"answer to {r['instruction']}" for r in unbroken)
-    assert not any(int(r["instruction"][1:]) % 5 == 0 for r in unbroken)  # the cut-off ones were dropped
+    rows = unbroken("magpie")[0]
+    assert len(rows) == N
+    assert all(r["response"] == f"answer to {r['instruction']}" for r in rows)
+    assert not any(int(r["instruction"][1:]) % 5 == 0 for r in rows)  # the cut-off ones were dropped
+
+
+@pytest.mark.parametrize(
+    "recipe,marker,mode",
+    [
+        ("synthesize", "GEN 5", "gen"),
+        ("synthesize", "SIDE", "side"),
+        ("synthesize", "WRITING", "write"),
+        ("personas", "GEN 4", "gen"),
+        ("personas", "WRITING", "write"),
+        ("personas-dedup", "GEN 5", "gen"),
+        ("filter", "READ 6", "gen"),
+        ("filter", "SIDE", "side"),
+    ],
+)
+def test_other_recipes_resume_to_the_unbroken_dataset_side_outputs_too(tmp_path, unbroken, recipe, marker, mode):
+    rows, side = _kill_and_resume(tmp_path, recipe, marker, mode)
+    want_rows, want_side = unbroken(recipe)
+    assert len({r["id"] for r in rows}) == len(rows)  # none twice
+    assert rows == want_rows  # none lost, same ids, same order
+    if want_side is not None:
+        assert len({r["id"] for r in side}) == len(side)
+        assert side == want_side
+
+
+def test_a_kill_leaves_the_side_output_ahead_of_the_main_state_and_resume_rewinds_it(tmp_path, unbroken) -> None:
+    import json
+
+    out = tmp_path / "o"
+    _kill_when(out, "SIDE", "side", "filter")
+    state = json.loads((out / ".synth" / "state.json").read_text())
+    side_state = json.loads((tmp_path / "side" / ".synth" / "state.json").read_text())
+    recorded = state["checkpoint"]["sides"][0]["shards"]
+    assert len(side_state["shards"]) > recorded  # the window this design has to survive
+    done = _run(out, resume=True, recipe="filter")
+    assert done.returncode == 0, done.stderr
+    assert _datasets(out, "filter") == unbroken("filter")
+
+
+def test_unbroken_side_outputs_are_sane(unbroken) -> None:
+    rows, chains = unbroken("synthesize")
+    documents = RECIPES["synthesize"][0]
+    with_pairs = [k for k in range(documents) if k % 4 != 3]
+    assert len(rows) == 2 * len(with_pairs) and len(chains) == documents  # every chunk has a chain
+    assert all(c["text"].startswith(f"Document number {int(c['source_ids'][0].split('-')[-1])} ") for c in chains)
+    kept, rejects = unbroken("filter")
+    assert len(kept) + len(rejects) == RECIPES["filter"][0] and kept and rejects
+    assert {r["rejected_by"] for r in rejects} == {"response_length", "greeting"}
+    people = unbroken("personas")[0]
+    assert len(people) == RECIPES["personas"][0]
+    assert {r["instruction_status"] for r in people} == {"ok", "missing_prefix"}
+    personas = unbroken("personas-dedup")[0]
+    assert sorted(r["persona"] for r in personas) == sorted(f"A reader who loves topic {k}." for k in range(10))

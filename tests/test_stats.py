@@ -22,3 +22,41 @@ def test_stats_counts_lengths_labels_and_writes_a_report(tmp_path) -> None:
     assert {"instruction_chars.png", "difficulty.png", "score.png", "report.md"} <= names
     assert all(f.stat().st_size > 0 for f in files)
     assert "![difficulty](difficulty.png)" in (tmp_path / "rep/report.md").read_text()
+
+
+def test_near_duplicate_rate_counts_reworded_copies(tmp_path) -> None:
+    base = "Explain how the ancient river library and the quiet harbour market shaped the coastal town"
+    rows = [
+        {"id": "a", "instruction": base},
+        {"id": "b", "instruction": base.replace("quiet", "busy")},  # one word changed: a near copy
+        {"id": "c", "instruction": "Write a haiku about frozen glaciers at dawn"},
+        {"id": "d", "instruction": "List three uses of a spreadsheet for a small bakery"},
+    ]
+    write([from_rows(rows)], tmp_path / "d")
+    figures = stats.collect(tmp_path / "d")
+    assert figures["duplicate_rate"]["instruction"] == 0  # no exact copies
+    assert figures["near_duplicate_rate"]["instruction"] == 0.25
+    assert "near-duplicate rate (MinHash, Jaccard >= 0.7): 25.0%" in stats.table(figures)
+
+
+def test_synth_stats_command_prints_the_table_and_writes_the_report(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    rows = [{"id": str(i), "instruction": f"Question number {i} about birds", "response": "ok"} for i in range(5)]
+    write([from_rows(rows)], tmp_path / "d")
+    done = subprocess.run(
+        [sys.executable, "-m", "synth", "stats", str(tmp_path / "d"), "--out", str(tmp_path / "rep"), "--no-tokens"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rows: 5" in done.stdout
+    assert (tmp_path / "rep/report.md").is_file()
+    assert (tmp_path / "rep/instruction_chars.png").stat().st_size > 0
+    missing = subprocess.run(
+        [sys.executable, "-m", "synth", "stats", str(tmp_path / "nope")], capture_output=True, text=True, timeout=300
+    )
+    assert missing.returncode == 2
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr

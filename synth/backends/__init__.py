@@ -7,6 +7,7 @@ Heavy imports (llama_cpp, vllm, ...) live inside each backend's constructor.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import Counter
@@ -183,17 +184,48 @@ def _auto_kind(model: str | Path | None, base_url: str | None = None) -> tuple[s
     if name.endswith(".gguf") or path.is_file():
         # a GGUF under another name too: llama.cpp checks the magic bytes
         return "llamacpp", f"{name} is a local GGUF file, run in-process with llama.cpp"
-    if path.is_dir() and (path / "config.json").is_file():
-        return _vllm_or_explain(name, f"{name} is a local Hugging Face model directory")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return _vllm_or_explain(name, f"{name} is a local Hugging Face model directory")
+        raise SynthError(
+            f"{name} is a folder but not a Hugging Face model (it has no config.json); "
+            "pass a .gguf file or a model folder to --model"
+        )
+    if _looks_like_a_path(name, path):
+        shown = name if str(path) == name else f"{name} ({path})"
+        raise SynthError(
+            f"model file {shown} does not exist; pass the path of a local .gguf file or Hugging Face model "
+            "folder to --model, or a Hugging Face id such as meta-llama/Meta-Llama-3-8B-Instruct"
+        )
     if _OLLAMA_TAG.match(name):
         return "ollama", f"{name} is an Ollama name:tag"
-    if _HF_ID.match(name) and not path.exists():
+    if _HF_ID.match(name):
         return _vllm_or_explain(name, f"{name} is a Hugging Face model id")
     raise SynthError(
         f"cannot tell which backend serves model {name!r}: pass a local .gguf file (llama.cpp), an Ollama "
         "name:tag such as llama3:8b, a Hugging Face id with vLLM installed, or --base-url for an "
         "OpenAI-compatible server; or name one with --backend"
     )
+
+
+_MODEL_FILE = re.compile(r"\.(bin|safetensors|pt|pth|ggml|onnx|llamafile)$", re.IGNORECASE)
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,9}$")  # .bin, .model; not Qwen2.5's ".5"
+
+
+def _looks_like_a_path(name: str, path: Path) -> bool:
+    """Whether `name`, which names nothing on disk, was meant as a local file or folder.
+
+    `owner/name` is a Hugging Face id unless its `owner` folder is here or it ends like a
+    model file; an Ollama `name:tag` (`hf.co/org/repo:Q4_K_M` too) is not a path.
+    """
+    if name.startswith((".", "/", "~")):
+        return True
+    separators = {os.sep, os.altsep} - {None}
+    if any(sep in name for sep in separators):
+        if _HF_ID.match(name):
+            return path.parent.is_dir() or bool(_MODEL_FILE.search(name))
+        return not _OLLAMA_TAG.match(name)
+    return not _OLLAMA_TAG.match(name) and bool(_EXTENSION.search(name))
 
 
 def _vllm_or_explain(name: str, why: str) -> tuple[str, str]:

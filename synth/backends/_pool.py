@@ -3,22 +3,28 @@
 Servers have no batch endpoint worth relying on, so throughput comes from keeping K requests
 in flight. A row that still fails after its retries becomes an `error` completion with the
 reason kept; only faults no retry can fix (no server, no such model) stop the run.
+
+The worker threads are daemons: after Ctrl-C a request may still wait up to its timeout
+(minutes, on a busy server), and Python's exit would otherwise wait for it. The stdlib's
+ThreadPoolExecutor joins its threads at exit whatever `shutdown(wait=False)` says.
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from synth.backends import Completion
 from synth.core import SynthError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Retryable(Exception):
@@ -49,6 +55,59 @@ class Retry:
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
+    def call(self, fn: Callable[[], R], what: str) -> R:
+        """`fn()` with retries, for a request outside any row (counting tokens): a failure stops the run."""
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except Failed as exc:
+                raise SynthError(f"{what} failed: {exc}") from None
+            except Retryable as exc:
+                last = exc
+                if attempt + 1 < self.attempts:
+                    time.sleep(self.delay(attempt))
+        if last.final is not None:
+            raise last.final
+        raise SynthError(f"{what} failed: {last.reason} (gave up after {self.attempts} attempts)")
+
+
+class _Workers:
+    """A fixed set of daemon threads running submitted calls; enough of an executor for `Pool`."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
+        future: Future[R] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller's thread, which decides
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel what has not started and let each thread end after its current call; no waiting."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+
 
 @dataclass
 class Pool(Generic[T]):
@@ -57,7 +116,7 @@ class Pool(Generic[T]):
     send: Callable[[int, T], Completion]
     concurrency: int = 4
     retry: Retry = field(default_factory=Retry)
-    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _executor: _Workers | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,15 +131,16 @@ class Pool(Generic[T]):
             return [self._with_retries(i, item) for i, item in enumerate(items)]
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="synth-request")
-        futures: list[Future[Completion]] = [
-            self._executor.submit(self._with_retries, i, item) for i, item in enumerate(items)
-        ]
+                self._executor = _Workers(self.concurrency, "synth-request")
+            executor = self._executor
+        futures = [executor.submit(self._with_retries, i, item) for i, item in enumerate(items)]
         try:
             return [f.result() for f in futures]
-        except BaseException:
+        except BaseException as exc:
             for f in futures:  # a fatal fault or Ctrl-C: drop what has not started yet
                 f.cancel()
+            if isinstance(exc, KeyboardInterrupt):
+                self.close()  # requests in flight finish (or time out) on their own; nobody waits for them
             raise
 
     def _with_retries(self, index: int, item: T) -> Completion:
@@ -98,9 +158,11 @@ class Pool(Generic[T]):
         return Completion("", "error", error=f"{last.reason} (gave up after {self.retry.attempts} attempts)")
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """Stop the workers without waiting; the next `map` starts new ones."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown()
 
 
 def strip_bos(prompt: str, bos_token: str) -> str:

@@ -2,22 +2,31 @@
 
 Ollama has no batch endpoint and no `n`, so throughput comes from concurrent requests; a
 server started with OLLAMA_NUM_PARALLEL=K serves K at once.
+
+Raw mode skips the server's template and with it the model's default system prompt (the
+Modelfile's SYSTEM, such as Qwen2.5's "You are Qwen, ...", or a default written into the Go
+template), so the chat template built here puts that default back: the pre-query text is then
+what the model saw in training, as the model's own Jinja template gives it under llama.cpp or vLLM.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
 from synth.backends import Completion, Prompt, Sampling
 from synth.backends._pool import Failed, Pool, Retry, Retryable, strip_bos
 from synth.core import SynthError
-from synth.templates import ChatTemplate, builtin, family_from_name, family_from_text, resolve
+from synth.templates import MARKER, ChatTemplate, builtin, family_from_name, family_from_text, resolve
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
+# The context synth asks for when it must know the size and neither num_ctx nor the Modelfile
+# sets one: servers default to 2048, 4096 or more by version and memory, so it is sent explicitly.
+FALLBACK_NUM_CTX = 4096
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class OllamaBackend:
 
     name = "ollama"
     reason = "chosen with --backend ollama"
+    _send_num_ctx = False  # set once context_size() has picked a num_ctx the server must use
 
     def __init__(self, model: str, template: str | None = None, **options: Any) -> None:
         try:
@@ -57,11 +67,18 @@ class OllamaBackend:
         self.go_template = show.template or ""
         self.family_hint = (show.details.family if show.details else None) or ""
         self.template: ChatTemplate = self._template(template)
+        self.default_system = ""
+        if not template:  # an override is taken as given, default system prompt and all
+            self.default_system = _modelfile_system(show) or _go_default_system(self.go_template, self.template)
+            if self.default_system:
+                self.template = DefaultSystem.wrap(self.template, self.default_system)
+        self.context_length = _context_length(show.modelinfo or {})
+        # Only a num_ctx synth sends, or the Modelfile's, is known to be the server's.
+        self.num_ctx = self.options.num_ctx or _parameter(show.parameters or "", "num_ctx")
+        self._retry = Retry(self.options.attempts, self.options.retry_delay)
         # A template that is only `{{ .Prompt }}` marks a base model, which never closes a turn.
         self.chat_tuned = family_from_text(self.go_template) is not None
-        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
-            self._send, self.options.concurrency, Retry(self.options.attempts, self.options.retry_delay)
-        )
+        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(self._send, self.options.concurrency, self._retry)
 
     def _template(self, override: str | None) -> ChatTemplate:
         if override:
@@ -84,8 +101,37 @@ class OllamaBackend:
             "host": self.host,
             "template": self.template.family,
             "chat_tuned": self.chat_tuned,
+            "default_system_prompt": self.default_system or None,
             "concurrency": self.options.concurrency,
+            "num_ctx": self.num_ctx,
+            "context_length": self.context_length,
         }
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` as the server's tokenizer counts them (BOS included where the model adds one).
+
+        Ollama has no tokenize endpoint: the text goes raw to /api/generate for one token and
+        the prompt's count comes back. A text longer than the context is cut by the server and
+        counts as about the context, which is over any budget anyway.
+        """
+        if not text:
+            return 0  # an empty prompt asks Ollama to load the model, and counts nothing
+        options: dict[str, Any] = {"num_predict": 1, "temperature": 0.0}
+        if self.num_ctx:
+            options["num_ctx"] = self.num_ctx
+        call = partial(self.client.generate, self.model, text, raw=True, options=options)
+        reply = self._retry.call(lambda: self._call(call, retry=True), "counting tokens on Ollama")
+        if reply.prompt_eval_count is None:
+            raise NotImplementedError(f"the Ollama server at {self.host} reports no prompt_eval_count")
+        return reply.prompt_eval_count
+
+    def context_size(self) -> int:
+        """Tokens of context each request gets: num_ctx, else FALLBACK_NUM_CTX (or the model's own, if less),
+        which from then on is sent with every request so the server uses exactly that."""
+        if not self.num_ctx:
+            self.num_ctx = min(self.context_length or FALLBACK_NUM_CTX, FALLBACK_NUM_CTX)
+            self._send_num_ctx = True
+        return self.num_ctx
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
         """One completion per prompt, in order; prompt i samples with seed `params.seed + i`."""
@@ -127,8 +173,8 @@ class OllamaBackend:
             options["stop"] = list(stop)
         if seed is not None:
             options["seed"] = seed
-        if self.options.num_ctx:
-            options["num_ctx"] = self.options.num_ctx
+        if self.options.num_ctx or self._send_num_ctx:
+            options["num_ctx"] = self.num_ctx
         return options
 
     def _call(self, fn: Callable[[], Any], retry: bool = False) -> Any:
@@ -161,3 +207,67 @@ class OllamaBackend:
             if retry:
                 raise Failed(f"Ollama answered {exc.status_code}: {exc.error}") from None
             raise SynthError(f"the Ollama server at {self.host} answered {exc.status_code}: {exc.error}") from None
+
+
+@dataclass(frozen=True)
+class DefaultSystem(ChatTemplate):
+    """A chat template plus the model's default system prompt, used when a conversation has none."""
+
+    default_system: str = ""
+
+    @classmethod
+    def wrap(cls, template: ChatTemplate, system: str) -> DefaultSystem:
+        values = {f.name: getattr(template, f.name) for f in fields(template)}
+        return cls(**{**values, "default_system": system})
+
+    def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
+        msgs = [dict(m) for m in messages]
+        if not msgs or msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": self.default_system})
+        return super().render(msgs, add_generation_prompt)
+
+
+def _modelfile_system(show: Any) -> str:
+    """The Modelfile's SYSTEM. /api/show returns it as `system`, which the client's model drops
+    (so far), and in the `modelfile` text: `SYSTEM text`, `SYSTEM "text"` or in triple quotes."""
+    system = getattr(show, "system", None) or (getattr(show, "model_extra", None) or {}).get("system")
+    if system:
+        return str(system).strip()
+    found = ""
+    for command, value in _MODELFILE_COMMAND.findall(show.modelfile or ""):
+        if command.upper() == "SYSTEM":
+            found = value[3:-3] if value.startswith('"""') else value[1:-1] if value.startswith('"') else value
+    return found.strip()
+
+
+# One Modelfile command; a quoted value may span lines (a TEMPLATE in triple quotes) and is skipped whole.
+_MODELFILE_COMMAND = re.compile(r'(?m)^([A-Za-z]+)[ \t]+("""[\s\S]*?"""|"[^"]*"|[^\n]*)')
+
+
+def _go_default_system(go_template: str, template: ChatTemplate) -> str:
+    """A default system prompt written into the Go template as literal text in a system block,
+    e.g. `{{- else }}<|im_start|>system\nYou are a helpful assistant.<|im_end|>`."""
+    opening = template.pre_query(system=MARKER).removeprefix(template.bos_token).strip()  # up to the system text
+    if not opening or "system" not in opening:  # no system block of its own (Gemma, Mistral): none to find
+        return ""
+    # The header, then literal text (no Go action, no special token), then the block's closing token.
+    found = re.search(re.escape(opening) + r"\s*([^{}<\s][^{}<]*?)\s*<", go_template)
+    return found.group(1).strip() if found else ""
+
+
+def _context_length(model_info: Mapping[str, Any]) -> int | None:
+    """The model's trained context, `<architecture>.context_length` in /api/show's model_info."""
+    arch = model_info.get("general.architecture")
+    value = model_info.get(f"{arch}.context_length")
+    if value is None:
+        value = next((v for k, v in model_info.items() if k.endswith(".context_length")), None)
+    return int(value) if value else None
+
+
+def _parameter(parameters: str, name: str) -> int | None:
+    """An integer PARAMETER from /api/show's `parameters` text (`num_ctx    8192`, one per line)."""
+    for line in parameters.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == name and value.strip().isdigit():
+            return int(value.strip())
+    return None

@@ -2,11 +2,14 @@
 
 Raw prompts go to /v1/completions, since Magpie needs the pre-query text sent untouched;
 messages go to /v1/chat/completions, where the server applies the model's own template.
+Tokens are counted by the server's own tokenize endpoint where it has one (vLLM, SGLang,
+llama.cpp's llama-server, llama-cpp-python's server, TGI); none of them is OpenAI's API.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -48,6 +51,7 @@ class OpenAIBackend:
         if not self.options.base_url:
             raise SynthError("the openai backend needs the server's address: pass --base-url http://HOST:PORT/v1")
         self.base_url = self.options.base_url.rstrip("/")
+        self.root = re.sub(r"/v1$", "", self.base_url)  # where the servers' own endpoints live
         self._openai = openai
         # Retries are ours (with the error-rate rule), so the client's own are off.
         self.client = openai.OpenAI(
@@ -55,9 +59,11 @@ class OpenAIBackend:
         )
         self.model = model or self._served_model()
         self.template: ChatTemplate = resolve(template, names=[self.model])
-        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
-            self._send, self.options.concurrency, Retry(self.options.attempts, self.options.retry_delay)
-        )
+        self._retry = Retry(self.options.attempts, self.options.retry_delay)
+        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(self._send, self.options.concurrency, self._retry)
+        self._tokenizer: int | None = None  # index into _TOKENIZE once probed; -1: the server has none
+        self._max_model_len: int | None = None
+        self._http: Any = None
 
     def _api_key(self) -> str:
         name = self.options.api_key_env
@@ -86,6 +92,74 @@ class OpenAIBackend:
             "chat_tuned": self.chat_tuned,
             "concurrency": self.options.concurrency,
         }
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` as the server counts them; NotImplementedError if it has no tokenize endpoint.
+
+        Servers differ on BOS: vLLM and llama-server are asked not to add it, llama-cpp-python's
+        server counts it (one token over, which errs on the safe side for a budget).
+        """
+        if not text:
+            return 0
+        if self._tokenizer is None:
+            self._tokenizer = self._find_tokenizer(text)
+        if self._tokenizer < 0:
+            paths = ", ".join(dict.fromkeys(f"/{path}" for path, _ in _TOKENIZE))
+            raise NotImplementedError(f"the server at {self.root} answers none of {paths}")
+        path, body = _TOKENIZE[self._tokenizer]
+        return self._retry.call(lambda: self._count(path, body(self.model, text)), f"counting tokens at {self.root}")
+
+    def context_size(self) -> int | None:
+        """Tokens of context per request, where the server tells: vLLM's /v1/models and /tokenize
+        carry `max_model_len`, llama-server's /props `n_ctx`, TGI's /info `max_total_tokens`."""
+        if self._max_model_len is None:
+            models = self._call(self.client.models.list)
+            card = next((m for m in models.data if m.id == self.model), None)
+            self._max_model_len = _int(getattr(card, "max_model_len", None))
+        for path, keys in (("props", ("n_ctx", "default_generation_settings.n_ctx")), ("info", ("max_total_tokens",))):
+            if self._max_model_len is not None:
+                break
+            _, found = self._root("GET", path)
+            self._max_model_len = next(filter(None, (_int(_dig(found, k)) for k in keys)), None)
+        return self._max_model_len
+
+    def _find_tokenizer(self, text: str) -> int:
+        """The first tokenize style the server answers with a count; a count of 0 for a
+        non-empty text means a server that ignored the body (llama-server, sent vLLM's)."""
+        for i, (path, body) in enumerate(_TOKENIZE):
+            request = partial(self._root, "POST", path, body(self.model, text))
+            status, found = self._retry.call(request, f"asking {self.root} to count tokens")
+            if status == 200 and _token_count(found):
+                self._max_model_len = self._max_model_len or _int(_dig(found, "max_model_len"))
+                return i
+        return -1
+
+    def _count(self, path: str, body: dict[str, Any]) -> int:
+        status, found = self._root("POST", path, body)
+        if status >= 500 or status == 429:
+            raise Retryable(f"/{path} answered {status}")
+        count = _token_count(found)
+        if status != 200 or count is None:
+            raise Failed(f"/{path} answered {status} without a token count")
+        return count
+
+    def _root(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """One request to the server's own (non-OpenAI) endpoints beside /v1: (status, JSON or None)."""
+        import httpx
+
+        if self._http is None:
+            headers = {"Authorization": f"Bearer {self.client.api_key}"}
+            self._http = httpx.Client(timeout=self.options.timeout, headers=headers)
+        try:
+            reply = self._http.request(method, f"{self.root}/{path}", json=body)
+        except httpx.TimeoutException:
+            raise Retryable(f"timed out after {self.options.timeout:.0f}s") from None
+        except httpx.TransportError:
+            raise SynthError(f"no server answers at {self.root}; start it or fix --base-url") from None
+        try:
+            return reply.status_code, reply.json()
+        except ValueError:  # not JSON: a web UI's page under that path, say
+            return reply.status_code, None
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
         """One completion per prompt, in order; prompt i samples with seed `params.seed + i`."""
@@ -173,3 +247,34 @@ class OpenAIBackend:
             if retry:
                 raise Failed(f"server answered {exc.status_code}: {exc.message}") from None
             raise SynthError(f"the server at {self.base_url} answered {exc.status_code}: {exc.message}") from None
+
+
+# Tokenize endpoints, tried in order: (path under the server's root, body for (model, text)).
+_TOKENIZE: tuple[tuple[str, Callable[[str, str], dict[str, Any]]], ...] = (
+    ("tokenize", lambda model, text: {"model": model, "prompt": text, "add_special_tokens": False}),  # vLLM, SGLang
+    ("tokenize", lambda model, text: {"content": text, "add_special": False}),  # llama.cpp's llama-server
+    ("extras/tokenize/count", lambda model, text: {"model": model, "input": text}),  # llama-cpp-python's server
+    ("tokenize", lambda model, text: {"inputs": text}),  # TGI
+)
+
+
+def _token_count(reply: Any) -> int | None:
+    """`{"count": n}`, `{"tokens": [...]}` or a bare list of tokens (TGI)."""
+    if isinstance(reply, list):
+        return len(reply)
+    if isinstance(reply, dict):
+        if isinstance(reply.get("count"), int):
+            return reply["count"]
+        if isinstance(reply.get("tokens"), list):
+            return len(reply["tokens"])
+    return None
+
+
+def _dig(data: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

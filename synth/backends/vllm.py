@@ -57,7 +57,8 @@ class VllmBackend:
             enable_prefix_caching=self.options.enable_prefix_caching,
             **extra,
         )
-        tokenizer = self.llm.get_tokenizer()
+        tokenizer = self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.options.max_model_len or _engine_max_model_len(self.llm)
         jinja = getattr(tokenizer, "chat_template", None)
         self.chat_tuned = bool(jinja)
         self.template: ChatTemplate = resolve(
@@ -82,8 +83,12 @@ class VllmBackend:
             "template": self.template.family,
             "chat_tuned": self.chat_tuned,
             "tensor_parallel_size": self.options.tensor_parallel_size,
-            "max_model_len": self.options.max_model_len,
+            "max_model_len": self.max_model_len,
         }
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` as this model counts them (no BOS or other special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
         """One completion per prompt, in order, from one `generate` call; prompt i samples with seed `seed + i`."""
@@ -116,6 +121,17 @@ class VllmBackend:
             stop_token_ids=[self._special[s] for s in stop if s in self._special],
             **extra,
         )
+
+
+def _engine_max_model_len(llm: Any) -> int | None:
+    """The context vLLM settled on (the model's own, or what fits memory), where this version keeps it."""
+    for path in (("model_config",), ("llm_engine", "model_config"), ("llm_engine", "vllm_config", "model_config")):
+        config = llm
+        for name in path:
+            config = getattr(config, name, None)
+        if isinstance(getattr(config, "max_model_len", None), int):
+            return config.max_model_len
+    return None
 
 
 def _structured(schema: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from synth import report
 from synth.backends import Backend, Metered, Sampling
 from synth.core import Batch, Stage, SynthError, pipe, take
-from synth.io import Output, open_output, write
+from synth.io import Output, Sink, open_output, write
 
 
 class Interrupted(SynthError):
@@ -110,16 +110,20 @@ def _run(
             "failed_requests": _failures(meters),
         }
 
+    sides = _sides(stages)
+    recorded = output.checkpoint.get("sides", [])
+    for i, side in enumerate(sides):  # a killed run's side rows past its last checkpoint come again
+        side.rewind(recorded[i]["shards"] if i < len(recorded) else 0)
+
+    def checkpoint() -> dict[str, Any]:
+        # The side outputs commit first: the main state only records side rows already on disk.
+        marks = {"sides": [side.commit() for side in sides]} if sides else {}
+        return {"attempts": source.position, "stats": stats(), **marks}
+
     bar = report.progress(total, _Tokens(tokens), initial=output.rows, stats=progress_stats)
     started = time.monotonic()
     try:
-        write(
-            pipe(source, *stages, bar),
-            output,
-            card=card,
-            shard_rows=shard_rows,
-            checkpoint=lambda: {"attempts": source.position, "stats": stats()},
-        )
+        write(pipe(source, *stages, bar), output, card=card, shard_rows=shard_rows, checkpoint=checkpoint)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
@@ -127,6 +131,16 @@ def _run(
     seconds = time.monotonic() - started
     print(report.summary(output.rows, output.path, seconds, stats(), tokens()), file=sys.stderr)
     return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
+
+
+def _sides(stages: Iterable[Stage]) -> list[Sink]:
+    """The side outputs the stages write to (a `tee`, a filter's rejects), in stage order."""
+    found: dict[int, Sink] = {}
+    for stage in stages:
+        for value in getattr(stage, "__dict__", {}).values():
+            if isinstance(value, Sink):
+                found.setdefault(id(value), value)
+    return list(found.values())
 
 
 def _failures(meters: tuple[Metered, ...]) -> dict[str, Any]:
@@ -221,3 +235,44 @@ def _resumable(batches: Iterable[Batch], output: Output) -> Cursor:
     """`batches` minus the rows a resumed run already handled, counted for the next checkpoint."""
     done = output.checkpoint.get("attempts", 0)
     return Cursor(_skip(batches, done), position=done)
+
+
+@dataclasses.dataclass(frozen=True)
+class Primed:
+    """`stage` with its memory restored on resume: the rows in `seed()` (those the output already
+    holds) pass through it first and their output is dropped, so a dedup stage still knows them.
+
+    Fits stages that yield a batch's rows before reading the next batch, as the dedup family does.
+    """
+
+    stage: Stage
+    seed: Callable[[], Iterable[Batch]] = dataclasses.field(repr=False)
+
+    def __repr__(self) -> str:
+        return repr(self.stage)  # the card names the stage, primed or not
+
+    @property
+    def stats(self) -> Counter[str]:
+        return getattr(self.stage, "stats", Counter())
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        seeding = [True]
+
+        def feed() -> Iterator[Batch]:
+            yield from self.seed()
+            seeding[0] = False
+            self.stats.clear()  # the seed rows were counted by the run that wrote them
+            yield from batches
+
+        for batch in self.stage(feed()):
+            if not seeding[0]:
+                yield batch
+
+
+def _written(output: Output, batch_size: int = 1000) -> Iterator[Batch]:
+    """The rows of `output`'s finished shards, in order (not a shard the state does not list)."""
+    import pyarrow.parquet as pq
+
+    for shard in list(output.shards):  # a snapshot: the run appends shards as it goes
+        for record_batch in pq.ParquetFile(output.path / "data" / shard["file"]).iter_batches(batch_size=batch_size):
+            yield pa.Table.from_batches([record_batch])

@@ -64,6 +64,7 @@ def magpie(
     shard_rows: int = 10_000,
     executor: RayExecutor | None = None,
     make_backend: Callable[[], Backend] | None = None,
+    make_response_backend: Callable[[], Backend] | None = None,
     max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
@@ -71,36 +72,21 @@ def magpie(
 ) -> dict[str, Any]:
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
-    Each backend call gets `batch_size` prompts: a batching backend (llama.cpp, vLLM) keeps its
-    decode slots full from these, so it needs several times its own batch size per call.
-    `max_attempts` caps the instructions tried (resumed runs included), for a budget or a model
-    that rarely yields a clean instruction. With a Ray `executor`, the LLM stages run in Ray
-    actors, each opening its own backend with `make_backend()` (and answering with it too).
+    Each backend call gets `read_window(batch_size, ...)` prompts. `max_attempts` caps the
+    instructions tried (resumed runs included). With a Ray `executor` the LLM stages run in Ray
+    actors, each opening its backends with `make_backend()` and `make_response_backend()`.
     Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
-    `personas` (a persona set) puts one persona per row into the system prompt, so the
-    instructions spread as the set does.
+    `personas` (a persona set) puts one persona per row into the system prompt.
     """
+    check_magpie(response, turns, response_backend, executor, make_backend, make_response_backend)
     llm = Metered(backend, max_error_rate=max_error_rate)
     answerer = Metered(response_backend, max_error_rate=max_error_rate) if response_backend else llm
-    if not getattr(backend, "chat_tuned", True) and "\n\n" not in instruction.stop:
-        # A base model (the embedded default) never writes an end-of-turn token: end the
-        # instruction at its first paragraph instead of dropping nearly all as truncated.
-        instruction = instruction.with_stop("\n\n")
-    system = steering(task, system_prompt, language)
-    settings = {
-        **_describe(backend),
-        "system_prompt": system,
-        "task": task,
-        "language": language,
-        "instruction_sampling": _plain(instruction),
-        "response_sampling": _plain(response),
-        "response_model": _describe(response_backend) if response_backend else None,
-        "turns": turns,
-        "personas": str(personas) if personas is not None else None,
-    }
+    instruction, response = _base_model_stops(backend, response_backend or backend, instruction, response, turns)
+    steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
+    settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     start = output.checkpoint.get("attempts", 0)
-    attempts = counter_source(batch_size, start=start)
+    attempts = counter_source(read_window(batch_size, backend, response_backend), start=start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     seen = _seen_instructions(out) if output.rows else set()
     talk = functools.partial(
@@ -112,19 +98,95 @@ def magpie(
         exact_turns=exact_turns,
         seen=seen,
     )
-    steer = {"system_prompt": system, "task": task, "language": language}
     stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v})]
     if personas is not None:
         stages.append(with_personas(personas, start, persona_column))
-    if executor is None:
-        stages += talk(llm, answerer)
-    elif make_backend is None:
-        raise SynthError("a Ray executor needs make_backend, to open a backend inside each actor")
-    else:  # repeats are checked on the driver, in input order, as the local run does
-        stages += [executor.map(functools.partial(_remote, talk, make_backend)), _drop_repeats(seen)]
+    remote = (make_backend, make_response_backend if response_backend else None)
+    stages += _llm_stages(talk, llm, answerer, seen, executor, remote)
     stages += [_drop_failed("response"), _constants({"model": settings["model"]}), take(n - output.rows)]
     progress = next((s.stats for s in stages if isinstance(s, Magpie)), None)
     return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
+
+
+def _magpie_settings(
+    backend: Backend,
+    response_backend: Backend | None,
+    steer: dict[str, str | None],
+    instruction: Sampling,
+    response: Sampling | None,
+    turns: int,
+    personas: str | Path | None,
+) -> dict[str, Any]:
+    """What the card records and `--resume` must match."""
+    return {
+        **_describe(backend),
+        **steer,
+        "instruction_sampling": _plain(instruction),
+        "response_sampling": _plain(response),
+        "response_model": _describe(response_backend) if response_backend else None,
+        "turns": turns,
+        "personas": str(personas) if personas is not None else None,
+    }
+
+
+def _llm_stages(
+    talk: Callable[..., list[Stage]],
+    llm: Backend,
+    answerer: Backend,
+    seen: set[int],
+    executor: RayExecutor | None,
+    remote: tuple[Callable[[], Backend] | None, Callable[[], Backend] | None],
+) -> list[Stage]:
+    """The LLM stages, here or in Ray actors (each opening its own backends with `remote`)."""
+    if executor is None:
+        return talk(llm, answerer)
+    # Repeats are checked on the driver, in input order, as the local run does.
+    return [executor.map(functools.partial(_remote, talk, *remote)), _drop_repeats(seen)]
+
+
+def check_magpie(
+    response: Sampling | None,
+    turns: int,
+    response_backend: Backend | None = None,
+    executor: RayExecutor | None = None,
+    make_backend: Callable[[], Backend] | None = None,
+    make_response_backend: Callable[[], Backend] | None = None,
+) -> None:
+    """Refuse settings `magpie` cannot honour, before the output directory is claimed."""
+    if response is None and turns > 1:
+        raise SynthError(
+            f"--turns {turns} needs responses (each next user turn follows the answers so far); "
+            "drop --no-responses, or use --turns 1"
+        )
+    if executor is None:
+        return
+    if make_backend is None:
+        raise SynthError("a Ray executor needs make_backend, to open a backend inside each actor")
+    if response_backend is not None and response is not None and make_response_backend is None:
+        raise SynthError(
+            "a Ray executor with a response model needs make_response_backend, to open it inside each actor"
+        )
+
+
+def read_window(batch_size: int, *backends: Backend | None) -> int:
+    """Rows to read per backend call: `batch_size`, or 4x a batching backend's own batch size
+    if that is more, so finished sequences always have a waiting prompt to take their slot."""
+    own = [getattr(b, "batch_size", None) for b in backends if b is not None]
+    return max([batch_size, *(4 * k for k in own if isinstance(k, int))])
+
+
+def _base_model_stops(
+    asker: Backend, answerer: Backend, instruction: Sampling, response: Sampling | None, turns: int
+) -> tuple[Sampling, Sampling | None]:
+    """A base model (the embedded default) never writes an end-of-turn token: end its
+    instructions at their first paragraph instead of dropping nearly all as truncated. In a
+    multi-turn run a cut-off answer ends the conversation, so its answers end at their first
+    line break (at a paragraph it writes on for hundreds of tokens and is nearly always cut off)."""
+    if not getattr(asker, "chat_tuned", True) and "\n\n" not in instruction.stop:
+        instruction = instruction.with_stop("\n\n")
+    if response is not None and turns > 1 and not getattr(answerer, "chat_tuned", True) and "\n" not in response.stop:
+        response = response.with_stop("\n")
+    return instruction, response
 
 
 def _conversations(
@@ -147,10 +209,15 @@ def _conversations(
     return stages
 
 
-def _remote(talk: Callable[..., list[Stage]], make_backend: Callable[[], Backend]) -> Stage:
-    """Runs inside a Ray actor: open the backend there, chain the LLM stages on it."""
+def _remote(
+    talk: Callable[..., list[Stage]],
+    make_backend: Callable[[], Backend],
+    make_response_backend: Callable[[], Backend] | None = None,
+) -> Stage:
+    """Runs inside a Ray actor: open the backends there, chain the LLM stages on them."""
     llm = make_backend()
-    stages = talk(llm, llm, seen=None)  # which actor sees a repeat first is chance: the driver checks
+    answerer = make_response_backend() if make_response_backend else llm
+    stages = talk(llm, answerer, seen=None)  # which actor sees a repeat first is chance: the driver checks
     return lambda batches: pipe(batches, *stages)
 
 
@@ -182,7 +249,12 @@ def respond(
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Answer the last user turn of every row of `source`, keeping all its columns."""
+    """Answer the last user turn of every row of `source`, keeping all its columns.
+
+    Rows that could not be answered (a failed request, a null instruction) are kept, with
+    finish reason `error` and the reason in `response_error`.
+    """
+    check_respond_input(source, column, messages_column)
     llm = Metered(backend, max_error_rate=max_error_rate)
     settings = {
         **_describe(backend),
@@ -193,14 +265,54 @@ def respond(
         "n_responses": n_responses,
     }
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    rows = _resumable(read(source, batch_size), output)
+    rows = _resumable(read(source, read_window(batch_size, backend)), output)
     stages: list[Stage] = [
         _require(messages_column or column),
         _repeat(n_responses),
-        Respond(llm, params, column, messages_column),
+        Respond(llm, params, column, messages_column, errors=True),
         _constants({"model": settings["model"]}),
     ]
     return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def check_respond_input(source: str | Path, column: str = "instruction", messages_column: str | None = None) -> None:
+    """Fail fast, before the output is claimed or a model loads, if `respond` cannot read what
+    it is to answer: `source` missing, no such column, or one of the wrong type."""
+    first = next(iter(read(source, 1)), None)
+    if first is None:
+        return
+    name = messages_column or column
+    flag = "--messages-column" if messages_column else "--column"
+    if name not in first.column_names:
+        raise SynthError(
+            f"{source} has no column {name!r} (it has {', '.join(first.column_names)}); name the right one with {flag}"
+        )
+    kind = first.schema.field(name).type
+    if pa.types.is_null(kind) or (pa.types.is_list(kind) and pa.types.is_null(kind.value_type)):
+        return  # a null or empty first value says nothing of the type; such rows are marked one by one
+    if messages_column and not _is_conversation(kind):
+        raise SynthError(
+            f"column {name!r} of {source} holds {kind}, not conversations: --messages-column needs a list of "
+            "{role, content} messages per row; answer a text column with --column instead"
+        )
+    if not messages_column and not _is_text(kind):
+        raise SynthError(
+            f"column {name!r} of {source} holds {kind}, not text; name a text column with --column, "
+            "or a conversation column with --messages-column"
+        )
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_conversation(kind: pa.DataType) -> bool:
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_struct(kind.value_type):
+        return False
+    names = {kind.value_type.field(i).name for i in range(kind.value_type.num_fields)}
+    return {"role", "content"} <= names
 
 
 def _seen_instructions(out: str | Path) -> set[int]:

@@ -7,8 +7,8 @@ from typing import Any
 
 from synth.backends import Backend, Metered, Sampling
 from synth.core import Stage, take
-from synth.io import open_output, read
-from synth.recipes._runner import _constants, _describe, _plain, _resumable, _run
+from synth.io import Output, open_output, read
+from synth.recipes._runner import Primed, _constants, _describe, _plain, _resumable, _run, _written
 from synth.stages.magpie import Respond
 from synth.stages.persona import (
     AnswerParsed,
@@ -50,7 +50,7 @@ def personas_from_text(
     rows = _resumable(read(source, batch_size), output)
     stages: list[Stage] = [
         TextToPersona(llm, params, column, str(source)),
-        *deduped,
+        *_resumed_dedup(deduped, output),
         _constants({"model": settings["model"]}),
     ]
     return _run(rows, stages, output, settings, command, None, meters=(llm,))
@@ -85,10 +85,18 @@ def personas_expand(
     rows = _resumable(people, output)
     stages: list[Stage] = [
         ExpandPersonas(llm, params, hops),
-        *deduped,
+        *_resumed_dedup(deduped, output),
         _constants({"model": settings["model"]}),
     ]
     return _run(rows, stages, output, settings, command, None, meters=(llm,))
+
+
+def _resumed_dedup(stages: list[Stage], output: Output) -> list[Stage]:
+    """On resume, each dedup stage first sees the personas already written, so a persona after
+    the restart is still checked against those before it (as magpie seeds its repeat check)."""
+    if not output.rows:
+        return stages
+    return [Primed(stage, lambda: _written(output)) for stage in stages]
 
 
 def personas_generate(

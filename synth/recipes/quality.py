@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from synth import report
 from synth.backends import Backend, Metered, Sampling
-from synth.core import Stage, SynthError, pipe
+from synth.core import Batch, Stage, SynthError, pipe
 from synth.io import Sink, open_output, read, read_provenance, write
 from synth.recipes._runner import _constants, _describe, _plain, _repeat, _require, _resumable, _run
 from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
@@ -34,6 +34,7 @@ def dedup(
     threshold: float | None = None,
     rejects: str | Path | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     batch_size: int = 1000,
     command: str = "",
     **options: Any,
@@ -41,11 +42,18 @@ def dedup(
     """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
 
     `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `model`.
+    A resumed run reads the input again from the start, because the stage must see every row
+    kept before to judge the next; it writes only the kept (and rejected) rows past those the
+    output already holds. The method is deterministic, so those are the rows the stopped run
+    would have written next, wherever it stopped: none lost, none twice.
     """
+    from synth.recipes._runner import Interrupted, _skip
+
     stage = dedup_stage(method, column, threshold, **options)
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
-    settings = {"source": str(source), "stage": repr(stage)}
+    # batch_size is a setting: MinHash judges its shingle size on the first batch.
+    settings = {"source": str(source), "stage": repr(stage), "batch_size": batch_size}
     batches = read(source, batch_size)
     first = next(batches, None)  # a wrong --column fails before any output directory is made
     if first is not None and column not in first.column_names:
@@ -54,16 +62,33 @@ def dedup(
     if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
         first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
     batches = itertools.chain([first], batches)
-    output = open_output(out, settings, overwrite=overwrite)
-    sink = Sink(open_output(rejects, settings, overwrite=overwrite), {"command": command}) if rejects else None
-    stage = dataclasses.replace(stage, rejects=sink)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    sink = None
+    if rejects:
+        side = open_output(rejects, settings, overwrite=overwrite, resume=resume)
+        sink = Sink(side, {"command": command})
+        written = [side.rows]  # rejected rows the stopped run already wrote
+
+        def set_aside(batch: pa.Table) -> None:
+            skip = min(written[0], batch.num_rows)
+            written[0] -= skip
+            if batch.num_rows > skip:
+                sink(batch.slice(skip))
+
+        stage = dataclasses.replace(stage, rejects=set_aside)
 
     def card() -> dict[str, Any]:
         return {"command": command, **settings, "counts": dict(stage.stats), "notes": stage.notes}
 
     started = time.monotonic()
-    with sink or contextlib.nullcontext():
-        write(pipe(batches, report.progress(None, desc="dedup"), stage), output, card=card)
+    try:
+        with sink or contextlib.nullcontext():
+            kept = pipe(batches, report.progress(None, desc="dedup"), stage)
+            write(_skip(kept, output.rows), output, card=card)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: {output.rows} rows are safe in {out}; run the same command with --resume to go on"
+        ) from None
     seconds = time.monotonic() - started
     print(report.dedup_summary(stage.stats, stage.notes, out, rejects, seconds), file=sys.stderr)
     return {"counts": dict(stage.stats), "notes": dict(stage.notes), "seconds": seconds}
@@ -111,10 +136,14 @@ def judge(
         "judge_sampling": _plain(params),
         "scales": {k: v for r in loaded for k, v in r.column_scales.items()},
     }
+    judges = [Judge(jurors, r, params, dict(inputs or {})) for r in loaded]
+    first, batches = _peek(source, batch_size)
+    if first is not None:  # a missing input column fails before any output directory is made
+        for stage in judges:
+            stage._prompts(first.slice(0, 0))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    stages: list[Stage] = [Judge(jurors, r, params, dict(inputs or {})) for r in loaded]
-    stages += [overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
-    return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=jurors)
+    stages: list[Stage] = [*judges, overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
+    return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors)
 
 
 def filter_rows(
@@ -142,6 +171,10 @@ def filter_rows(
         "columns": {"instruction": instruction, "response": response},
         "scales": scales,
     }
+    first, batches = _peek(source, batch_size)
+    if first is not None:  # a --where on a missing column, or of the wrong kind, fails before any output is made
+        for expr in where:
+            where_rule(expr, scales).drops(first)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     with contextlib.ExitStack() as stack:
         side = None
@@ -149,7 +182,7 @@ def filter_rows(
             card = {"command": command, **settings, "rows": "dropped by synth filter; `rejected_by` names the rule"}
             side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
         stages: list[Stage] = [Filter(tuple(rules), side)]
-        return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=())
+        return _run(_resumable(batches, output), stages, output, settings, command, None, meters=())
 
 
 def prefs(
@@ -185,6 +218,9 @@ def prefs(
         "response_sampling": _plain(params),
         "judge_sampling": _plain(judge_params),
     }
+    first, batches = _peek(source, batch_size)
+    if first is not None:  # a wrong --column fails before any output directory is made
+        next(_require(column)([first]))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
     stages: list[Stage] = [
@@ -195,9 +231,15 @@ def prefs(
         PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),
         _constants({"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}),
     ]
-    return _run(
-        _resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=(llm, *jurors)
-    )
+    return _run(_resumable(batches, output), stages, output, settings, command, None, meters=(llm, *jurors))
+
+
+def _peek(source: str | Path, batch_size: int) -> tuple[Batch | None, Iterator[Batch]]:
+    """The first batch of `source` (None if it has none), and all of its batches, that one included:
+    a recipe checks its columns before it claims the output directory, so a typo needs no --overwrite."""
+    batches = read(source, batch_size)
+    first = next(batches, None)
+    return first, (itertools.chain([first], batches) if first is not None else iter(()))
 
 
 def _input_scales(source: str | Path) -> dict[str, list[str]]:

@@ -411,14 +411,16 @@ def minhash(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarra
     sig = np.full((n, len(a)), np.iinfo(np.uint32).max, np.uint32)
     rows = np.repeat(np.arange(n), np.diff(offsets))
     x = (hashes ^ (hashes >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-    for start in range(0, len(x), 8192):  # bounds the (shingles, num_perm) temporary to 8 MB a column
+    h = np.empty((len(a), min(len(x), 8192)), np.uint64)  # bounds the temporary to 8 MB at 128 permutations
+    high = 1 if sys.byteorder == "little" else 0  # the upper 32 bits of each uint64, read in place
+    for start in range(0, len(x), 8192):
         xs, rs = x[start : start + 8192], rows[start : start + 8192]
-        h = np.multiply.outer(xs, a)
-        h += b
-        h >>= np.uint64(32)
+        part = h[:, : len(xs)]
+        np.multiply.outer(a, xs, out=part)  # permutations as rows: each text's shingles lie contiguous
+        part += b[:, None]
         seg = np.flatnonzero(np.r_[True, rs[1:] != rs[:-1]])
         r = rs[seg]
-        sig[r] = np.minimum(sig[r], np.minimum.reduceat(h, seg, axis=0))
+        sig[r] = np.minimum(sig[r], np.minimum.reduceat(part.view(np.uint32)[:, high::2], seg, axis=1).T)
     return sig
 
 

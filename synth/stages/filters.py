@@ -75,33 +75,98 @@ class Filter:
 
 
 def load_heuristics(spec: str | Path = "default") -> dict[str, Any]:
-    """The rule settings: `default` (the shipped file), `none`, or a TOML file checked against the default's keys."""
+    """The rule settings: `default` (the shipped file), `none`, or a TOML file checked against the default's keys.
+
+    A file's sections are the rules it runs; within one, the keys it leaves out keep their
+    default values, so `[greeting]` with only `min_words = 2` is a complete rule.
+    """
     if str(spec) == "none":
         return {}
-    default = tomllib.loads(data_file("filters/heuristics.toml").read_text(encoding="utf-8"))
     if str(spec) == "default":
-        return default
+        return _default_heuristics()
     path = Path(spec)
     if not path.is_file():
         raise SynthError(f"heuristics file {path} does not exist; pass default, none or a .toml file")
     try:
         config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SynthError(f"heuristics file {path} is not valid TOML ({exc}); fix it") from None
+    return _checked(config, str(path))
+
+
+def _default_heuristics() -> dict[str, Any]:
+    return tomllib.loads(data_file("filters/heuristics.toml").read_text(encoding="utf-8"))
+
+
+_REGEX_KEYS = {("greeting", "patterns"), ("truncated", "end_pattern")}
+
+
+def _checked(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`config` with each section merged over its defaults; unknown keys, wrong types and bad
+    regular expressions are errors that name the key."""
+    default = _default_heuristics()
+    merged: dict[str, Any] = {}
     for section, values in config.items():
         if section not in default:
-            raise SynthError(f"{path}: unknown section [{section}]; known: {', '.join(default)}")
+            raise SynthError(f"{source}: unknown section [{section}]; known: {', '.join(default)}")
+        if not isinstance(values, Mapping):
+            raise SynthError(f"{source}: {section} must be a [{section}] table of settings, not {values!r}")
         unknown = set(values) - set(default[section]) - {"enabled"}
         if unknown:
             keys = ", ".join(sorted(unknown))
-            raise SynthError(f"{path}: unknown key(s) {keys} in [{section}]; the default file lists the known ones")
-    return config
+            raise SynthError(f"{source}: unknown key(s) {keys} in [{section}]; the default file lists the known ones")
+        for key, value in values.items():
+            expected = True if key == "enabled" else default[section][key]
+            problem = _type_problem(value, expected)
+            if problem is None and (section, key) in _REGEX_KEYS:
+                problem = _regex_problem(value)
+            if problem:
+                raise SynthError(f"{source}: [{section}] {key} {problem}; the default file shows the form it takes")
+        merged[section] = {**default[section], **values}
+    return merged
+
+
+def _type_problem(value: Any, expected: Any) -> str | None:
+    """What is wrong with `value`, given the default `expected` of the same key; None if nothing."""
+    if isinstance(expected, bool):
+        return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
+    if isinstance(expected, int | float):
+        number = isinstance(value, float | int) and not isinstance(value, bool)
+        if isinstance(expected, int) and not (number and isinstance(value, int)):
+            return f"must be a whole number, not {value!r}"
+        return None if number else f"must be a number, not {value!r}"
+    if isinstance(expected, str):
+        return None if isinstance(value, str) else f"must be a string, not {value!r}"
+    if isinstance(expected, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else f"must be a list of strings, not {value!r}"
+    if isinstance(expected, dict):  # n-gram size -> fraction
+        ok = isinstance(value, dict) and all(
+            k.isdigit() and int(k) > 0 and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in value.items()
+        )
+        return None if ok else f"must map n-gram sizes to fractions, like {{ 2 = 0.2 }}, not {value!r}"
+    return None
+
+
+def _regex_problem(value: str | list[str]) -> str | None:
+    # pyarrow runs these (RE2 syntax, e.g. \p{So}), so pyarrow, not `re`, says whether they compile.
+    for pattern in [value] if isinstance(value, str) else value:
+        try:
+            pc.match_substring_regex(pa.array([""]), pattern)
+        except pa.ArrowInvalid as exc:
+            return f"has an invalid regular expression {pattern!r} ({exc}); fix it (RE2 syntax)"
+    return None
 
 
 def heuristic_rules(
     config: Mapping[str, Any], instruction: str = "instruction", response: str = "response"
 ) -> list[Rule]:
-    """The rules `config` switches on, reading the `instruction` and `response` columns."""
+    """The rules `config` switches on, reading the `instruction` and `response` columns.
+
+    `config` is checked and merged over the defaults like a file, so a dict may set only some keys.
+    """
+    config = _checked(config, "heuristics")
     on = {name: cfg for name, cfg in config.items() if cfg.get("enabled", True)}
     rules: list[Rule] = []
     if "greeting" in on:  # before length, so that "hi" is counted as a greeting
@@ -319,6 +384,8 @@ def where(expr: str, scales: Mapping[str, Sequence[str]] | None = None) -> Rule:
             raise SynthError(
                 f"--where {expr!r}: the input has no column {column!r}; it has {', '.join(batch.column_names)}"
             )
+        if pa.types.is_null(batch[column].type):  # no value in this batch at all (e.g. from jsonl)
+            return pa.array([True] * batch.num_rows, pa.bool_())
         left, right = _operands(batch[column], value, scale, op, expr)
         return pc.invert(pc.fill_null(compare(left, right), False))
 

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import xxhash
 
-from synth.backends import Backend, Sampling
+from synth.backends import Backend, Completion, Sampling
 from synth.core import Batch, add_columns
 from synth.templates import ChatTemplate
 
@@ -53,14 +53,8 @@ class Magpie:
             yield batch.filter(pa.array(keep, pa.bool_()))
 
     def _verdict(self, text: str, finish_reason: str) -> bool:
-        reason = None
-        if finish_reason == "error":
-            reason = "error"
-        elif finish_reason == "length":
-            reason = "truncated"
-        elif not text:
-            reason = "empty"
-        elif self.seen is not None:
+        reason = _failure(text, finish_reason)
+        if reason is None and self.seen is not None:
             key = instruction_key(text)
             if key in self.seen:
                 reason = "duplicate"
@@ -74,34 +68,63 @@ class Magpie:
 class Respond:
     """Reads `instruction` (and `system_prompt` if present), or the conversation in
     `messages_column`; adds `response`, `response_finish_reason` and `messages` (the
-    conversation with the answer appended, as TRL trainers take it)."""
+    conversation with the answer appended, as TRL trainers take it); with `errors`, also
+    `response_error`, why a row failed (null where it did not).
+
+    A row with nothing to answer (a null or non-text instruction, a conversation without a
+    user turn) is not sent: like a request that failed, it gets finish reason `error` and null
+    `messages`, counted in `stats` as `response_no_input`.
+    """
 
     backend: Backend
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7)
     column: str = "instruction"
     messages_column: str | None = None
+    errors: bool = False
     stats: Counter[str] = field(default_factory=Counter, compare=False)
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
-            convs = self._conversations(batch)
-            out = self.backend.generate(convs, _seeded(self.params, batch))
+            convs, problems = self._conversations(batch)
+            out = self._complete(convs, problems, batch)
             for c in out:
                 self.stats[f"response_{c.finish_reason}"] += 1
             answers = [c.text.strip() for c in out]
-            yield add_columns(
-                batch,
-                response=pa.array(answers, pa.string()),
-                response_finish_reason=pa.array([c.finish_reason for c in out], pa.string()),
-                messages=pa.array([[*conv, _turn("assistant", a)] for conv, a in zip(convs, answers)], MESSAGES),
-            )
+            messages = [
+                None if problem else [*conv, _turn("assistant", a)]
+                for conv, a, problem in zip(convs, answers, problems)
+            ]
+            columns: dict[str, pa.Array] = {
+                "response": pa.array(answers, pa.string()),
+                "response_finish_reason": pa.array([c.finish_reason for c in out], pa.string()),
+                "messages": pa.array(messages, MESSAGES),
+            }
+            if self.errors:
+                columns["response_error"] = pa.array([_error_of(c) for c in out], pa.string())
+            yield add_columns(batch, **columns)
 
-    def _conversations(self, batch: Batch) -> list[list[dict[str, str]]]:
+    def _complete(
+        self, convs: list[list[dict[str, str]]], problems: list[str | None], batch: Batch
+    ) -> list[Completion]:
+        """The backend's answers, in row order; a row with a problem is not sent, and fails with it."""
+        asked = [i for i, problem in enumerate(problems) if problem is None]
+        if len(asked) < len(problems):
+            self.stats["response_no_input"] += len(problems) - len(asked)
+        out = [Completion("", "error", error=problem) for problem in problems]
+        if asked:
+            for i, c in zip(asked, self.backend.generate([convs[i] for i in asked], _seeded(self.params, batch))):
+                out[i] = c
+        return out
+
+    def _conversations(self, batch: Batch) -> tuple[list[list[dict[str, str]]], list[str | None]]:
+        """Each row's conversation to answer, and why it cannot be answered (None if it can)."""
         if self.messages_column:
-            convs = [[dict(m) for m in conv] for conv in batch[self.messages_column].to_pylist()]
-            return [conv[:-1] if conv and conv[-1]["role"] == "assistant" else conv for conv in convs]
+            convs = [_open_turn(conv) for conv in batch[self.messages_column].to_pylist()]
+            return convs, [_conversation_problem(conv, self.messages_column) for conv in convs]
         systems = _column_or(batch, "system_prompt", None)
-        return [_conversation(s, q) for s, q in zip(systems, batch[self.column].to_pylist())]
+        questions = batch[self.column].to_pylist()
+        problems = [_text_problem(q, self.column) for q in questions]
+        return [_conversation(s, q) for s, q in zip(systems, questions)], problems
 
 
 @dataclass(frozen=True)
@@ -111,8 +134,9 @@ class MultiTurn:
 
     Each next user turn comes from `instructor` prompted with the pre-query template placed
     after the conversation so far (Magpie's multi-turn recipe); `responder` answers it. A
-    conversation whose new user turn comes back empty, cut off or failed ends there, counted;
-    with `exact` it is dropped instead.
+    conversation whose new user turn or its answer comes back empty, cut off or failed ends at
+    its last whole exchange, counted by turn (`ended_at_turn_T`) and by reason
+    (`ended_instruction_empty`, `ended_response_truncated`, ...); with `exact` it is dropped.
     """
 
     instructor: Backend
@@ -128,22 +152,11 @@ class MultiTurn:
         asking = self.instruction.with_stop(*self.template.instruction_stop)
         for batch in batches:
             convs = [[dict(m) for m in conv] for conv in batch["messages"].to_pylist()]
-            done = [False] * len(convs)
+            live = list(range(len(convs)))
             for turn in range(2, self.turns + 1):
-                live = [i for i, d in enumerate(done) if not d]
                 if not live:
                     break
-                prompts = [self.template.pre_query(history=convs[i]) for i in live]
-                asked = self.instructor.generate(prompts, _seeded(asking, batch, turn))
-                ok = [(i, c.text.strip()) for i, c in zip(live, asked) if c.finish_reason == "stop" and c.text.strip()]
-                for i in set(live) - {i for i, _ in ok}:
-                    done[i] = True
-                    self.stats[f"ended_at_turn_{turn}"] += 1
-                answers = self.responder.generate(
-                    [[*convs[i], _turn("user", q)] for i, q in ok], _seeded(self.response, batch, turn)
-                )
-                for (i, q), a in zip(ok, answers):
-                    convs[i] += [_turn("user", q), _turn("assistant", a.text.strip())]
+                live = self._next_turn(convs, live, batch, turn, asking)
             counts = [sum(m["role"] == "user" for m in conv) for conv in convs]
             batch = add_columns(batch, messages=pa.array(convs, MESSAGES), turns=pa.array(counts, pa.int32()))
             if self.exact:
@@ -152,11 +165,85 @@ class MultiTurn:
                 batch = batch.filter(pa.array(keep, pa.bool_()))
             yield batch
 
+    def _next_turn(
+        self, convs: list[list[dict[str, str]]], live: list[int], batch: Batch, turn: int, asking: Sampling
+    ) -> list[int]:
+        """Asks and answers turn `turn` of the `live` conversations; returns those still going.
+
+        A conversation whose new question or answer comes back empty, cut off or failed keeps
+        only its earlier turns, so every kept turn is a whole exchange.
+        """
+        prompts = [self.template.pre_query(history=convs[i]) for i in live]
+        asked = self.instructor.generate(prompts, _seeded(asking, batch, turn))
+        questions = {}
+        for i, c in zip(live, asked):
+            reason = _failure(c.text.strip(), c.finish_reason)
+            if reason:
+                self._ended(turn, "instruction", reason)
+            else:
+                questions[i] = c.text.strip()
+        if not questions:
+            return []
+        histories = [[*convs[i], _turn("user", q)] for i, q in questions.items()]
+        answers = self.responder.generate(histories, _seeded(self.response, batch, turn))
+        going = []
+        for (i, q), a in zip(questions.items(), answers):
+            reason = _failure(a.text.strip(), a.finish_reason)
+            if reason:
+                self._ended(turn, "response", reason)
+                continue
+            convs[i] += [_turn("user", q), _turn("assistant", a.text.strip())]
+            going.append(i)
+        return going
+
+    def _ended(self, turn: int, part: str, reason: str) -> None:
+        self.stats[f"ended_at_turn_{turn}"] += 1
+        self.stats[f"ended_{part}_{reason}"] += 1
+
 
 def instruction_key(text: str) -> int:
     """A 64-bit hash of the normalised text: NFKC, case-folded, whitespace collapsed."""
     norm = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
     return xxhash.xxh3_64_intdigest(norm.encode("utf-8"))
+
+
+def _failure(text: str, finish_reason: str) -> str | None:
+    """Why a generated turn cannot be kept: error, truncated (cut off by max tokens) or empty."""
+    if finish_reason == "error":
+        return "error"
+    if finish_reason == "length":
+        return "truncated"
+    return None if text else "empty"
+
+
+def _error_of(c: Completion) -> str | None:
+    if c.finish_reason != "error":
+        return None
+    return c.error or "unknown error"
+
+
+def _text_problem(value: Any, column: str) -> str | None:
+    if value is None:
+        return f"{column} is null"
+    if not isinstance(value, str):
+        return f"{column} is {type(value).__name__}, not text"
+    return None
+
+
+def _open_turn(conv: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The conversation up to its last user turn (an answer already there is replaced)."""
+    conv = [dict(m) for m in conv or []]
+    return conv[:-1] if conv and conv[-1].get("role") == "assistant" else conv
+
+
+def _conversation_problem(conv: list[dict[str, Any]], column: str) -> str | None:
+    if not conv:
+        return f"{column} holds no conversation"
+    if any(not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str) for m in conv):
+        return f"{column} has a message without a text role or content"
+    if conv[-1]["role"] != "user":
+        return f"{column} does not end with a user turn"
+    return None
 
 
 def _turn(role: str, content: str) -> dict[str, str]:

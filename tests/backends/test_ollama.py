@@ -11,9 +11,12 @@ import pytest
 from synth import recipes
 from synth.backends import Completion, Sampling, load_backend
 from synth.backends._pool import strip_bos
-from synth.core import SynthError
+from synth.core import SynthError, from_rows
 from synth.io import read
-from tests.backends.ollama_server import LLAMA3_TEMPLATE, Model, delayed_echo
+from synth.stages import Magpie
+from synth.templates import builtin
+from synth.tokens import context_size, token_counter
+from tests.backends.ollama_server import LLAMA3_TEMPLATE, QWEN25_SYSTEM, QWEN25_TEMPLATE, Model, delayed_echo
 
 GO_TEMPLATES = {
     "llama3": LLAMA3_TEMPLATE,
@@ -200,3 +203,83 @@ def test_cli_prints_the_backend_and_why(ollama, tmp_path, capsys, monkeypatch) -
     assert (
         json.loads((tmp_path / "o" / "README.md").read_text().split("```json")[1].split("```")[0])["concurrency"] == 3
     )
+
+
+def _sent_prompts(server) -> list[str]:
+    """The raw prompts sent to /api/generate, in order."""
+    return [g["prompt"] for g in server.generations() if g.get("raw")]
+
+
+def test_the_modelfile_system_prompt_opens_the_raw_pre_query(ollama) -> None:
+    # Qwen2.5 in the Ollama library: a ChatML Go template, its default system prompt in the Modelfile.
+    qwen = Model(delayed_echo(0.0), template=QWEN25_TEMPLATE, family="qwen2", system=QWEN25_SYSTEM)
+    ollama.models["qwen2.5:7b"] = qwen
+    llm = load_backend("qwen2.5:7b", host=ollama.url)
+    assert (llm.template.family, llm.default_system) == ("chatml", QWEN25_SYSTEM)
+    list(Magpie(llm, llm.template, Sampling(max_tokens=8, seed=1))([from_rows([{"id": "a"}])]))
+    (sent,) = _sent_prompts(ollama)
+    assert sent == f"<|im_start|>system\n{QWEN25_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+    assert sent == builtin("qwen2.5").pre_query()  # what Qwen2.5's own Jinja template gives llama.cpp and vLLM
+    assert llm.describe()["default_system_prompt"] == QWEN25_SYSTEM
+
+
+def test_a_system_prompt_given_replaces_the_default(ollama) -> None:
+    ollama.models["qwen2.5:7b"] = Model(delayed_echo(0.0), template=QWEN25_TEMPLATE, system=QWEN25_SYSTEM)
+    llm = load_backend("qwen2.5:7b", host=ollama.url)
+    stage = Magpie(llm, llm.template, Sampling(max_tokens=8, seed=1), system_prompt="You teach maths.")
+    list(stage([from_rows([{"id": "a"}])]))
+    assert _sent_prompts(ollama) == ["<|im_start|>system\nYou teach maths.<|im_end|>\n<|im_start|>user\n"]
+
+
+def test_a_default_system_prompt_in_the_go_template_is_kept(ollama) -> None:
+    go = (
+        "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n"
+        "{{- else }}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{{- end }}"
+        "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    ollama.models["helpful:1b"] = Model(delayed_echo(0.0), template=go)
+    llm = load_backend("helpful:1b", host=ollama.url)
+    llm.generate([llm.template.pre_query()], Sampling(max_tokens=8))
+    assert _sent_prompts(ollama) == ["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"]
+    # messages go to /api/chat as they are: the server applies its own default there
+    llm.generate([[{"role": "user", "content": "hi"}]], Sampling(max_tokens=8))
+    assert ollama.generations()[-1]["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_no_default_system_prompt_means_none_is_added(ollama) -> None:
+    llm = load_backend("gemma3:270m", host=ollama.url)
+    assert llm.default_system == "" and llm.template.pre_query() == builtin("gemma").pre_query()
+    ollama.models["qwen2.5:7b"] = Model(delayed_echo(0.0), template=QWEN25_TEMPLATE, system=QWEN25_SYSTEM)
+    overridden = load_backend("qwen2.5:7b", host=ollama.url, template="chatml")  # taken as given
+    assert overridden.template.pre_query() == "<|im_start|>user\n"
+
+
+def test_tokens_are_counted_by_the_server(ollama, embedded) -> None:
+    llm = load_backend("gemma3:270m", host=ollama.url)
+    text = "Photosynthesis turns light, water and carbon dioxide into sugar."
+    assert token_counter(llm) == llm.count_tokens  # no fallback to the byte bound
+    ollama.requests.clear()
+    assert llm.count_tokens(text) == embedded.count_tokens(text) + 1  # Ollama's count includes the BOS it adds
+    (sent,) = ollama.generations()
+    assert (sent["prompt"], sent["raw"], sent["options"]["num_predict"]) == (text, True, 1)
+    assert llm.count_tokens("") == 0 and len(ollama.generations()) == 1  # nothing sent for an empty text
+
+
+def test_context_size_is_the_modelfile_num_ctx(ollama) -> None:
+    ollama.models["long:8b"] = Model(delayed_echo(0.0), LLAMA3_TEMPLATE, "llama", parameters="num_ctx 8192")
+    llm = load_backend("long:8b", host=ollama.url)
+    assert context_size(llm) == 8192
+    llm.generate(["x"], Sampling(max_tokens=4))
+    assert "num_ctx" not in ollama.generations()[-1]["options"]  # the server uses it already
+
+
+def test_context_size_is_pinned_when_the_server_would_choose(ollama) -> None:
+    ollama.models["big:8b"] = Model(delayed_echo(0.0), LLAMA3_TEMPLATE, "llama", context_length=131072)
+    ollama.models["small:1b"] = Model(delayed_echo(0.0), LLAMA3_TEMPLATE, "llama", context_length=2048)
+    llm = load_backend("big:8b", host=ollama.url)
+    assert llm.describe()["context_length"] == 131072 and llm.describe()["num_ctx"] is None
+    assert context_size(llm) == 4096  # not the model's 128k: the server's default may be less, so it is sent
+    llm.generate(["x"], Sampling(max_tokens=4))
+    assert ollama.generations()[-1]["options"]["num_ctx"] == 4096
+    assert context_size(load_backend("small:1b", host=ollama.url)) == 2048
+    assert context_size(load_backend("big:8b", host=ollama.url, num_ctx=16384)) == 16384

@@ -89,3 +89,15 @@ def test_messages_go_to_chat_completions(openai_server) -> None:
 def test_no_server_says_so(dead_url) -> None:
     with pytest.raises(SynthError, match=f"no server answers at {dead_url}/v1"):
         load_backend(None, base_url=f"{dead_url}/v1")
+
+
+def test_tokens_are_counted_by_the_servers_tokenize_endpoint(openai_server, embedded) -> None:
+    from synth.tokens import context_size, token_counter
+
+    llm = load_backend(ALIAS, base_url=openai_server)
+    assert token_counter(llm) == llm.count_tokens
+    text = "Photosynthesis turns light, water and carbon dioxide into sugar."
+    # llama-cpp-python's /extras/tokenize/count counts the BOS it adds
+    assert llm.count_tokens(text) == embedded.count_tokens(text) + 1
+    with pytest.raises(SynthError, match="pass --context-tokens N"):  # this server does not say its context
+        context_size(llm)

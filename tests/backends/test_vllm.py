@@ -13,6 +13,7 @@ import pytest
 
 from synth.backends import Sampling, load_backend
 from synth.templates import builtin
+from synth.tokens import context_size, token_counter
 
 LLAMA3 = builtin("llama3")
 
@@ -27,6 +28,10 @@ class Tokenizer:
     def get_added_vocab(self) -> dict[str, int]:
         return {"<|begin_of_text|>": 128000, "<|eot_id|>": 128009, "<|start_header_id|>": 128006}
 
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """One token per word, BOS first unless told not to (as Hugging Face tokenizers do)."""
+        return [128000] * add_special_tokens + list(range(len(text.split())))
+
 
 @dataclass
 class Params:
@@ -39,6 +44,11 @@ class FakeLLM:
 
     kwargs: dict[str, Any]
     calls: list[tuple[list[str], list[Params]]] = field(default_factory=list)
+    # where vLLM keeps the context it settled on: the model's own, or --max-model-len
+    llm_engine: Any = field(default_factory=lambda: types.SimpleNamespace(model_config=types.SimpleNamespace()))
+
+    def __post_init__(self) -> None:
+        self.llm_engine.model_config.max_model_len = self.kwargs.get("max_model_len", 8192)
 
     def get_tokenizer(self) -> Tokenizer:
         return Tokenizer()
@@ -110,6 +120,18 @@ def test_messages_are_rendered_with_response_stops_and_schema(fake_vllm) -> None
     assert out.finish_reason == "length"
 
 
+def test_tokens_are_counted_with_the_model_tokenizer(fake_vllm) -> None:
+    llm = load_backend("org/llama-3-model", "vllm")
+    assert token_counter(llm) == llm.count_tokens
+    assert llm.count_tokens("three short words") == 3  # no BOS: the text alone, as llama.cpp counts it
+
+
+def test_context_size_is_what_vllm_settled_on(fake_vllm) -> None:
+    llm = load_backend("org/llama-3-model", "vllm")
+    assert llm.describe()["max_model_len"] == 8192 and context_size(llm) == 8192  # the model's own
+    assert context_size(load_backend("org/llama-3-model", "vllm", max_model_len=2048)) == 2048
+
+
 @pytest.mark.gpu
 def test_real_vllm_generates_on_a_gpu() -> None:
     pytest.importorskip("vllm")
@@ -123,3 +145,5 @@ def test_real_vllm_generates_on_a_gpu() -> None:
     assert all(c.finish_reason in ("stop", "length") for c in out)
     (reply,) = llm.generate([[{"role": "user", "content": "Say hello."}]], Sampling(max_tokens=32, temperature=0))
     assert reply.text.strip()
+    assert 0 < llm.count_tokens("Say hello to the world.") < 10
+    assert context_size(llm) == 2048

@@ -107,6 +107,18 @@ def test_same_output_twice_and_for_any_batching(make) -> None:
     assert all(r == results[0] for r in results)
 
 
+def test_semantic_gives_the_same_output_twice_and_the_same_rows_for_any_batching() -> None:
+    (out, rejects), (out2, rejects2) = (run(dedup_semantic(), corpus(), 4) for _ in range(2))
+    assert out.to_pylist() == out2.to_pylist() and rejects.to_pylist() == rejects2.to_pylist()
+    for size in (1, 13):  # other batches, other matrix shapes: the same decisions, distances to rounding
+        other, other_rejects = run(dedup_semantic(), corpus(), size)
+        for a, b in ((out, other), (rejects, other_rejects)):
+            columns = ["id", "instruction", "dup_cluster"]
+            assert a.select(columns).to_pylist() == b.select(columns).to_pylist()
+            near = [x if x is None else pytest.approx(x, abs=1e-4) for x in a["min_neighbor_distance"].to_pylist()]
+            assert b["min_neighbor_distance"].to_pylist() == near
+
+
 def test_minhash_keeps_the_first_of_a_chain_and_never_empties_a_group() -> None:
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
     rows = [{"id": f"r{i}", "instruction": " ".join(words[i : i + 10])} for i in range(3)]

@@ -40,6 +40,11 @@ ESSAY = (
     "plant later uses for growth, repair and reproduction. Animals depend on this process indirectly, since "
     "they eat plants or other animals that ate plants, and they breathe the oxygen it releases."
 )
+EN_QUESTION = "Could you explain why the sky looks blue on a clear day?"
+EN_ANSWER = "Sunlight is scattered by the molecules in the air, and blue light is scattered the most."
+FR_QUESTION = "Pourquoi le ciel est-il bleu pendant une journée claire ?"
+MANY_WORDS_Q = "Summarise this: " + "word " * 1500  # 1,502 words (max 1,500) in 7,516 characters (max 8,000)
+MANY_WORDS_A = "ok " * 6000 + "ok."  # 6,001 words (max 6,000) in 18,003 characters (max 32,000)
 
 
 @pytest.mark.parametrize(
@@ -72,10 +77,37 @@ ESSAY = (
             ),
             "language_mismatch",
         ),
+        (_row("en-en", EN_QUESTION, EN_ANSWER), None),  # both long enough to identify, and the same
+        (_row("fr-en", FR_QUESTION, EN_ANSWER), "language_mismatch"),
+        # Each breaks one length bound and no other rule (chars and words, low and high).
+        (_row("many-words-q", MANY_WORDS_Q), "instruction_length"),
+        (_row("few-chars-q", "a b c?"), "instruction_length"),
+        (_row("many-words-a", response=MANY_WORDS_A), "response_length"),
+        (_row("blank-a", response="   "), "response_length"),
     ],
 )
 def test_each_heuristic_drops_what_it_must_and_keeps_the_rest(rules, row, rule) -> None:
     assert _verdicts(rules, [row]) == {row["id"]: rule}
+
+
+@pytest.mark.parametrize(
+    ("instruction", "response", "bound", "settings"),
+    [
+        (MANY_WORDS_Q, ANSWER, "instruction_max_words", {}),
+        ("Summarise this: " + "y" * 8000, ANSWER, "instruction_max_chars", {}),
+        ("a b c?", ANSWER, "instruction_min_chars", {}),
+        (" " * 8, ANSWER, "instruction_min_words", {}),  # 8 characters, no word
+        ("What is the capital of France?", MANY_WORDS_A, "response_max_words", {}),
+        ("What is the capital of France?", "   ", "response_min_words", {}),
+        # With the default 1 character and 1 word, a response that has a word has a character too.
+        ("What is the capital of France?", "Paris.", "response_min_chars", {"response_min_chars": 10}),
+    ],
+)
+def test_each_length_bound_alone_decides(instruction, response, bound, settings) -> None:
+    row = _row("r", instruction, response)
+    role = bound.split("_")[0]
+    assert _verdicts(tuple(heuristic_rules({"length": settings})), [row]) == {"r": f"{role}_length"}
+    assert _verdicts(tuple(heuristic_rules({"length": {**settings, bound: 0}})), [row]) == {"r": None}
 
 
 def test_rules_whose_column_is_missing_are_skipped(rules) -> None:
@@ -107,6 +139,45 @@ def test_a_heuristics_file_can_switch_rules_off_and_unknown_keys_are_errors(tmp_
     with pytest.raises(SynthError, match="unknown key.*instruction_min_char.*\\[length\\]"):
         load_heuristics(path)
     assert load_heuristics("none") == {}
+
+
+def test_a_heuristics_section_with_some_keys_keeps_the_defaults_of_the_others(tmp_path) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text("[greeting]\nmin_words = 2\n")
+    config = load_heuristics(path)
+    assert config == {"greeting": {**load_heuristics()["greeting"], "min_words": 2}}
+    rules = tuple(heuristic_rules(config))
+    assert [r.name for r in rules] == ["greeting", "fragment"]
+    rows = [_row("two", "capital France"), _row("one", "France"), _row("hi", "hello there")]
+    assert _verdicts(rules, rows) == {"two": None, "one": "fragment", "hi": "greeting"}
+    # A dict given in Python merges the same way.
+    assert [r.name for r in heuristic_rules({"language": {"min_chars": 10}})] == ["language_mismatch"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[greeting]\nmin_words = "two"\n', r"\[greeting\] min_words must be a whole number, not 'two'"),
+        ("[greeting]\nmin_words = 2.5\n", r"\[greeting\] min_words must be a whole number"),
+        ("[repetition]\ndup_line_fraction = true\n", r"\[repetition\] dup_line_fraction must be a number"),
+        ("[language]\nmismatch = 1\n", r"\[language\] mismatch must be true or false"),
+        ('[length]\nenabled = "no"\n', r"\[length\] enabled must be true or false"),
+        ('[refusal]\nphrases = "I can\'t"\n', r"\[refusal\] phrases must be a list of strings"),
+        ("[truncated]\nend_pattern = 5\n", r"\[truncated\] end_pattern must be a string"),
+        ("[repetition]\ntop_ngram_char_fraction = { two = 0.2 }\n", r"top_ngram_char_fraction must map n-gram sizes"),
+        (
+            '[greeting]\npatterns = ["hi", "(unclosed"]\n',
+            r"\[greeting\] patterns has an invalid regular expression '\(unclosed'",
+        ),
+        ("[truncated]\nend_pattern = '[.!?'\n", r"\[truncated\] end_pattern has an invalid regular expression"),
+        ("greeting = 3\n", r"greeting must be a \[greeting\] table"),
+    ],
+)
+def test_a_wrong_heuristics_value_names_its_key(tmp_path, text, message) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text(text)
+    with pytest.raises(SynthError, match=message):
+        load_heuristics(path)
 
 
 JUDGED = [
@@ -148,6 +219,12 @@ def test_where_compares_ordinal_labels_in_scale_order_and_numbers_as_numbers(exp
 def test_where_errors_name_the_problem(expr, message) -> None:
     with pytest.raises(SynthError, match=message):
         list(Filter((where(expr, SCALES),))([from_rows(JUDGED)]))
+
+
+def test_where_on_a_column_with_no_value_in_a_batch_drops_its_rows() -> None:
+    # From jsonl, a batch where a judge failed on every row has a column of type null.
+    (out,) = Filter((where("input_quality >= good", SCALES),))([from_rows([{"id": "x", "input_quality": None}])])
+    assert out.num_rows == 0
 
 
 def test_filter_recipe_writes_kept_and_rejected_rows_with_counts(tmp_path, capsys) -> None:
