@@ -6,7 +6,8 @@ argv: OUT N RESUME(0/1) MODE [RECIPE], where MODE is
   `side`  print SIDE once the side output has committed its rows for the second main checkpoint,
           before the main output's state records them, then stall (the window a kill must survive).
 RECIPE is `magpie` (the default), `synthesize` (with --pretrain-out), `personas` (generate, with
-responses), `personas-dedup` (from-text with --dedup minhash) or `filter` (with --rejects).
+responses), `personas-dedup` (from-text with --dedup minhash), `filter` (with --rejects), or
+`embedded` (personas generate on the real embedded model, the starter set).
 Inputs go beside OUT, side outputs to OUT's parent as `side`; shards are small so a run has many.
 """
 
@@ -63,6 +64,23 @@ class Deterministic:
         if "User prompt:" in text:  # persona-driven instruction; every 5th ignores the format
             return Completion("no label" if k % 5 == 4 else f"User prompt: Tell me about lighthouse {k}.", "stop", 1, 1)
         return Completion(f"answer to {text}", "stop", 1, 1)
+
+
+class Marked:
+    """The real embedded model, printing GEN k before each call like the test backend."""
+
+    def __init__(self) -> None:
+        from synth.backends.llamacpp import LlamaCppBackend
+
+        self.inner, self.calls = LlamaCppBackend(n_ctx=1024, n_threads=2), 0
+
+    def generate(self, prompts, params):
+        self.calls += 1
+        _marker(f"GEN {self.calls}")
+        return self.inner.generate(prompts, params)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def _small_shards(module, rows: int = 4) -> None:
@@ -140,6 +158,12 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
 
         quality.read = slow_read
         quality.filter_rows(source, out=out, rejects=side, batch_size=3, resume=resume)
+    elif recipe == "embedded":
+        import synth.recipes.personas as personas
+
+        _small_shards(personas, rows=2)
+        params = Sampling(max_tokens=8, temperature=0.7, seed=0)
+        personas.personas_generate(Marked(), "starter", out=out, n=n, batch_size=2, params=params, resume=resume)
     else:
         raise SystemExit(f"unknown recipe {recipe}")
 

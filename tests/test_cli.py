@@ -141,28 +141,22 @@ def test_two_turn_magpie_with_a_gguf_path(tmp_path) -> None:
     from synth.backends.llamacpp import default_model_path
 
     out = tmp_path / "chat"
-    done = synth(
-        "magpie",
-        "--model",
-        str(default_model_path()),
-        "--n",
-        "3",
-        "--turns",
-        "2",
-        "--out",
-        str(out),
-        "--system-prompt",
-        "You are a tutor.",
-        *FAST,
-    )
+    args = ["--model", str(default_model_path()), "--n", "2", "--turns", "2", "--exact-turns", "--out", str(out)]
+    done = synth("magpie", *args, "--max-attempts", "24", "--system-prompt", "You are a tutor.", *FAST)
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(out / "data").to_pylist()
-    assert len(rows) == 3
+    assert len(rows) == 2, done.stderr  # --exact-turns: only whole two-turn conversations are written
     for row in rows:
-        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
-        assert row["turns"] == len(users) and 1 <= row["turns"] <= 2
-        assert users[0] == row["instruction"] and row["system_prompt"] == "You are a tutor."
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["system", "user", "assistant", "user", "assistant"] and row["turns"] == 2
+        assert all(m["content"] for m in row["messages"])
         assert row["messages"][0] == {"role": "system", "content": "You are a tutor."}
+        assert row["messages"][1]["content"] == row["instruction"] and row["system_prompt"] == "You are a tutor."
+        assert row["messages"][2]["content"] == row["response"]
+    card = (out / "README.md").read_text()
+    counts = json.loads(card[card.index("```json") + 7 : card.rindex("```")])["counts"]
+    ended = sum(v for k, v in counts.items() if k.startswith("ended_") and not k.startswith("ended_at_turn_"))
+    assert ended == counts.get("ended_at_turn_2", 0) == counts.get("dropped_short", 0)
 
 
 def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:

@@ -90,3 +90,23 @@ def test_cli_executor_ray_with_the_embedded_model(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(out / "data").to_pylist()
     assert len(rows) == 2 and all(r["instruction"] and r["response_finish_reason"] for r in rows)
+
+
+def test_magpie_air_script_on_ray_writes_the_same_rows_as_local(tmp_path, monkeypatch, local_ray) -> None:
+    import runpy
+    import sys
+    from pathlib import Path
+
+    import synth
+    from tests.doubles import FormatBackend
+
+    monkeypatch.setattr(synth, "load_backend", lambda *a, **k: FormatBackend())
+    script = Path(__file__).parents[1] / "pipelines" / "magpie_air.py"
+    tables = {}
+    for executor in ("local", "ray"):
+        argv = ["--out", str(tmp_path / executor), "--n", "3", "--max-attempts", "16", "--executor", executor]
+        monkeypatch.setattr(sys, "argv", [script.name, *argv, "--actors", "2"])
+        runpy.run_path(str(script), run_name="__main__")
+        tables[executor] = pq.read_table(tmp_path / executor / "data").to_pylist()
+    assert len(tables["local"]) == 3 and tables["ray"] == tables["local"]
+    assert "on_ray(local, actors=2)" in (tmp_path / "ray" / "README.md").read_text()

@@ -79,6 +79,30 @@ def test_magpie_with_personas_records_persona_per_row(tmp_path) -> None:
         assert row["persona"] in row["system_prompt"] and "years old" in row["persona"]
 
 
+def test_magpie_with_personas_on_a_double_puts_each_persona_in_its_prompt_and_row(tmp_path) -> None:
+    # The embedded base model may keep no row above; a double keeps every one, so the links can be checked.
+    from synth import Sampling
+    from synth.recipes import magpie
+    from tests.conftest import ScriptedBackend
+
+    llm = ScriptedBackend(
+        replies=["Plan a week of cheap family dinners.", "How do I test a capacitor?", "Sort my bills."]
+    )
+    people = FIXTURES / "nemotron.jsonl"
+    magpie(llm, n=3, out=tmp_path / "m", personas=people, response=None, instruction=Sampling(), batch_size=3)
+    rows = _rows(tmp_path / "m")
+    assert [r["instruction"] for r in rows] == [
+        "Plan a week of cheap family dinners.",
+        "How do I test a capacitor?",
+        "Sort my bills.",
+    ]
+    assert [r["persona_id"] for r in rows] == ["9f1c", "a07e", "9f1c"]  # the set cycles
+    (prompts,) = llm.calls
+    for row, prompt in zip(rows, prompts):
+        assert "years old" in row["persona"] and row["persona"] in row["system_prompt"]
+        assert row["system_prompt"] in prompt  # the persona steered the instruction it is stored with
+
+
 @pytest.mark.parametrize(
     ("argv", "words"),
     [

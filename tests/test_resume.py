@@ -21,6 +21,7 @@ RECIPES = {
     "personas": (20, ["id", "persona_id", "instruction", "instruction_status", "response"], None),
     "personas-dedup": (24, ["id", "source_id", "persona", "dup_cluster"], None),
     "filter": (40, ["id", "instruction", "response"], ["id", "rejected_by"]),
+    "embedded": (6, ["id", "persona_id", "instruction_raw", "instruction_status"], None),
 }
 
 
@@ -115,6 +116,12 @@ def test_other_recipes_resume_to_the_unbroken_dataset_side_outputs_too(tmp_path,
     if want_side is not None:
         assert len({r["id"] for r in side}) == len(side)
         assert side == want_side
+
+
+def test_a_real_model_run_killed_and_resumed_matches_the_unbroken_one(tmp_path, unbroken) -> None:
+    # llama.cpp samples each prompt with its own seed, so a resumed batch decodes as it would have.
+    rows, _ = _kill_and_resume(tmp_path, "embedded", "GEN 3", "gen")
+    assert len(rows) == RECIPES["embedded"][0] and rows == unbroken("embedded")[0]
 
 
 def test_a_kill_leaves_the_side_output_ahead_of_the_main_state_and_resume_rewinds_it(tmp_path, unbroken) -> None:
