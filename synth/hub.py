@@ -63,17 +63,19 @@ def push(path: str | Path, repo: str, *, private: bool = False, token: str | Non
 
 def _upload_error(exc: Exception, path: Path, repo: str, token: str | None) -> str:
     """One line saying why the upload failed and what to do; the dataset on disk is complete."""
-    again = f"then run `synth push {path} --repo {repo}` (the dataset in {path} is complete)"
+    again = f"run `synth push {path} --repo {repo}` (the dataset in {path} is complete)"
     kind = type(exc).__name__
     detail = _one_line(str(exc), token) or kind
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if kind == "OfflineModeIsEnabled":
-        return f"cannot push to {repo}: huggingface_hub is in offline mode (HF_HUB_OFFLINE); unset it, {again}"
+        return (
+            f"cannot push to {repo}: huggingface_hub is in offline mode here (HF_HUB_OFFLINE); with it unset, {again}"
+        )
     if status in (401, 403):
-        return f"the Hub refused the upload to {repo} ({detail}); check HF_TOKEN or `hf auth login`, {again}"
+        return f"the Hub refused the upload to {repo} ({detail}); check HF_TOKEN or `hf auth login`, then {again}"
     if isinstance(exc, (ConnectionError, TimeoutError)) or "Connect" in kind or "Timeout" in kind:
-        return f"cannot reach the Hub to push to {repo} ({kind}: {detail}); check the network, {again}"
-    return f"the upload to {repo} failed ({kind}: {detail}); {again}"
+        return f"cannot reach the Hub to push to {repo} ({kind}: {detail}); check the network, then {again}"
+    return f"the upload to {repo} failed ({kind}: {detail}); to try again, {again}"
 
 
 def _offline() -> bool:

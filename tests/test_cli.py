@@ -142,7 +142,7 @@ def test_two_turn_magpie_with_a_gguf_path(tmp_path) -> None:
 
     out = tmp_path / "chat"
     args = ["--model", str(default_model_path()), "--n", "2", "--turns", "2", "--exact-turns", "--out", str(out)]
-    done = synth("magpie", *args, "--max-attempts", "24", "--system-prompt", "You are a tutor.", *FAST)
+    done = synth("magpie", *args, "--max-attempts", "32", "--system-prompt", "You are a tutor.", *FAST)
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(out / "data").to_pylist()
     assert len(rows) == 2, done.stderr  # --exact-turns: only whole two-turn conversations are written
@@ -184,3 +184,36 @@ def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(tmp_path / "b/data").to_pylist()
     assert rows[0]["messages"][0] == conv[0] and rows[0]["messages"][1]["role"] == "assistant"
+
+
+def _one_line(done: subprocess.CompletedProcess) -> str:
+    lines = _error(done).strip().splitlines()
+    assert lines[-1].startswith("synth: error: ") and not any(line.startswith("  ") for line in lines), lines
+    return lines[-1]
+
+
+def test_respond_checks_its_input_before_claiming_the_output(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    out, src = tmp_path / "o", tmp_path / "in.jsonl"
+    assert "does not exist" in _one_line(synth("respond", str(src), "--out", str(out)))
+    src.write_text("\n".join(json.dumps({"question": q, "n": 1}) for q in ["Say hi.", None]))
+    err = _one_line(synth("respond", str(src), "--out", str(out)))
+    assert "no column 'instruction'" in err and "question" in err and "--column" in err
+    err = _one_line(synth("respond", str(src), "--out", str(out), "--messages-column", "question"))
+    assert "not conversations" in err and "--messages-column" in err
+    assert "not text" in _one_line(synth("respond", str(src), "--out", str(out), "--column", "n"))
+    assert not (out / ".synth").exists()
+
+    # Fixed, the same --out takes the run with no --overwrite; the null question is marked, not fatal.
+    done = synth("respond", str(src), "--out", str(out), "--column", "question", "--max-tokens", "8", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(out / "data").to_pylist()
+    assert [r["response_finish_reason"] == "error" for r in rows] == [False, True]
+    assert [r["response_error"] for r in rows] == [None, "question is null"]
+
+
+def test_more_turns_need_responses(tmp_path) -> None:
+    err = _one_line(synth("magpie", "--n", "1", "--turns", "2", "--no-responses", "--out", str(tmp_path / "o")))
+    assert "--turns 2 needs responses" in err and "--no-responses" in err
+    assert not (tmp_path / "o" / ".synth").exists()

