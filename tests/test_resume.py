@@ -160,3 +160,30 @@ def test_unbroken_side_outputs_are_sane(unbroken) -> None:
     assert {r["instruction_status"] for r in people} == {"ok", "missing_prefix"}
     personas = unbroken("personas-dedup")[0]
     assert sorted(r["persona"] for r in personas) == sorted(f"A reader who loves topic {k}." for k in range(10))
+
+
+def test_ctrl_c_inside_a_stage_keeps_that_batch_for_the_resume(tmp_path) -> None:
+    """A finite input: the batch a stage holds when Ctrl-C lands is neither written nor skipped."""
+    import pyarrow.parquet as pq
+
+    from synth.core import from_rows
+    from synth.recipes import pipeline
+    from synth.recipes._runner import Interrupted
+
+    source = [from_rows([{"id": f"r{i}", "text": str(i)} for i in range(k, k + 5)]) for k in (0, 5, 10)]
+    calls = {"n": 0}
+
+    def flaky(batches):  # interrupts while it holds the third batch, once
+        for batch in batches:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            yield batch
+
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted):
+        pipeline(iter(source), flaky, out=out, settings={"x": 1})
+    assert sorted(pq.read_table(out / "data").column("id").to_pylist()) == [f"r{i}" for i in range(10)]
+    pipeline(iter(source), flaky, out=out, settings={"x": 1}, resume=True)
+    ids = pq.read_table(out / "data").column("id").to_pylist()
+    assert sorted(ids, key=lambda i: int(i[1:])) == [f"r{i}" for i in range(15)]

@@ -115,15 +115,25 @@ def _run(
     for i, side in enumerate(sides):  # a killed run's side rows past its last checkpoint come again
         side.rewind(recorded[i]["shards"] if i < len(recorded) else 0)
 
+    handled = {"rows": source.position}
+
+    def delivered(batches: Iterable[Batch]) -> Iterator[Batch]:
+        # Source rows count as handled once the stages have emitted what came after them: a batch
+        # still inside a stage when Ctrl-C lands is not in the checkpoint, and comes again on resume.
+        for batch in batches:
+            handled["rows"] = source.position
+            yield batch
+
     def checkpoint() -> dict[str, Any]:
         # The side outputs commit first: the main state only records side rows already on disk.
         marks = {"sides": [side.commit() for side in sides]} if sides else {}
-        return {"attempts": source.position, "stats": stats(), **marks}
+        return {"attempts": handled["rows"], "stats": stats(), **marks}
 
     bar = report.progress(total, _Tokens(tokens), initial=output.rows, stats=progress_stats)
     started = time.monotonic()
     try:
-        write(pipe(source, *stages, bar), output, card=card, shard_rows=shard_rows, checkpoint=checkpoint)
+        stream = delivered(pipe(source, *stages, bar))
+        write(stream, output, card=card, shard_rows=shard_rows, checkpoint=checkpoint)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
