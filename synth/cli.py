@@ -179,6 +179,7 @@ def magpie(
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     _preflight(out, overwrite, resume, push_to_hub)
+    recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
     if personas:
         persona.check_personas(personas, persona_column)
     server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
@@ -200,8 +201,11 @@ def magpie(
         personas=personas,
         persona_column=persona_column,
         max_attempts=max_attempts or None,
-        executor=_executor(executor, ray_address, actors),
+        executor=_executor(executor, ray_address, actors, llm),
         make_backend=functools.partial(load_backend, model, backend, template=template, **server),
+        make_response_backend=functools.partial(load_backend, response_model, backend, **server)
+        if response_model
+        else None,
         max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
@@ -239,6 +243,7 @@ def respond(
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
     _preflight(out, overwrite, resume, push_to_hub)
+    recipes.chat.check_respond_input(source, column, messages_column)
     server = _server(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.respond(
         _open(model, backend, template, server),
@@ -770,10 +775,11 @@ def _check_repo(repo: str | None) -> None:
         hub.check_repo(repo)
 
 
-def _executor(kind: str, address: str | None, actors: int) -> RayExecutor | None:
+def _executor(kind: str, address: str | None, actors: int, llm: Backend) -> RayExecutor | None:
     if kind not in {"local", "ray"}:
         raise SynthError(f"unknown --executor {kind!r}; choose local or ray")
-    return RayExecutor(address, actors, batch_size=128) if kind == "ray" else None
+    gpus = 1.0 if getattr(llm, "name", "") == "vllm" else 0.0  # one vLLM engine per GPU
+    return RayExecutor(address, actors, num_gpus=gpus, batch_size=128) if kind == "ray" else None
 
 
 def _push(out: Path, repo: str | None, private: bool) -> None:

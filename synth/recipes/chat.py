@@ -13,7 +13,7 @@ import pyarrow as pa
 from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.distributed import RayExecutor
-from synth.io import open_output, read
+from synth.io import Output, open_output, read
 from synth.recipes._runner import (
     Cursor,
     _constants,
@@ -24,6 +24,7 @@ from synth.recipes._runner import (
     _require,
     _resumable,
     _run,
+    _written,
 )
 from synth.resources import data_file, read_choice
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
@@ -84,11 +85,12 @@ def magpie(
     instruction, response = _base_model_stops(backend, response_backend or backend, instruction, response, turns)
     steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
     settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
+    settings.update(exact_turns=exact_turns, persona_column=persona_column)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     start = output.checkpoint.get("attempts", 0)
     attempts = counter_source(read_window(batch_size, backend, response_backend), start=start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
-    seen = _seen_instructions(out) if output.rows else set()
+    seen = _seen_instructions(output) if output.rows else set()
     talk = functools.partial(
         _conversations,
         template=template_of(backend),
@@ -315,6 +317,6 @@ def _is_conversation(kind: pa.DataType) -> bool:
     return {"role", "content"} <= names
 
 
-def _seen_instructions(out: str | Path) -> set[int]:
-    # On resume, instructions already written still count as seen for the duplicate check.
-    return {instruction_key(t) for b in read(out) for t in b["instruction"].to_pylist()}
+def _seen_instructions(output: Output) -> set[int]:
+    # On resume, instructions already written (in the shards the state lists) still count as seen.
+    return {instruction_key(t) for b in _written(output) for t in b["instruction"].to_pylist()}
