@@ -28,13 +28,45 @@ def _requests(backend, prompts, max_tokens, **sampling):
     return [Request(tokens=backend.tokenize(p), max_tokens=m, **sampling) for p, m in zip(prompts, max_tokens)]
 
 
+NEAR_TIE = 0.5  # logits: a gap this small between the two best tokens may flip with the batch shape
+
+
+def _greedy_alone(llm, tokens: list[int], steps: int) -> tuple[list[int], list[float]]:
+    """One sequence at a time, greedy: the tokens chosen and each step's gap between the best two."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(tokens)
+    chosen, gaps = [], []
+    for _ in range(steps):
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        second, best = np.argsort(logits)[-2:]
+        gaps.append(float(logits[best] - logits[second]))
+        if int(best) == llm.token_eos():
+            break
+        chosen.append(int(best))
+        llm.eval([int(best)])
+    return chosen, gaps
+
+
 def test_batched_agrees_with_one_at_a_time_at_temperature_zero(embedded) -> None:
+    """Equal texts for every prompt, except that a prompt may part ways at a near-tie: llama.cpp's
+    CPU kernels differ by batch shape (a gap of 0.38 flipped on one machine's build)."""
     batched = embedded.generate(PROMPTS, GREEDY)
+    exact = 0
     for prompt, got in zip(PROMPTS, batched):
         alone = embedded.llm.create_completion(prompt=embedded.tokenize(prompt), max_tokens=16, temperature=0.0)
-        assert got.text == alone["choices"][0]["text"], prompt
-        assert got.completion_tokens == alone["usage"]["completion_tokens"]
         assert got.prompt_tokens == alone["usage"]["prompt_tokens"]
+        if got.text == alone["choices"][0]["text"]:
+            assert got.completion_tokens == alone["usage"]["completion_tokens"]
+            exact += 1
+            continue
+        chosen, gaps = _greedy_alone(embedded.llm, embedded.tokenize(prompt), 16)
+        tie = next((i for i, gap in enumerate(gaps) if gap < NEAR_TIE), None)
+        assert tie is not None, f"{prompt!r}: parted with no near-tie ({got.text!r})"
+        agreed = embedded.llm.detokenize(chosen[:tie]).decode("utf-8", errors="ignore")
+        assert got.text.startswith(agreed), f"{prompt!r}: parted before its first near-tie at token {tie}"
+    assert exact >= len(PROMPTS) - 2, f"only {exact} of {len(PROMPTS)} prompts agree on all 16 tokens"
 
 
 def test_stop_string_spanning_two_tokens_ends_the_text_before_it(embedded) -> None:
