@@ -71,6 +71,13 @@ def pipeline(
     return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters)
 
 
+def read_window(batch_size: int, *backends: Backend | None) -> int:
+    """Rows to read per backend call: `batch_size`, or 4x a batching backend's own batch size
+    if that is more, so finished sequences always have a waiting prompt to take their slot."""
+    own = [getattr(b, "batch_size", None) for b in backends if b is not None]
+    return max([batch_size, *(4 * k for k in own if isinstance(k, int))])
+
+
 def _argv() -> str:
     import shlex
 

@@ -25,6 +25,7 @@ from synth.recipes._runner import (
     _resumable,
     _run,
     _written,
+    read_window,
 )
 from synth.resources import data_file, read_choice
 from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
@@ -88,7 +89,9 @@ def magpie(
     settings.update(exact_turns=exact_turns, persona_column=persona_column)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     start = output.checkpoint.get("attempts", 0)
-    attempts = counter_source(read_window(batch_size, backend, response_backend), start=start)
+    # No more attempts per call than a few times the rows asked for: `--n 20` need not pay for 128.
+    window = min(read_window(batch_size, backend, response_backend), max(2 * n, 16))
+    attempts = counter_source(window, start=start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     seen = _seen_instructions(output) if output.rows else set()
     talk = functools.partial(
@@ -168,13 +171,6 @@ def check_magpie(
         raise SynthError(
             "a Ray executor with a response model needs make_response_backend, to open it inside each actor"
         )
-
-
-def read_window(batch_size: int, *backends: Backend | None) -> int:
-    """Rows to read per backend call: `batch_size`, or 4x a batching backend's own batch size
-    if that is more, so finished sequences always have a waiting prompt to take their slot."""
-    own = [getattr(b, "batch_size", None) for b in backends if b is not None]
-    return max([batch_size, *(4 * k for k in own if isinstance(k, int))])
 
 
 def _base_model_stops(

@@ -10,7 +10,7 @@ from typing import Any
 from synth.backends import Backend, Metered, Sampling
 from synth.core import Stage, SynthError
 from synth.io import open_output, read, tee
-from synth.recipes._runner import _constants, _describe, _plain, _require, _resumable, _run
+from synth.recipes._runner import _constants, _describe, _plain, _require, _resumable, _run, read_window
 from synth.resources import choices, data_file, read_choice
 from synth.stages.chunk import Chunk
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
@@ -65,7 +65,7 @@ def synthesize(
         card = {"command": command, **settings}
         stages.append(tee(side, lambda b: pretrain_rows(b, layouts, params.seed or 0), card=card))
     stages += [SftRows(), _constants({"mode": mode, "model": settings["model"]})]
-    window = batch_size * (rounds if mode == "instruction-pretrain" else 1)
+    window = read_window(batch_size, backend) * (rounds if mode == "instruction-pretrain" else 1)
     return _run(_resumable(read(source, window), output), stages, output, settings, command, None, meters=(llm,))
 
 
@@ -119,7 +119,8 @@ def think(
     stages = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     stages.append(_constants({"model": settings["model"]}))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    return _run(_resumable(read(source, batch_size), output), stages, output, settings, command, None, meters=(llm,))
+    rows = _resumable(read(source, read_window(batch_size, backend)), output)
+    return _run(rows, stages, output, settings, command, None, meters=(llm,))
 
 
 MODES = ("prompt", "instruction-pretrain")

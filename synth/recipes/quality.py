@@ -17,7 +17,7 @@ from synth import report
 from synth.backends import Backend, Metered, Sampling
 from synth.core import Batch, Stage, SynthError, pipe
 from synth.io import Sink, open_output, read, read_provenance, write
-from synth.recipes._runner import _constants, _describe, _plain, _repeat, _require, _resumable, _run
+from synth.recipes._runner import _constants, _describe, _plain, _repeat, _require, _resumable, _run, read_window
 from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
 from synth.stages.filters import Filter, heuristic_rules, load_heuristics
 from synth.stages.filters import where as where_rule
@@ -218,7 +218,7 @@ def prefs(
         "response_sampling": _plain(params),
         "judge_sampling": _plain(judge_params),
     }
-    first, batches = _peek(source, batch_size)
+    first, batches = _peek(source, max(batch_size, read_window(batch_size, backend) // k))
     if first is not None:  # a wrong --column fails before any output directory is made
         next(_require(column)([first]))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
