@@ -99,7 +99,8 @@ def _corrupt(file: Path, exc: Exception, kind: str) -> SynthError:
 def _read_parquet(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
         try:
-            batches = pq.ParquetFile(file).iter_batches(batch_size=batch_size)
+            # pre_buffer off: on, pyarrow keeps every column chunk it has read, the whole file by the end
+            batches = pq.ParquetFile(file, pre_buffer=False).iter_batches(batch_size=batch_size)
             for record_batch in batches:
                 yield pa.Table.from_batches([record_batch])
         except (pa.ArrowException, OSError) as exc:

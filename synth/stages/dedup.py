@@ -199,9 +199,18 @@ class _Index:
             (k1, v1), (k2, v2) = self.runs[-2], self.runs[-1]
             if len(k1) > 2 * len(k2) or len(k1) + len(k2) > self.max_run:
                 break
-            keys, values = np.concatenate([k1, k2]), np.concatenate([v1, v2])
-            order = np.argsort(keys, kind="stable")  # timsort: a linear merge of two sorted runs
-            self.runs[-2:] = [(keys[order], values[order])]
+            self.runs[-2:] = [_merge(k1, v1, k2, v2)]
+
+
+def _merge(k1: np.ndarray, v1: np.ndarray, k2: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs as one, placed by binary search: no argsort index over both (the peak)."""
+    at = np.searchsorted(k1, k2) + np.arange(len(k2))  # where each of run 2 lands in the merged run
+    keys, values = np.empty(len(k1) + len(k2), k1.dtype), np.empty(len(k1) + len(k2), v1.dtype)
+    mine = np.ones(len(keys), bool)
+    mine[at] = False
+    keys[at], values[at] = k2, v2
+    keys[mine], values[mine] = k1, v1
+    return keys, values
 
 
 # ---------------------------------------------------------------- exact
