@@ -85,7 +85,7 @@ def test_cli_executor_ray_with_the_embedded_model(tmp_path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=550,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(out / "data").to_pylist()
