@@ -28,7 +28,7 @@ from synth.recipes._runner import (
     read_window,
 )
 from synth.resources import data_file, read_choice
-from synth.stages.magpie import Magpie, MultiTurn, Respond, instruction_key
+from synth.stages.magpie import KeySet, Magpie, MultiTurn, Respond, instruction_key
 from synth.stages.persona import (
     with_personas,
 )
@@ -93,7 +93,7 @@ def magpie(
     window = min(read_window(batch_size, backend, response_backend), max(2 * n, 16))
     attempts = counter_source(window, start=start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
-    seen = _seen_instructions(output) if output.rows else set()
+    seen = _seen_instructions(output) if output.rows else KeySet()
     talk = functools.partial(
         _conversations,
         template=template_of(backend),
@@ -138,7 +138,7 @@ def _llm_stages(
     talk: Callable[..., list[Stage]],
     llm: Backend,
     answerer: Backend,
-    seen: set[int],
+    seen: KeySet,
     executor: RayExecutor | None,
     remote: tuple[Callable[[], Backend] | None, Callable[[], Backend] | None],
 ) -> list[Stage]:
@@ -196,10 +196,10 @@ def _conversations(
     response: Sampling | None,
     turns: int,
     exact_turns: bool,
-    seen: set[int] | None,
+    seen: KeySet | None,
 ) -> list[Stage]:
     """Magpie's LLM stages: instruction, response, then further turns."""
-    stages: list[Stage] = [Magpie(ask, template, instruction, seen=None if seen is None else set(seen))]
+    stages: list[Stage] = [Magpie(ask, template, instruction, seen=None if seen is None else KeySet(seen))]
     if response:
         stages.append(Respond(answer, response))
     if response and turns > 1:
@@ -219,7 +219,7 @@ def _remote(
     return lambda batches: pipe(batches, *stages)
 
 
-def _drop_repeats(seen: set[int]) -> Stage:
+def _drop_repeats(seen: KeySet) -> Stage:
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
             keep = []
@@ -313,6 +313,6 @@ def _is_conversation(kind: pa.DataType) -> bool:
     return {"role", "content"} <= names
 
 
-def _seen_instructions(output: Output) -> set[int]:
+def _seen_instructions(output: Output) -> KeySet:
     # On resume, instructions already written (in the shards the state lists) still count as seen.
-    return {instruction_key(t) for b in _written(output) for t in b["instruction"].to_pylist()}
+    return KeySet(instruction_key(t) for b in _written(output) for t in b["instruction"].to_pylist())

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import xxhash
 
@@ -33,7 +34,7 @@ class Magpie:
     params: Sampling = Sampling(max_tokens=256, temperature=1.0)
     system_prompt: str | None = None
     stats: Counter[str] = field(default_factory=Counter, compare=False)
-    seen: set[int] | None = field(default_factory=set, compare=False, repr=False)  # None: no repeat check
+    seen: KeySet | None = field(default_factory=lambda: KeySet(), compare=False, repr=False)  # None: no check
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         params = self.params.with_stop(*self.template.instruction_stop)
@@ -202,6 +203,45 @@ class MultiTurn:
     def _ended(self, turn: int, part: str, reason: str) -> None:
         self.stats[f"ended_at_turn_{turn}"] += 1
         self.stats[f"ended_{part}_{reason}"] += 1
+
+
+class KeySet:
+    """A growing set of 64-bit keys at 8 bytes a key (a Python set costs about 70): a small set of
+    recent keys in front of sorted numpy runs, merged while of similar size. Memory stays flat
+    as a run of 300,000 instructions checks each against all earlier ones."""
+
+    def __init__(self, keys: Iterable[int] = ()) -> None:
+        self._runs: list[np.ndarray] = []
+        self._recent: set[int] = set()
+        for key in keys:
+            self.add(key)
+
+    def __contains__(self, key: int) -> bool:
+        if key in self._recent:
+            return True
+        probe = np.uint64(key)
+        for run in self._runs:
+            i = int(np.searchsorted(run, probe))
+            if i < len(run) and run[i] == probe:
+                return True
+        return False
+
+    def add(self, key: int) -> None:
+        self._recent.add(key)
+        if len(self._recent) >= 4096:
+            self._runs.append(np.sort(np.fromiter(self._recent, np.uint64, len(self._recent))))
+            self._recent = set()
+            while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+                newer, older = self._runs.pop(), self._runs.pop()
+                self._runs.append(np.union1d(older, newer))
+
+    def __len__(self) -> int:
+        return len(self._recent) + sum(len(run) for run in self._runs)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._recent
+        for run in self._runs:
+            yield from run.tolist()
 
 
 def instruction_key(text: str) -> int:
