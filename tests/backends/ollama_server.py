@@ -208,10 +208,15 @@ class _Server(ThreadingHTTPServer):
 @contextmanager
 def serve(models: dict[str, Model]) -> Iterator[FakeOllama]:
     """Run the server on a free loopback port for the length of the `with` block."""
-    state = FakeOllama(models)
-    handler = type("Handler", (_Handler,), {"state": state})
-    server = _Server(("127.0.0.1", 0), handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    with on_loopback(FakeOllama(models), _Handler) as state:
+        yield state
+
+
+@contextmanager
+def on_loopback(state: Any, handler: type, path: str = "") -> Iterator[Any]:
+    """Serve `handler` (reading `state`) on a free loopback port; `state.url` says where."""
+    server = _Server(("127.0.0.1", 0), type("Handler", (handler,), {"state": state}))
+    state.url = f"http://127.0.0.1:{server.server_address[1]}{path}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

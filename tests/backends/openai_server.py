@@ -12,8 +12,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.backends.ollama_server import on_loopback
 
 COMPLETIONS = ("/v1/completions", "/v1/chat/completions")
 
@@ -102,23 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-
 @contextmanager
 def serve(**settings: Any) -> Iterator[FakeOpenAI]:
     """Run the server on a free loopback port for the length of the `with` block."""
-    state = FakeOpenAI(**settings)
-    handler = type("Handler", (_Handler,), {"state": state})
-    server = _Server(("127.0.0.1", 0), handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with on_loopback(FakeOpenAI(**settings), _Handler, "/v1") as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
