@@ -13,6 +13,7 @@ index, and splitting them would scatter one family over several files.
 
 from __future__ import annotations
 
+import mmap
 import sys
 import unicodedata
 from collections import Counter
@@ -33,6 +34,7 @@ Rejects = Callable[[Batch], None]
 # Candidates are verified before a row is dropped, so LSH false positives only cost time:
 # banding weighs a missed pair four times as heavily as a spurious candidate.
 FP_WEIGHT, FN_WEIGHT = 0.2, 0.8
+CHUNK_ROWS = 8192
 
 
 # ---------------------------------------------------------------- the shared loop
@@ -87,6 +89,20 @@ def _stream(
         yield out.filter(pa.array(keep))
 
 
+def _chunked(batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
+    """Consecutive batches of one schema joined (without copying) until they hold `rows` rows."""
+    pending: list[Batch] = []
+    held = 0
+    for batch in batches:
+        if pending and (held >= rows or batch.schema != pending[0].schema):
+            yield pa.concat_tables(pending)
+            pending, held = [], 0
+        pending.append(batch)
+        held += batch.num_rows
+    if pending:
+        yield pa.concat_tables(pending)
+
+
 def _checked_texts(batch: Batch, column: str, stats: Counter[str]) -> tuple[pa.Array, np.ndarray]:
     if column not in batch.column_names:
         names = ", ".join(batch.column_names)
@@ -115,7 +131,8 @@ def _clusters(ids: pa.Array, verdict: Verdict, store: _Store) -> pa.Array:
 class _Store:
     """Ids (and MinHash signatures) of kept rows, appended per batch and gathered by position.
 
-    Small chunks are merged every so often, so gathering touches a bounded number of chunks.
+    Trailing small chunks are merged once they hold 65,536 rows, so gathering touches few
+    chunks and no merge copies much at once.
     """
 
     def __init__(self) -> None:
@@ -133,12 +150,15 @@ class _Store:
         if sigs is not None:
             self._sigs.append(sigs)
         self._starts.append(self._starts[-1] + len(ids))
-        small = [i for i in range(len(self._ids)) if len(self._ids[i]) < 65_536]
-        if len(small) > 32 and small == list(range(small[0], len(self._ids))):
-            first = small[0]
+        first = len(self._ids)
+        while first and len(self._ids[first - 1]) < 65_536:
+            first -= 1
+        if len(self._ids) - first > 1 and self._starts[-1] - self._starts[first] >= 65_536:
             self._ids[first:] = [pa.concat_arrays(self._ids[first:])]
             if self._sigs:
-                self._sigs[first:] = [np.concatenate(self._sigs[first:])]
+                tail = self._sigs[first:]
+                merged = _empty(sum(len(x) for x in tail), tail[0].dtype, tail[0].shape[1])
+                self._sigs[first:] = [np.concatenate(tail, out=merged)]
             self._starts[first + 1 :] = [self._starts[-1]]
 
     def _chunks(self, index: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -168,33 +188,51 @@ class _Index:
 
     Exact memory per entry (no hash-table load factor); runs merge while they are of similar
     size, up to `max_run` entries, so an append costs amortised O(log n) and no merge doubles
-    the memory held.
+    the memory held. A bitmap of key prefixes (2**`filter_bits` bits) turns most absent keys
+    away before any run is searched: most probes are misses, since most rows are new.
     """
 
-    def __init__(self, max_run: int = 1 << 22) -> None:
+    def __init__(self, max_run: int = 1 << 21, filter_bits: int = 27) -> None:
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []
         self.max_run = max_run
+        self.filter_bits = filter_bits
+        self._filter = np.zeros(1 << (filter_bits - 3), np.uint8)  # calloc: pages appear as they are set
 
     def __len__(self) -> int:
         return sum(len(keys) for keys, _ in self.runs)
 
+    def _prefix(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prefix = keys >> keys.dtype.type(keys.dtype.itemsize * 8 - self.filter_bits)
+        return (prefix >> 3).astype(np.intp), (prefix & 7).astype(np.uint8)
+
     def get(self, keys: np.ndarray) -> np.ndarray:
-        order = np.argsort(keys)  # sorted probes walk each run in order: far fewer cache misses
-        probes, found = keys[order], np.full(len(keys), -1, np.int64)
-        for run, values in self.runs:
+        found = np.full(len(keys), -1, np.int64)
+        if not self.runs or len(keys) == 0:
+            return found
+        byte, bit = self._prefix(keys)
+        maybe = np.flatnonzero((self._filter[byte] >> bit) & 1)
+        if len(maybe) == 0:
+            return found
+        order = maybe[np.argsort(keys[maybe])]  # sorted probes walk each run in order: fewer cache misses
+        probes, values = keys[order], np.full(len(order), -1, np.int64)
+        for run, run_values in self.runs:
             pos = np.minimum(np.searchsorted(run, probes), len(run) - 1)
             hit = run[pos] == probes
-            found[hit] = values[pos[hit]]
-        out = np.empty_like(found)
-        out[order] = found
-        return out
+            values[hit] = run_values[pos[hit]]
+        found[order] = values
+        return found
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Store keys that are unique and absent from the index."""
         if len(keys) == 0:
             return
-        order = np.argsort(keys, kind="stable")
-        self.runs.append((keys[order], values[order].astype(np.int32)))
+        if np.any(keys[1:] < keys[:-1]):
+            order = np.argsort(keys, kind="stable")
+            keys, values = keys[order], values[order]
+        byte, bit = self._prefix(keys)  # sorted, as the keys are: each byte's bits OR-ed in one go
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        self._filter[byte[starts]] |= np.bitwise_or.reduceat(np.left_shift(np.uint8(1), bit), starts)
+        self.runs.append((keys, values.astype(np.int32)))
         while len(self.runs) > 1:
             (k1, v1), (k2, v2) = self.runs[-2], self.runs[-1]
             if len(k1) > 2 * len(k2) or len(k1) + len(k2) > self.max_run:
@@ -205,12 +243,25 @@ class _Index:
 def _merge(k1: np.ndarray, v1: np.ndarray, k2: np.ndarray, v2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two sorted runs as one, placed by binary search: no argsort index over both (the peak)."""
     at = np.searchsorted(k1, k2) + np.arange(len(k2))  # where each of run 2 lands in the merged run
-    keys, values = np.empty(len(k1) + len(k2), k1.dtype), np.empty(len(k1) + len(k2), v1.dtype)
+    keys, values = _empty(len(k1) + len(k2), k1.dtype), _empty(len(k1) + len(k2), v1.dtype)
     mine = np.ones(len(keys), bool)
     mine[at] = False
     keys[at], values[at] = k2, v2
     keys[mine], values[mine] = k1, v1
     return keys, values
+
+
+def _empty(n: int, dtype: Any, width: int = 1) -> np.ndarray:
+    """An uninitialised (n,) or (n, width) array; past 1 MB, an anonymous mapping of its own.
+
+    The index and store replace their large arrays as they grow: from the heap, the freed ones
+    leave holes the process keeps (tens of MB at a million rows); a mapping goes back whole.
+    """
+    dtype = np.dtype(dtype)
+    shape = (n,) if width == 1 else (n, width)
+    if n * width * dtype.itemsize < 1 << 20:
+        return np.empty(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, n * width * dtype.itemsize), dtype).reshape(shape)
 
 
 # ---------------------------------------------------------------- exact
@@ -305,7 +356,9 @@ class MinHashDedup:
             keys = band_keys(sig, bands, rows, mix)
             return _match_minhash(np.asarray(sig & 0xFF, np.uint8), keys, ids, index, store, self.threshold)
 
-        return _stream(batches, self.column, self.stats, self.rejects, decide, store)
+        # Batches are judged in chunks of at least CHUNK_ROWS rows: numpy and Arrow work per call
+        # (a regex compiled, a run searched) then costs little against the rows it covers.
+        return _stream(_chunked(batches, CHUNK_ROWS), self.column, self.stats, self.rejects, decide, store)
 
 
 def _match_minhash(
@@ -320,30 +373,100 @@ def _match_minhash(
     # each against the first kept row of the batch holding the key, as if batches were rows.
     free = hit < 0
     free_rows, free_keys = np.nonzero(free)[0], keys[free]
-    _, inverse, counts = np.unique(free_keys, return_inverse=True, return_counts=True)
-    shared = counts[inverse] > 1
-    rows_c, keys_c = free_rows[shared], free_keys[shared]
-    starts = np.flatnonzero(np.r_[True, rows_c[1:] != rows_c[:-1]]) if len(rows_c) else np.array([], int)
+    by_key = np.argsort(free_keys, kind="stable")  # by key, then row
+    sorted_keys = free_keys[by_key]
+    group = np.cumsum(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) - 1
+    shared = np.empty(len(free_keys), bool)
+    shared[by_key] = np.bincount(group)[group] > 1
+    _settle_within(sig, free_rows[shared], free_keys[shared], threshold, best, owner, prior, keep)
+    prior[keep], owner[keep] = -1, -1
+    kept = by_key[keep[free_rows[by_key]]]  # kept rows' new keys, by key then row: each key's first
+    first = kept[np.r_[True, free_keys[kept[1:]] != free_keys[kept[:-1]]]] if len(kept) else kept
+    anchor = len(store) + np.cumsum(keep) - 1
+    index.add(free_keys[first], anchor[free_rows[first]])
+    store.append(ids.filter(pa.array(keep)), sig[keep])
+    return Verdict(keep, prior, owner, np.where(keep, np.nan, best))
+
+
+def _settle_within(
+    sig: np.ndarray,
+    rows: np.ndarray,
+    keys: np.ndarray,
+    threshold: float,
+    best: np.ndarray,
+    owner: np.ndarray,
+    prior: np.ndarray,
+    keep: np.ndarray,
+    rounds: int = 16,
+) -> None:
+    """Settle the rows holding new keys that other rows of the batch share (`rows` ascending,
+    `keys` beside them) as if in row order: each against the first kept row of the batch that
+    holds one of its keys, the most similar winning. Updates the last four arrays in place.
+
+    Whole-array rounds: guess which rows are kept, decide every row against that guess, and
+    repeat until the decisions reproduce the guess. Row i's decision depends on rows before it
+    only, so the one self-consistent answer is the in-order one. A long chain of copies of
+    copies would need a round per link: after `rounds`, the rest is settled row by row.
+    """
+    if len(rows) == 0:
+        return
+    order = np.lexsort((rows, keys))  # by key, then row
+    row, key = rows[order], keys[order]
+    group = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    member = np.cumsum(np.r_[True, key[1:] != key[:-1]]) - 1
+    position, unique_rows = np.arange(len(row)), np.unique(rows)
+    start_best, start_keep = best.copy(), keep.copy()
+    alive = keep.copy()
+    for _ in range(rounds):
+        first = np.minimum.reduceat(np.where(alive[row], position, len(row)), group)[member]
+        has = first < len(row)
+        has[has] = row[first[has]] < row[has]  # a kept row of the group before this one
+        pairs = np.unique(row[has] * np.int64(len(sig)) + row[first[has]])
+        i, holder = pairs // len(sig), pairs % len(sig)
+        sims = jaccard(sig[i], sig[holder])
+        pick = np.lexsort((-sims, i))  # per row: most similar, then earliest (pairs are sorted)
+        pick = pick[np.r_[True, i[pick[1:]] != i[pick[:-1]]]] if len(pick) else pick
+        new_best, new_owner = start_best.copy(), owner.copy()
+        better = sims[pick] > start_best[i[pick]]  # strict: on a tie the earlier batch's row wins
+        new_best[i[pick][better]], new_owner[i[pick][better]] = sims[pick][better], holder[pick][better]
+        decided = start_keep & (new_best < threshold)
+        if np.array_equal(decided[unique_rows], alive[unique_rows]):
+            moved = new_owner != owner
+            prior[moved] = -1
+            best[:], owner[:], keep[:] = new_best, new_owner, decided
+            return
+        alive = decided
+    _settle_in_order(sig, rows, keys, threshold, best, owner, prior, keep)
+
+
+def _settle_in_order(
+    sig: np.ndarray,
+    rows: np.ndarray,
+    keys: np.ndarray,
+    threshold: float,
+    best: np.ndarray,
+    owner: np.ndarray,
+    prior: np.ndarray,
+    keep: np.ndarray,
+) -> None:
+    """`_settle_within` one row at a time: the reference, and the way out of long chains."""
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist() + [len(rows)]
+    keys_list, order = keys.tolist(), rows[starts[:-1]].tolist()
+    best_list = best.tolist()
     holder: dict[int, int] = {}
-    for i, row_keys in zip(rows_c[starts].tolist(), np.split(keys_c, starts[1:])):
-        row_keys = row_keys.tolist()
+    for n, i in enumerate(order):
+        row_keys = keys_list[starts[n] : starts[n + 1]]
         candidates = sorted({holder[k] for k in row_keys if k in holder})
         if candidates:
             sims = jaccard(sig[i], sig[candidates])
-            j = int(np.argmax(sims))
-            if sims[j] > best[i]:  # strict: on a tie the earlier row (a previous batch's) wins
-                best[i], owner[i], prior[i] = sims[j], candidates[j], -1
-        keep[i] = best[i] < threshold
+            j = int(sims.argmax())
+            if sims[j] > best_list[i]:  # strict: on a tie the earlier row (a previous batch's) wins
+                best_list[i], owner[i], prior[i] = float(sims[j]), candidates[j], -1
+        keep[i] = best_list[i] < threshold
         if keep[i]:
             for k in row_keys:
                 holder.setdefault(k, i)
-    prior[keep], owner[keep] = -1, -1
-    kept_free = free & keep[:, None]
-    kept_keys, first = np.unique(keys[kept_free], return_index=True)
-    anchor = len(store) + np.cumsum(keep) - 1
-    index.add(kept_keys, anchor[np.nonzero(kept_free)[0][first]])
-    store.append(ids.filter(pa.array(keep)), sig[keep])
-    return Verdict(keep, prior, owner, np.where(keep, np.nan, best))
+    best[:] = best_list
 
 
 def _best_prior(sig: np.ndarray, hit: np.ndarray, store: _Store) -> tuple[np.ndarray, np.ndarray]:
@@ -351,11 +474,16 @@ def _best_prior(sig: np.ndarray, hit: np.ndarray, store: _Store) -> tuple[np.nda
     best, prior = np.full(len(sig), -np.inf), np.full(len(sig), -1)
     rows, bands = np.nonzero(hit >= 0)
     if len(rows):
-        pairs = np.unique(np.stack([rows, hit[rows, bands]], axis=1), axis=0)
-        sims = jaccard(sig[pairs[:, 0]], store.sigs(pairs[:, 1]))
-        order = np.lexsort((pairs[:, 1], -sims, pairs[:, 0]))  # per row: most similar, then earliest
-        first = order[np.r_[True, pairs[order[1:], 0] != pairs[order[:-1], 0]]]
-        best[pairs[first, 0]], prior[pairs[first, 0]] = sims[first], pairs[first, 1]
+        stride = np.int64(hit.max() + 1)
+        pairs = np.unique(rows * stride + hit[rows, bands])  # (row, kept row) pairs, sorted
+        row, kept = pairs // stride, pairs % stride
+        sims = np.empty(len(pairs))
+        for start in range(0, len(pairs), 8192):  # in pieces: a chunk can have 100,000 candidate pairs
+            part = slice(start, start + 8192)
+            sims[part] = jaccard(sig[row[part]], store.sigs(kept[part]))
+        order = np.lexsort((-sims, row))  # stable, per row: most similar, then earliest
+        first = order[np.r_[True, row[order[1:]] != row[order[:-1]]]]
+        best[row[first]], prior[row[first]] = sims[first], kept[first]
     return best, prior
 
 
@@ -434,9 +562,9 @@ def minhash(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarra
 
 def band_keys(sig: np.ndarray, bands: int, rows: int, mix: np.ndarray) -> np.ndarray:
     """(rows of sig, bands) uint32 hashes of each band's values; never 0."""
-    n = len(sig)
-    values = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
-    acc = (values * mix[:rows]).sum(axis=2, dtype=np.uint64) + mix[rows : rows + bands] * np.uint64(2)
+    acc = np.broadcast_to(mix[rows : rows + bands] * np.uint64(2), (len(sig), bands)).copy()
+    for r in range(rows):  # element r of every band at once: temporaries of (rows of sig, bands)
+        acc += sig[:, r : bands * rows : rows].astype(np.uint64) * mix[r]
     acc ^= acc >> np.uint64(33)
     acc *= np.uint64(0xFF51AFD7ED558CCD)
     acc ^= acc >> np.uint64(33)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from synth.core import Batch, SynthError, from_rows, pipe
+from synth.stages import dedup as dedup_module
 from synth.stages import dedup_exact, dedup_minhash, dedup_semantic
 from synth.stages.dedup import _Index, _words, jaccard, lsh_params, minhash, shingle_hashes
 
@@ -205,11 +207,15 @@ def test_banding_finds_pairs_just_above_the_threshold(threshold) -> None:
     assert 1 - (1 - below**rows) ** bands < 0.2
 
 
-def test_index_returns_the_first_value_of_each_key_across_merges() -> None:
+@pytest.mark.parametrize(("dtype", "top"), [(np.uint32, 5000), (np.uint32, 2**32), (np.uint64, 2**64)])
+def test_index_returns_the_first_value_of_each_key_across_merges(dtype, top) -> None:
     rng = np.random.default_rng(3)
-    index, truth = _Index(max_run=500), {}
+    index, truth = _Index(max_run=500, filter_bits=12), {}  # a small filter: many keys share a bit
     for step in range(60):
-        keys = np.unique(rng.integers(1, 5000, 40).astype(np.uint32))
+        keys = rng.integers(1, top, 40, dtype=np.uint64) if top == 2**64 else rng.integers(1, top, 40)
+        keys = np.unique(keys.astype(dtype))
+        if step % 2:
+            keys = keys[::-1].copy()  # unsorted adds and probes too
         found = index.get(keys)
         assert found.tolist() == [truth.get(int(k), -1) for k in keys]
         new = keys[found < 0]
@@ -217,3 +223,57 @@ def test_index_returns_the_first_value_of_each_key_across_merges() -> None:
         truth.update({int(k): step for k in new})
     assert len(index) == len(truth)
     assert len(index.runs) > 1
+
+
+def test_minhash_decisions_do_not_depend_on_where_chunks_fall(monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(300)]
+    rows: list[dict] = []
+    for i in range(1500):  # about a third are copies of an earlier row with one word changed
+        if rows and rng.random() < 0.35:
+            text = rows[int(rng.integers(len(rows)))]["instruction"].split()
+            text[int(rng.integers(len(text)))] = words[int(rng.integers(300))]
+        else:
+            text = [words[int(j)] for j in rng.integers(0, 300, 12)]
+        rows.append({"id": f"r{i}", "instruction": " ".join(text)})
+    results = []
+    for chunk in (10**6, 97, 1):  # one chunk for all rows, some, one per batch of 7
+        monkeypatch.setattr(dedup_module, "CHUNK_ROWS", chunk)
+        out, rejects = run(dedup_minhash(), rows, size=7)
+        results.append((out.to_pylist(), rejects.to_pylist()))
+    assert len(results[0][1]) > 300  # the copies are found, so the comparison means something
+    assert results[1] == results[0] and results[2] == results[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_settling_a_batch_in_whole_array_rounds_matches_row_by_row(seed, monkeypatch) -> None:
+    rng = np.random.default_rng(seed)
+    n = 400
+    sig = rng.integers(0, 256, (n, 128)).astype(np.uint8)
+    for i in range(1, n):  # chains of copies of copies, and rows sharing keys by chance
+        if rng.random() < 0.5:
+            source = i - 1 if rng.random() < 0.5 else int(rng.integers(i))
+            sig[i] = np.where(rng.random(128) < 0.15, rng.integers(0, 256, 128), sig[source])
+    rows = np.sort(rng.integers(0, n, 3000))
+    keys = rng.integers(1, 60, len(rows)).astype(np.uint32)
+    # earlier-batch matches on the similarity grid, so that ties with this batch's rows happen
+    on_grid = jaccard(np.zeros((n, 128)), (np.arange(128) >= rng.integers(104, 115, n)[:, None]).astype(float))
+    prior_best = np.where(rng.random(n) < 0.3, on_grid, -np.inf)
+    in_order = dedup_module._settle_in_order
+
+    def no_way_out(*args: object) -> None:
+        raise AssertionError("the whole-array rounds did not settle")
+
+    results = []
+    for settle, way_out in (
+        (dedup_module._settle_within, no_way_out),
+        (functools.partial(dedup_module._settle_within, rounds=1), in_order),  # the row-by-row way out
+        (in_order, in_order),
+    ):
+        monkeypatch.setattr(dedup_module, "_settle_in_order", way_out)
+        best, owner, prior = prior_best.copy(), np.full(n, -1), np.where(np.isfinite(prior_best), 7, -1)
+        keep = best < 0.7
+        settle(sig, rows, keys, 0.7, best, owner, prior, keep)
+        results.append((best.tolist(), owner.tolist(), prior.tolist(), keep.tolist()))
+    assert results[0] == results[1] == results[2]
+    assert 0 < sum(results[0][3]) < n and max(results[0][1]) >= 0  # some rows dropped within the batch
