@@ -142,7 +142,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="synth-bench-"))
     backend = LlamaCppBackend(n_ctx=1024, n_threads=args.threads)  # the default batch size
-    import llama_cpp  # the baseline: llama-cpp-python's own one-sequence path, its default settings
+    # the baseline: llama-cpp-python's own one-sequence path, its default settings (and, as the backend
+    # loaded above set for this process, without ggml's AMX kernels where the CPU has them)
+    import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(backend.path), n_ctx=1024, n_threads=args.threads, verbose=False)
     report = {"threads": args.threads, "max_tokens": args.max_tokens, "default_batch_size": DEFAULT_BATCH_SIZE}

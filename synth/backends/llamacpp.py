@@ -192,6 +192,44 @@ def _route_logs(verbose: bool) -> None:
     _LOG.echo = verbose
 
 
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU reports Intel AMX (from /proc/cpuinfo's flags; False where there is none)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="ignore")
+        except OSError:
+            return False
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return "amx_int8" in flags.split()
+
+
+def avoid_amx_kernels(cpuinfo: str | None = None) -> bool:
+    """On a CPU with AMX, load models without llama.cpp's extra CPU buffer types; True if so.
+
+    With them, ggml multiplies through AMX tiles, which crash the process (SIGSEGV in
+    ggml_backend_amx_mul_mat) on AMX machines under some hypervisors, on the first prompt.
+    `Llama` takes no argument for it, so llama-cpp-python's model defaults are wrapped, once per
+    process. SYNTH_LLAMA_EXTRA_BUFFERS=1 keeps them (bare metal, where AMX is fast and sound).
+    """
+    import llama_cpp.llama_cpp as lib
+
+    if os.environ.get("SYNTH_LLAMA_EXTRA_BUFFERS") == "1" or not cpu_has_amx(cpuinfo):
+        return False
+    defaults = lib.llama_model_default_params
+    if getattr(defaults, "synth_no_extra_buffers", False):
+        return True
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    without_extra_buffers.synth_no_extra_buffers = True  # type: ignore[attr-defined]
+    without_extra_buffers.original = defaults  # type: ignore[attr-defined]
+    lib.llama_model_default_params = without_extra_buffers
+    return True
+
+
 def vocab_counter(model: str | Path | None = None) -> Any:
     """A token counter from a GGUF's vocabulary alone (no weights loaded): text -> token count."""
     import llama_cpp
@@ -205,6 +243,7 @@ def _load(path: Path, options: LlamaCppOptions) -> Any:
     import llama_cpp
 
     _route_logs(options.verbose)
+    avoid_amx_kernels()
     try:
         # This context only serves `llm.create_completion` callers; generation uses the decoder's.
         return llama_cpp.Llama(

@@ -160,3 +160,26 @@ def test_batch_size_out_of_range_is_a_clear_error(size: int) -> None:
 
     with pytest.raises(SynthError, match="batch size"):
         LlamaCppBackend(batch_size=size)
+
+
+def test_models_load_without_extra_buffer_types_on_a_cpu_with_amx(monkeypatch) -> None:
+    lib = pytest.importorskip("llama_cpp.llama_cpp")
+    from synth.backends.llamacpp import avoid_amx_kernels, cpu_has_amx
+
+    current = lib.llama_model_default_params
+    pristine = getattr(current, "original", current)  # this process may hold synth's wrapper already
+    monkeypatch.setattr(lib, "llama_model_default_params", pristine)
+    monkeypatch.delenv("SYNTH_LLAMA_EXTRA_BUFFERS", raising=False)
+    amx = "processor : 0\nflags : fpu sse2 avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+    plain = "processor : 0\nflags : fpu sse2 avx2 avx512f\n"
+    assert cpu_has_amx(amx) and not cpu_has_amx(plain) and not cpu_has_amx("")
+
+    assert not avoid_amx_kernels(plain)
+    assert lib.llama_model_default_params is pristine and lib.llama_model_default_params().use_extra_bufts
+    monkeypatch.setenv("SYNTH_LLAMA_EXTRA_BUFFERS", "1")
+    assert not avoid_amx_kernels(amx)
+    assert lib.llama_model_default_params().use_extra_bufts
+    monkeypatch.delenv("SYNTH_LLAMA_EXTRA_BUFFERS")
+    assert avoid_amx_kernels(amx) and avoid_amx_kernels(amx)  # twice: wrapped once
+    assert not lib.llama_model_default_params().use_extra_bufts
+    assert lib.llama_model_default_params.original is pristine

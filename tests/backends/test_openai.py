@@ -29,7 +29,10 @@ def openai_server(tmp_path_factory):
     from synth.backends.llamacpp import default_model_path
 
     port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--model_alias", ALIAS]
+    # `python -m llama_cpp.server`, after synth's guard against ggml's AMX kernels (see avoid_amx_kernels)
+    launch = "from synth.backends.llamacpp import avoid_amx_kernels as a; a(); import runpy; "
+    launch += "runpy.run_module('llama_cpp.server', run_name='__main__')"
+    cmd = [sys.executable, "-c", launch, "--model", str(default_model_path()), "--model_alias", ALIAS]
     # The GGUF carries no chat template, so the server is told the format for /v1/chat/completions.
     cmd += ["--chat_format", "gemma", "--n_ctx", "512", "--n_threads", "2", "--verbose", "False"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
