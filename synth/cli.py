@@ -809,7 +809,7 @@ def dedup(
     ] = None,
     model: Annotated[Optional[str], typer.Option(help="semantic: sentence-transformers model name or path.")] = None,  # noqa: UP045
     rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read at once.")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and judged at once.")] = 8192,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,

@@ -14,7 +14,6 @@ import pytest
 import synth.recipes.quality as quality
 from synth import io
 from synth.cli import main
-from synth.stages import dedup as dedup_module
 
 # 20 texts, each three times (as is, in capitals: an exact duplicate, and with one word changed: a
 # near one), shuffled over 15 batches: a resume that forgot the rows kept before its stopping point
@@ -53,10 +52,8 @@ def source(tmp_path: Path) -> Path:
 
 
 def _small_shards(monkeypatch) -> None:
-    """Shards of 3 rows (output) and 2 rows (rejects), so a stopped run leaves several on disk;
-    MinHash judging each batch as it comes (not in chunks of thousands of rows), so rows flow out."""
+    """Shards of 3 rows (output) and 2 rows (rejects), so a stopped run leaves several on disk."""
     monkeypatch.setattr(quality, "write", functools.partial(io.write, shard_rows=3))
-    monkeypatch.setattr(dedup_module, "CHUNK_ROWS", 1)
     monkeypatch.setattr(quality, "Sink", functools.partial(io.Sink, shard_rows=2))
 
 

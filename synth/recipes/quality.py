@@ -35,7 +35,7 @@ def dedup(
     rejects: str | Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    batch_size: int = 1000,
+    batch_size: int = 8192,
     command: str = "",
     **options: Any,
 ) -> dict[str, Any]:

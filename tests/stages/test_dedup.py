@@ -225,7 +225,7 @@ def test_index_returns_the_first_value_of_each_key_across_merges(dtype, top) -> 
     assert len(index.runs) > 1
 
 
-def test_minhash_decisions_do_not_depend_on_where_chunks_fall(monkeypatch) -> None:
+def test_minhash_decisions_do_not_depend_on_where_batches_fall() -> None:
     rng = np.random.default_rng(7)
     words = [f"w{i}" for i in range(300)]
     rows: list[dict] = []
@@ -237,9 +237,8 @@ def test_minhash_decisions_do_not_depend_on_where_chunks_fall(monkeypatch) -> No
             text = [words[int(j)] for j in rng.integers(0, 300, 12)]
         rows.append({"id": f"r{i}", "instruction": " ".join(text)})
     results = []
-    for chunk in (10**6, 97, 1):  # one chunk for all rows, some, one per batch of 7
-        monkeypatch.setattr(dedup_module, "CHUNK_ROWS", chunk)
-        out, rejects = run(dedup_minhash(), rows, size=7)
+    for size in (len(rows), 97, 7):  # one batch for all rows, some, many
+        out, rejects = run(dedup_minhash(), rows, size=size)
         results.append((out.to_pylist(), rejects.to_pylist()))
     assert len(results[0][1]) > 300  # the copies are found, so the comparison means something
     assert results[1] == results[0] and results[2] == results[0]
