@@ -138,6 +138,10 @@ def worker(method: str, path: Path, limit: int | None) -> dict:
     if method == "datasketch":
         import datasketch  # noqa: F401  (imports are not dedup speed, on either side)
     pa.array([0])  # nor is pandas, which pyarrow imports on its first array from Python values
+    if method == "synth":
+        from synth.io import jemalloc_for_arrow
+
+        jemalloc_for_arrow()  # as `synth dedup` does
     if method == "semantic":
         from synth.stages.dedup import load_encoder
 

@@ -7,7 +7,6 @@ from an iterable of batches to an iterator of batches; a plain generator functio
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -15,25 +14,6 @@ import pyarrow as pa
 
 Batch = pa.Table
 Stage = Callable[[Iterable[Batch]], Iterator[Batch]]
-
-
-def _streaming_memory_pool() -> None:
-    """Arrow's buffers come from jemalloc unless ARROW_DEFAULT_MEMORY_POOL names a pool.
-
-    Arrow's Linux default, mimalloc, keeps much of what a streaming reader frees: reading a
-    million-row parquet file batch by batch peaks at 166 MB with it and at 111 MB with jemalloc,
-    which is also told to hand freed pages back at once rather than after a delay.
-    """
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(0)
-    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
-        pass
-
-
-_streaming_memory_pool()
 
 
 class SynthError(Exception):

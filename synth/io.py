@@ -32,6 +32,24 @@ TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 # ---------------------------------------------------------------- reading
 
 
+def jemalloc_for_arrow() -> None:
+    """Take Arrow's buffers from jemalloc for the rest of the process, unless
+    ARROW_DEFAULT_MEMORY_POOL names a pool. `synth dedup` calls it.
+
+    Arrow's Linux default, mimalloc, keeps much of what a streaming reader frees: reading a
+    million-row parquet file batch by batch peaks at 166 MB with it and at 111 MB with jemalloc,
+    told here to hand freed pages back at once. Not a default for every command: over a long
+    `synth magpie`, jemalloc's peak grew 12% from n=10,000 to 300,000, mimalloc's 2%.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
+        pass
+
+
 def read(path: str | Path, batch_size: int = 1000) -> Iterator[Batch]:
     """Stream batches from a synth output, parquet, jsonl, csv, text files or a `save_to_disk` dir.
 

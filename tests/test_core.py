@@ -1,7 +1,3 @@
-import os
-import subprocess
-import sys
-
 import pyarrow as pa
 import pytest
 
@@ -63,13 +59,3 @@ def test_from_rows_needs_ids_and_casts_them_to_strings() -> None:
 def test_add_columns_overwrites_existing() -> None:
     batch = add_columns(from_rows([{"id": "a", "x": 1}]), x=[2], y=["z"])
     assert batch.to_pylist() == [{"id": "a", "x": 2, "y": "z"}]
-
-
-@pytest.mark.parametrize(("env", "expected"), [(None, "jemalloc"), ("system", "system")])
-def test_arrow_buffers_come_from_jemalloc_unless_the_user_names_a_pool(env, expected) -> None:
-    code = "import synth, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
-    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    if env:
-        environ["ARROW_DEFAULT_MEMORY_POOL"] = env
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True)
-    assert done.stdout.strip() == expected

@@ -180,3 +180,24 @@ def test_a_dataset_dict_folder_reads_train_or_else_every_split(tmp_path, capsys)
     assert [r["text"] for r in rows] == ["a0", "a1", "a0", "a1"]
     assert len({r["id"] for r in rows}) == 4  # ids run on across the splits
     assert "no train split, so reading all of them in order (test, validation)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, "jemalloc"), ("system", "system")])
+def test_dedup_takes_arrow_buffers_from_jemalloc_unless_the_user_names_a_pool(env, expected) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import pyarrow as pa; bare = pa.default_memory_pool().backend_name\n"
+        "import synth; before = pa.default_memory_pool().backend_name\n"
+        "from synth.io import jemalloc_for_arrow; jemalloc_for_arrow()\n"
+        "print(bare, before, pa.default_memory_pool().backend_name)"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if env:
+        environ["ARROW_DEFAULT_MEMORY_POOL"] = env
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True)
+    bare, before, after = done.stdout.split()
+    assert after == expected
+    assert before == bare  # importing synth changes nothing: only dedup asks for jemalloc
