@@ -52,9 +52,13 @@ def test_ctrl_c_exits_without_waiting_for_requests_in_flight() -> None:
     """The interpreter's exit must not wait for a request stuck until its timeout (here 60 s)."""
     child = textwrap.dedent(
         """
-        import os, signal, threading, time
+        import os, signal, sys, threading, time
+        # Ctrl-C as a terminal sends it, whatever signal state the test process passed down
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from synth.backends import Completion
         from synth.backends._pool import Pool
+        print("imported", file=sys.stderr, flush=True)  # so a hang says where it was
 
         def send(index, item):
             time.sleep(60)  # a request the server is slow to answer
