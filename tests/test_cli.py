@@ -1,5 +1,6 @@
 """The `synth` command as a user runs it: a subprocess, its exit code and its words."""
 
+import functools
 import json
 import os
 import re
@@ -110,7 +111,10 @@ def test_ctrl_c_keeps_complete_shards_and_resume_finishes(tmp_path) -> None:
 
     out = tmp_path / "run"
     args = [sys.executable, "-m", "synth", "magpie", "--n", "400", "--out", str(out), *FAST]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=_env())
+    # SIGINT at its default in the child: a shell's background job (`pytest &`) ignores it, and the
+    # child would inherit that
+    default_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=_env(), preexec_fn=default_sigint)
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
     reader.start()
