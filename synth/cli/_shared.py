@@ -1,0 +1,213 @@
+"""Shared pieces of the `synth` command: the app, option aliases declared once, and the helpers every
+command body calls (backend options, preflight checks, push, the command line for the card)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from synth import hub, io
+from synth.backends import Backend, load_backend
+from synth.core import SynthError
+from synth.distributed import RayExecutor
+
+app = typer.Typer(
+    help="Synthetic training data for language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Shared option aliases, one place.
+ModelOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads the annotation at runtime on Python 3.10
+    typer.Option(
+        "--model",
+        "-m",
+        help="A .gguf path, an Ollama name:tag, a Hugging Face id or directory (vLLM), or a server's model name. "
+        "Default: the embedded Gemma 3 270M.",
+    ),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(help="auto, llamacpp, ollama, vllm or openai. Auto picks from --model and --base-url."),
+]
+BaseUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (with --backend ollama: its host)."),
+]
+ApiKeyEnvOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Name of the environment variable holding the server's API key (never the key itself)."),
+]
+ConcurrencyOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Requests in flight to a server backend. Default 4."),
+]
+TensorParallelOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--tensor-parallel-size", min=1, help="vLLM: GPUs to split the model over. Default 1."),
+]
+GpuMemoryOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--gpu-memory-utilization", min=0.01, max=1.0, help="vLLM: share of each GPU's memory to take. Default 0.9."
+    ),
+]
+MaxModelLenOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--max-model-len", min=1, help="vLLM: context length in tokens. Default: the model's own."),
+]
+MaxErrorRateOpt = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Stop the run once more than this share of requests have failed."),
+]
+TemplateOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Chat template family (llama3, qwen2.5, chatml, gemma, phi3, phi4, mistral) or a .jinja file."),
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (a Hub dataset repo layout).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace what the output directory holds.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in the output directory.")]
+BatchOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=255,
+        help="Sequences the backend decodes together, one token each per step. Default: 16 on llama.cpp.",
+    ),
+]
+ReadBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and processed at a time.")]
+ColumnOpt = Annotated[str, typer.Option("--column", "-c", help="The text column to read.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
+PushOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--push-to-hub", help="When done, upload to this Hub dataset repo (ORG/NAME)."),
+]
+PrivateOpt = Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repo private.")]
+ExecutorOpt = Annotated[str, typer.Option(help="local, or ray: the LLM stages run in Ray actors.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")]  # noqa: UP045
+ActorsOpt = Annotated[int, typer.Option(min=1, help="With --executor ray: actors, each with its own backend.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")]  # noqa: UP045
+PersonasOpt = Annotated[
+    str, typer.Option("--personas", "-p", help="Persona set: starter (shipped), a file or folder, or a Hub id.")
+]
+PersonaColumnOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Column holding the persona text, for sets synth does not recognise."),
+]
+DedupOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Dedup the new personas: minhash, semantic, or both (MinHash then semantic)."),
+]
+TemperatureOpt = Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")]
+MaxTokensOpt = Annotated[int, typer.Option(min=1, help="Most tokens generated per row.")]
+SourceArg = Annotated[Path, typer.Argument(help="Any dataset synth reads: a synth output, jsonl, parquet, csv.")]
+ResponseColumnOpt = Annotated[str, typer.Option(help="Column holding the response.")]
+JudgesOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--model", "-m", help="Judge model, a local .gguf path; repeat with --jury. Default: embedded."),
+]
+JuryOpt = Annotated[bool, typer.Option("--jury", help="Several --model judges: average scores, majority labels.")]
+
+
+@app.callback(invoke_without_command=True)  # so that `synth --version` needs no command
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Synthetic training data for language models."""
+    if version:
+        from synth import __version__
+
+        print(__version__)
+        raise typer.Exit()
+
+
+def open_backend(model: str | None, backend: str, template: str | None, server: dict[str, Any]) -> Backend:
+    llm = load_backend(model, backend, template=template, **server)
+    reason = getattr(llm, "reason", "")
+    print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    return llm
+
+
+def server_opts(
+    base_url: str | None,
+    api_key_env: str | None,
+    concurrency: int | None,
+    verbose: bool,
+    batch_size: int | None = None,
+    tensor_parallel_size: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    max_model_len: int | None = None,
+) -> dict[str, Any]:
+    """Backend options from the shared flags; those left unset fall to each backend's default
+    (load_backend drops None), and one set for a backend that lacks it is refused there."""
+    return {
+        "base_url": base_url,
+        "api_key_env": api_key_env,
+        "concurrency": concurrency,
+        "verbose": verbose,
+        "batch_size": batch_size,
+        "tensor_parallel_size": tensor_parallel_size,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len,
+    }
+
+
+def preflight(out: Path, overwrite: bool, resume: bool, push_to_hub: str | None) -> None:
+    """Fail before any model loads: a repo id the Hub refuses, an output directory that cannot take the run."""
+    check_repo(push_to_hub)
+    io.preflight(out, overwrite=overwrite, resume=resume)
+
+
+def check_repo(repo: str | None) -> None:
+    if repo is not None:
+        hub.check_repo(repo)
+
+
+def make_executor(kind: str, address: str | None, actors: int, llm: Backend) -> RayExecutor | None:
+    if kind not in {"local", "ray"}:
+        raise SynthError(f"unknown --executor {kind!r}; choose local or ray")
+    gpus = 1.0 if getattr(llm, "name", "") == "vllm" else 0.0  # one vLLM engine per GPU
+    return RayExecutor(address, actors, num_gpus=gpus, batch_size=128) if kind == "ray" else None
+
+
+def push_out(out: Path, repo: str | None, private: bool) -> None:
+    if repo:
+        print(f"synth: pushed to {hub.push(out, repo, private=private)}", file=sys.stderr)
+
+
+def command_line() -> str:
+    return shlex.join(["synth", *sys.argv[1:]])
+
+
+def main() -> None:
+    """Entry point: a `SynthError` or a bad option becomes one clear line on stderr and exit code 2;
+    Ctrl-C exits 130."""
+    try:
+        code = app(prog_name="synth", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's own checks: --n 0, a missing argument, an unknown option
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `synth` or `synth personas`: the help, as before
+            if exc.format_message().strip():
+                print(exc.format_message(), file=sys.stderr)
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        print(f"synth: error: {message}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("synth: aborted", file=sys.stderr)
+        sys.exit(1)
+    except SynthError as exc:
+        print(f"synth: error: {exc}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    if code == 130:  # typer turns a Ctrl-C outside a run (a model loading) into exit code 130
+        print("synth: interrupted", file=sys.stderr)
+    if isinstance(code, int) and code:
+        sys.exit(code)

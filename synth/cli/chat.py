@@ -1,0 +1,218 @@
+"""Commands that generate conversations: magpie, respond; and run, push, stats."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from synth import recipes
+from synth.backends import Sampling, load_backend
+from synth.cli._shared import (
+    ActorsOpt,
+    ApiKeyEnvOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    BatchOpt,
+    ColumnOpt,
+    ConcurrencyOpt,
+    ExecutorOpt,
+    GpuMemoryOpt,
+    MaxErrorRateOpt,
+    MaxModelLenOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    PersonaColumnOpt,
+    PrivateOpt,
+    PushOpt,
+    RayAddressOpt,
+    ResumeOpt,
+    SeedOpt,
+    SourceArg,
+    TemplateOpt,
+    TensorParallelOpt,
+    VerboseOpt,
+    app,
+    command_line,
+    make_executor,
+    open_backend,
+    preflight,
+    push_out,
+    server_opts,
+)
+from synth.core import SynthError
+from synth.stages import persona
+
+
+@app.command()
+def magpie(
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
+    template: TemplateOpt = None,
+    n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
+    out: OutOpt = Path("data/magpie"),
+    system_prompt: Annotated[Optional[str], typer.Option(help="System prompt to steer the instructions.")] = None,  # noqa: UP045
+    task: Annotated[Optional[str], typer.Option(help="Steer with a shipped task prompt: math, code, ...")] = None,  # noqa: UP045
+    language: Annotated[Optional[str], typer.Option(help="Ask for this language (a code like fr).")] = None,  # noqa: UP045
+    turns: Annotated[int, typer.Option(min=1, help="User turns per conversation.")] = 1,
+    exact_turns: Annotated[bool, typer.Option("--exact-turns", help="Drop conversations that end early.")] = False,
+    response_model: Annotated[Optional[str], typer.Option(help="Another model for the responses.")] = None,  # noqa: UP045
+    personas: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Put one persona per row in the system prompt: starter, a file or a Hub id."),
+    ] = None,
+    persona_column: PersonaColumnOpt = None,
+    instruction_temperature: float = 1.0,
+    instruction_max_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    response_temperature: float = 0.7,
+    response_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    seed: SeedOpt = None,
+    no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
+    batch_size: BatchOpt = None,
+    max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    actors: ActorsOpt = 2,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
+    preflight(out, overwrite, resume, push_to_hub)
+    recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
+    if personas:
+        persona.check_personas(personas, persona_column)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    llm = open_backend(model, backend, template, server)
+    recipes.magpie(
+        llm,
+        n=n,
+        out=out,
+        system_prompt=system_prompt,
+        task=task,
+        language=language,
+        instruction=Sampling(max_tokens=instruction_max_tokens, temperature=instruction_temperature, seed=seed),
+        response=None
+        if no_responses
+        else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
+        response_backend=open_backend(response_model, backend, None, server) if response_model else None,
+        turns=turns,
+        exact_turns=exact_turns,
+        personas=personas,
+        persona_column=persona_column,
+        max_attempts=max_attempts or None,
+        executor=make_executor(executor, ray_address, actors, llm),
+        make_backend=functools.partial(load_backend, model, backend, template=template, **server),
+        make_response_backend=functools.partial(load_backend, response_model, backend, **server)
+        if response_model
+        else None,
+        max_error_rate=max_error_rate,
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+@app.command()
+def respond(
+    source: SourceArg,
+    out: OutOpt = Path("data/responses"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    max_error_rate: MaxErrorRateOpt = 0.05,
+    template: TemplateOpt = None,
+    column: ColumnOpt = "instruction",
+    messages_column: Annotated[Optional[str], typer.Option(help="Answer this conversation column instead.")] = None,  # noqa: UP045
+    n_responses: Annotated[int, typer.Option(min=1, help="Responses per row, one row each.")] = 1,
+    temperature: float = 0.7,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Answer the last user turn of every row of a dataset, keeping all its columns."""
+    preflight(out, overwrite, resume, push_to_hub)
+    recipes.chat.check_respond_input(source, column, messages_column)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    recipes.respond(
+        open_backend(model, backend, template, server),
+        source,
+        out=out,
+        column=column,
+        messages_column=messages_column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        n_responses=n_responses,
+        max_error_rate=max_error_rate,
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    script: Annotated[Path, typer.Argument(help="A pipeline script, e.g. pipelines/magpie_air.py.")],
+) -> None:
+    """Run a pipeline script; the arguments after it are the script's own (try --help)."""
+    import runpy
+
+    if not script.is_file():
+        raise SynthError(f"pipeline script {script} does not exist; see the scripts in pipelines/")
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
+@app.command()
+def push(
+    path: Annotated[Path, typer.Argument(help="A finished synth output directory.")],
+    repo: Annotated[str, typer.Option(help="The Hub dataset repo, ORG/NAME.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+) -> None:
+    """Upload a dataset to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    push_out(path, repo, private)
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(help="A dataset synth reads.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write PNG plots and report.md here.")] = None,  # noqa: UP045
+    tokens: Annotated[bool, typer.Option(help="Count tokens with the embedded model's tokenizer.")] = True,
+) -> None:
+    """Counts, lengths, finish reasons, labels and duplicate rate of a dataset."""
+    from synth import stats as stats_
+
+    counter = None
+    if tokens:
+        from synth.backends.llamacpp import vocab_counter
+
+        counter = vocab_counter()
+    figures = stats_.collect(path, counter)
+    print(stats_.table(figures))
+    if out:
+        print(f"synth: wrote {len(stats_.report(figures, out))} files to {out}", file=sys.stderr)

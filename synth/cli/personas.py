@@ -1,0 +1,192 @@
+"""The `synth personas` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synth import recipes
+from synth.backends import Sampling
+from synth.cli._shared import (
+    ApiKeyEnvOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    BatchOpt,
+    ConcurrencyOpt,
+    DedupOpt,
+    GpuMemoryOpt,
+    MaxModelLenOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    PersonaColumnOpt,
+    PersonasOpt,
+    PrivateOpt,
+    PushOpt,
+    ResumeOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TemplateOpt,
+    TensorParallelOpt,
+    VerboseOpt,
+    app,
+    command_line,
+    open_backend,
+    preflight,
+    push_out,
+    server_opts,
+)
+from synth.stages import persona
+
+personas_app = typer.Typer(
+    help="Persona sets (Persona Hub): personas from text, related personas, persona-driven data.",
+    no_args_is_help=True,
+)
+app.add_typer(personas_app, name="personas")
+
+
+@personas_app.command("from-text")
+def personas_from_text(
+    source: Annotated[Path, typer.Argument(help="Documents: jsonl, parquet, csv, text files or a dataset folder.")],
+    out: OutOpt = Path("data/personas"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    template: TemplateOpt = None,
+    column: Annotated[str, typer.Option(help="Column holding the document text.")] = "text",
+    dedup: DedupOpt = None,
+    temperature: TemperatureOpt = 0.7,
+    max_tokens: MaxTokensOpt = 128,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
+    preflight(out, overwrite, resume, push_to_hub)
+    persona.check_documents(source, column)
+    persona.dedup_personas(dedup)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    recipes.personas_from_text(
+        open_backend(model, backend, template, server),
+        source,
+        out=out,
+        column=column,
+        dedup=dedup,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+@personas_app.command("expand")
+def personas_expand(
+    source: Annotated[str, typer.Argument(help="Persona set: starter, a file or folder, or a Hub id.")],
+    out: OutOpt = Path("data/personas-expanded"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    template: TemplateOpt = None,
+    hops: Annotated[int, typer.Option(min=1, help="Rounds of expansion; each expands the last round's personas.")] = 1,
+    persona_column: PersonaColumnOpt = None,
+    dedup: DedupOpt = None,
+    temperature: TemperatureOpt = 0.9,
+    max_tokens: MaxTokensOpt = 160,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
+    preflight(out, overwrite, resume, push_to_hub)
+    persona.check_personas(source, persona_column)
+    persona.dedup_personas(dedup)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    recipes.personas_expand(
+        open_backend(model, backend, template, server),
+        source,
+        out=out,
+        hops=hops,
+        persona_column=persona_column,
+        dedup=dedup,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+@personas_app.command("generate")
+def personas_generate(
+    personas: PersonasOpt = "starter",
+    task: Annotated[
+        str, typer.Option(help="What to write per persona: instruction, math, reasoning, knowledge, tool or npc.")
+    ] = "instruction",
+    out: OutOpt = Path("data/persona-data"),
+    model: ModelOpt = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    template: TemplateOpt = None,
+    n: Annotated[int, typer.Option(min=0, help="Use the first N personas; 0: all.")] = 0,
+    persona_column: PersonaColumnOpt = None,
+    responses: Annotated[bool, typer.Option("--responses", help="Also answer each generated prompt.")] = False,
+    temperature: TemperatureOpt = 0.7,
+    max_tokens: MaxTokensOpt = 512,
+    response_temperature: TemperatureOpt = 0.7,
+    response_max_tokens: MaxTokensOpt = 1024,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """One prompt, problem or text per persona, from the persona-driven templates."""
+    preflight(out, overwrite, resume, push_to_hub)
+    persona.load_template(task)
+    persona.check_personas(personas, persona_column)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    recipes.personas_generate(
+        open_backend(model, backend, template, server),
+        personas,
+        out=out,
+        task=task,
+        n=n or None,
+        persona_column=persona_column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        responses=Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)
+        if responses
+        else None,
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)

@@ -1,0 +1,234 @@
+"""Commands that judge and select rows: judge, filter, prefs, dedup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from synth import io, recipes
+from synth.backends import Backend, Sampling
+from synth.cli._shared import (
+    ApiKeyEnvOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    BatchOpt,
+    ColumnOpt,
+    ConcurrencyOpt,
+    GpuMemoryOpt,
+    JudgesOpt,
+    JuryOpt,
+    MaxModelLenOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    PrivateOpt,
+    PushOpt,
+    ReadBatchOpt,
+    ResponseColumnOpt,
+    ResumeOpt,
+    SeedOpt,
+    SourceArg,
+    TemplateOpt,
+    TensorParallelOpt,
+    VerboseOpt,
+    app,
+    check_repo,
+    command_line,
+    open_backend,
+    preflight,
+    push_out,
+    server_opts,
+)
+from synth.core import SynthError
+
+
+@app.command()
+def judge(
+    source: SourceArg,
+    out: OutOpt = Path("data/judged"),
+    model: JudgesOpt = None,
+    jury: JuryOpt = False,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    template: TemplateOpt = None,
+    rubric: Annotated[str, typer.Option(help="Rubric names or .yaml files, comma-separated.")] = "quality",
+    column: ColumnOpt = "instruction",
+    response_column: ResponseColumnOpt = "response",
+    text_column: Annotated[str, typer.Option(help="Column holding the text (edu, junk).")] = "text",
+    max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    temperature: float = 0.0,
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
+    preflight(out, overwrite, resume, push_to_hub)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    recipes.judge(
+        _judges(model, jury, backend, template, server),
+        source,
+        out=out,
+        rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
+        inputs={"instruction": column, "response": response_column, "text": text_column},
+        params=Sampling(max_tokens=max_tokens, temperature=temperature),
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+@app.command("filter")
+def filter_(
+    source: SourceArg,
+    out: OutOpt = Path("data/filtered"),
+    where: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help='Keep rows where this holds, e.g. "input_quality >= good"; repeatable.'),
+    ] = None,
+    heuristics: Annotated[str, typer.Option(help="default, none, or a .toml rules file.")] = "default",
+    rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows here, with rejected_by.")] = None,  # noqa: UP045
+    column: ColumnOpt = "instruction",
+    response_column: ResponseColumnOpt = "response",
+    batch_size: ReadBatchOpt = 1000,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+) -> None:
+    """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
+    preflight(out, overwrite, resume, push_to_hub)
+    if rejects:
+        io.preflight(rejects, overwrite=overwrite, resume=resume)
+    recipes.filter_rows(
+        source,
+        out=out,
+        where=where or [],
+        heuristics=heuristics,
+        rejects=rejects,
+        instruction=column,
+        response=response_column,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+@app.command()
+def prefs(
+    source: SourceArg,
+    out: OutOpt = Path("data/prefs"),
+    model: ModelOpt = None,
+    judge_model: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="Judge model(s); repeat with --jury. Default: the --model."),
+    ] = None,
+    jury: JuryOpt = False,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    tp: TensorParallelOpt = None,
+    gpu_mem: GpuMemoryOpt = None,
+    max_len: MaxModelLenOpt = None,
+    template: TemplateOpt = None,
+    k: Annotated[int, typer.Option(min=2, help="Responses sampled per instruction.")] = 4,
+    rubric: Annotated[str, typer.Option(help="Rubric that scores a response.")] = "response",
+    column: ColumnOpt = "instruction",
+    temperature: float = 1.0,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    judge_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
+    preflight(out, overwrite, resume, push_to_hub)
+    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
+    llm = open_backend(model, backend, template, server)
+    judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
+    recipes.prefs(
+        llm,
+        judges,
+        source,
+        out=out,
+        k=k,
+        rubric=rubric,
+        column=column,
+        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+    )
+    push_out(out, push_to_hub, private)
+
+
+def _judges(
+    models: list[str] | None, jury: bool, backend: str, template: str | None, server: dict[str, Any]
+) -> list[Backend]:
+    models = models or [None]  # type: ignore[list-item]
+    if len(models) > 1 and not jury:
+        raise SynthError(f"{len(models)} judge models given; pass --jury to combine them, or give one --model")
+    return [open_backend(m, backend, template, server) for m in models]
+
+
+@app.command()
+def dedup(
+    source: Annotated[Path, typer.Argument(help="A synth output, parquet, jsonl, csv or save_to_disk folder.")],
+    out: OutOpt = Path("data/dedup"),
+    column: ColumnOpt = "instruction",
+    method: Annotated[str, typer.Option(help="exact, minhash or semantic.")] = "minhash",
+    threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="minhash: Jaccard similarity to drop at (0.7); semantic: cosine distance below (0.15)."),
+    ] = None,
+    ngram: Annotated[Optional[int], typer.Option(help="minhash: words per shingle (1; 5 for documents).")] = None,  # noqa: UP045
+    num_perm: Annotated[Optional[int], typer.Option(help="minhash: permutations (128).")] = None,  # noqa: UP045
+    ignore_punctuation: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--ignore-punctuation", help="exact: compare texts without their punctuation."),
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="semantic: sentence-transformers model name or path.")] = None,  # noqa: UP045
+    rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and judged at once.")] = 8192,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+) -> None:
+    """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
+    check_repo(push_to_hub)  # the output directory is claimed by the recipe, once the input is checked
+    recipes.dedup(
+        source,
+        out=out,
+        method=method,
+        column=column,
+        threshold=threshold,
+        rejects=rejects,
+        overwrite=overwrite,
+        resume=resume,
+        batch_size=batch_size,
+        command=command_line(),
+        ngram=ngram,
+        num_perm=num_perm,
+        ignore_punctuation=ignore_punctuation,
+        model=model,
+    )
+    push_out(out, push_to_hub, private)
