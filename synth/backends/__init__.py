@@ -107,6 +107,16 @@ class Metered:
                 "(the server's log will say more), or raise --max-error-rate to carry on regardless"
             )
 
+    def finish(self) -> None:
+        """At the end of a run: one too short for the rate rule still fails if every request failed."""
+        self._check_error_rate()
+        if self.requests and self.failed == self.requests:
+            reason, count = self.errors.most_common(1)[0]
+            raise SynthError(
+                f"all {self.requests} requests failed; commonest reason ({count}x): {reason}. "
+                "Fix the cause (the server's log will say more) and run again"
+            )
+
     def __getattr__(self, name: str) -> Any:  # template, model, describe() of the wrapped backend
         return getattr(self.inner, name)
 

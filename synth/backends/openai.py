@@ -14,11 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from synth.backends import Completion, Prompt, Sampling
 from synth.backends._pool import Failed, Pool, Retry, Retryable, strip_bos
 from synth.core import SynthError
-from synth.templates import ChatTemplate, resolve
+from synth.templates import ChatTemplate, family_from_name, resolve
+
+# The environment keys synth may send without --api-key-env, each only to its own provider's host:
+# a key goes where its owner sent it, never to whatever --base-url names.
+PROVIDER_KEYS = {"api.openai.com": "OPENAI_API_KEY"}
 
 
 @dataclass(frozen=True)
@@ -58,17 +63,48 @@ class OpenAIBackend:
             base_url=self.base_url, api_key=self._api_key(), timeout=self.options.timeout, max_retries=0
         )
         self.model = model or self._served_model()
-        self.template: ChatTemplate = resolve(template, names=[self.model])
+        # Chat requests go to /v1/chat/completions, where the server applies the model's own
+        # template: only raw prompts (Magpie) need one, so it is resolved when first asked for.
+        # A --template given is checked now, a wrong one fails before any request.
+        self._template: ChatTemplate | None = resolve(template) if template else None
         self._retry = Retry(self.options.attempts, self.options.retry_delay)
         self.pool: Pool[tuple[Prompt, Sampling]] = Pool(self._send, self.options.concurrency, self._retry)
         self._tokenizer: int | None = None  # index into _TOKENIZE once probed; -1: the server has none
         self._max_model_len: int | None = None
         self._http: Any = None
 
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r})"  # never the key, nor the server's address
+
+    @property
+    def template(self) -> ChatTemplate:
+        """The chat template raw prompts are written in (Magpie's pre-query text)."""
+        if self._template is None:
+            self._template = resolve(names=[self.model])
+        return self._template
+
+    @property
+    def template_family(self) -> str:
+        """The template's family, or `server` where only the server's own is known (chat needs no more)."""
+        if self._template is None and not family_from_name(self.model):
+            return "server"
+        return self.template.family
+
+    def _chat_stops(self) -> tuple[str, ...]:
+        # Extra stop strings for chat requests where the family is known; else the server's own stops.
+        return self.template.response_stop if self.template_family != "server" else ()
+
+    def _scrub(self, message: str) -> str:
+        """A server's message with the key masked: it may echo the request's headers back."""
+        key = self.client.api_key
+        return message.replace(key, "***") if key and key != "none" else message
+
     def _api_key(self) -> str:
         name = self.options.api_key_env
         if name is None:
-            return os.environ.get("OPENAI_API_KEY") or "none"  # local servers want no key, the client wants one
+            # Local servers want no key (the client wants one): an environment key goes only to its own provider.
+            own = PROVIDER_KEYS.get(urlsplit(self.base_url).hostname or "")
+            return (os.environ.get(own) if own else None) or "none"
         key = os.environ.get(name)
         if not key:
             raise SynthError(f"--api-key-env names {name}, but that environment variable is not set; export {name}=...")
@@ -88,7 +124,7 @@ class OpenAIBackend:
             "selected": self.reason,
             "model": self.model,
             "base_url": self.base_url,
-            "template": self.template.family,
+            "template": self.template_family,
             "chat_tuned": self.chat_tuned,
             "concurrency": self.options.concurrency,
         }
@@ -174,7 +210,7 @@ class OpenAIBackend:
             reply = self._call(partial(self.client.completions.create, prompt=raw, **body), retry=True)
             text = reply.choices[0].text
         else:
-            body = self._body(params, params.with_stop(*self.template.response_stop).stop, seed, chat=True)
+            body = self._body(params, params.with_stop(*self._chat_stops()).stop, seed, chat=True)
             messages = [dict(m) for m in prompt]
             reply = self._call(partial(self.client.chat.completions.create, messages=messages, **body), retry=True)
             text = reply.choices[0].message.content or ""
@@ -239,14 +275,15 @@ class OpenAIBackend:
             model = getattr(self, "model", "")  # unset while asking /v1/models
             raise SynthError(
                 f"the server at {self.base_url} does not serve model {model!r} or this endpoint "
-                f"({exc.message}); pass --model with a name from its /v1/models"
+                f"({self._scrub(exc.message)}); pass --model with a name from its /v1/models"
             ) from None
         except openai.APIStatusError as exc:
             if retry and (exc.status_code >= 500 or exc.status_code == 429):
-                raise Retryable(f"server answered {exc.status_code}: {exc.message}") from None
+                raise Retryable(f"server answered {exc.status_code}: {self._scrub(exc.message)}") from None
             if retry:
-                raise Failed(f"server answered {exc.status_code}: {exc.message}") from None
-            raise SynthError(f"the server at {self.base_url} answered {exc.status_code}: {exc.message}") from None
+                raise Failed(f"server answered {exc.status_code}: {self._scrub(exc.message)}") from None
+            message = self._scrub(exc.message)
+            raise SynthError(f"the server at {self.base_url} answered {exc.status_code}: {message}") from None
 
 
 # Tokenize endpoints, tried in order: (path under the server's root, body for (model, text)).

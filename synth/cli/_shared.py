@@ -131,7 +131,8 @@ def _root(
 def open_backend(model: str | None, backend: str, template: str | None, server: dict[str, Any]) -> Backend:
     llm = load_backend(model, backend, template=template, **server)
     reason = getattr(llm, "reason", "")
-    print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {llm.template.family}", file=sys.stderr)
+    family = getattr(llm, "template_family", None) or llm.template.family  # a server's own template: no family
+    print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {family}", file=sys.stderr)
     return llm
 
 

@@ -146,6 +146,8 @@ def _run(
             f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
         ) from None
     seconds = time.monotonic() - started
+    for meter in {id(m): m for m in meters}.values():
+        meter.finish()  # a run whose every request failed never ends as a success
     print(report.summary(output.rows, output.path, seconds, stats(), tokens()), file=sys.stderr)
     return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
 

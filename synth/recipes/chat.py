@@ -81,6 +81,7 @@ def magpie(
     `personas` (a persona set) puts one persona per row into the system prompt.
     """
     check_magpie(response, turns, response_backend, executor, make_backend, make_response_backend)
+    template = template_of(backend)  # raw prompts need one: asked for before the output is claimed
     llm = Metered(backend, max_error_rate=max_error_rate)
     answerer = Metered(response_backend, max_error_rate=max_error_rate) if response_backend else llm
     instruction, response = _base_model_stops(backend, response_backend or backend, instruction, response, turns)
@@ -96,7 +97,7 @@ def magpie(
     seen = _seen_instructions(output) if output.rows else KeySet()
     talk = functools.partial(
         _conversations,
-        template=template_of(backend),
+        template=template,
         instruction=instruction,
         response=response,
         turns=turns,

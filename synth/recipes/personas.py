@@ -31,6 +31,7 @@ def personas_from_text(
     dedup: str | None = None,
     params: Sampling = Sampling(max_tokens=128, temperature=0.7),
     batch_size: int = 64,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -38,7 +39,7 @@ def personas_from_text(
     """Text-to-Persona: one persona per document of `source`, linked by `source_id`."""
     check_documents(source, column)
     deduped = dedup_personas(dedup)  # bad input fails before the output directory is made
-    llm = Metered(backend)
+    llm = Metered(backend, max_error_rate=max_error_rate)
     settings = {
         **_describe(backend),
         "input": str(source),
@@ -66,6 +67,7 @@ def personas_expand(
     dedup: str | None = None,
     params: Sampling = Sampling(max_tokens=160, temperature=0.9),
     batch_size: int = 64,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -73,7 +75,7 @@ def personas_expand(
     """Persona-to-Persona: `hops` rounds of related personas, each linked by `parent_id`."""
     people = read_personas(personas, persona_column, batch_size)  # a bad set fails before any output
     deduped = dedup_personas(dedup)
-    llm = Metered(backend)
+    llm = Metered(backend, max_error_rate=max_error_rate)
     settings = {
         **_describe(backend),
         "personas": str(personas),
@@ -110,6 +112,7 @@ def personas_generate(
     params: Sampling = Sampling(max_tokens=512, temperature=0.7),
     responses: Sampling | None = None,
     batch_size: int = 64,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -118,7 +121,7 @@ def personas_generate(
     the rows that parsed."""
     template = load_template(task)
     people = read_personas(personas, persona_column, batch_size)
-    llm = Metered(backend)
+    llm = Metered(backend, max_error_rate=max_error_rate)
     settings = {
         **_describe(backend),
         "personas": str(personas),

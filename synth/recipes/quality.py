@@ -122,12 +122,14 @@ def judge(
     inputs: Mapping[str, str] | None = None,
     params: Sampling = Sampling(max_tokens=512, temperature=0.0),
     batch_size: int = 64,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Judge every row of `source` with each rubric; several backends make a jury."""
-    jurors = tuple(Metered(b) for b in backends)
+    """Judge every row of `source` with each rubric; several backends make a jury. Past
+    `max_error_rate` failed requests (or with every request failed) the run stops."""
+    jurors = tuple(Metered(b, max_error_rate=max_error_rate) for b in backends)
     loaded = [load_rubric(r) for r in rubrics]
     names = ", ".join(str(_describe(b)["model"]) for b in backends)
     settings = {
@@ -199,6 +201,7 @@ def prefs(
     params: Sampling = Sampling(max_tokens=1024, temperature=1.0),
     judge_params: Sampling = Sampling(max_tokens=512, temperature=0.0),
     batch_size: int = 16,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -209,7 +212,8 @@ def prefs(
     scorer = load_rubric(rubric)
     if not scorer.score or "response" not in scorer.reads:
         raise SynthError(f"rubric {scorer.name!r} does not score a response; use one that reads it, e.g. response")
-    llm, jurors = Metered(backend), tuple(Metered(j) for j in judges)
+    llm = Metered(backend, max_error_rate=max_error_rate)
+    jurors = tuple(Metered(j, max_error_rate=max_error_rate) for j in judges)
     settings = {
         **_describe(backend),
         "judges": [_describe(j) for j in judges],

@@ -74,7 +74,8 @@ class Respond:
 
     A row with nothing to answer (a null or non-text instruction, a conversation without a
     user turn) is not sent: like a request that failed, it gets finish reason `error` and null
-    `messages`, counted in `stats` as `response_no_input`.
+    `messages` (never a conversation ending in an empty answer), counted in `stats` as
+    `response_no_input`.
     """
 
     backend: Backend
@@ -91,9 +92,10 @@ class Respond:
             for c in out:
                 self.stats[f"response_{c.finish_reason}"] += 1
             answers = [c.text.strip() for c in out]
+            # A failed answer is no training row: its `messages` is null, never an empty assistant turn.
             messages = [
-                None if problem else [*conv, _turn("assistant", a)]
-                for conv, a, problem in zip(convs, answers, problems)
+                None if c.finish_reason == "error" else [*conv, _turn("assistant", a)]
+                for conv, a, c in zip(convs, answers, out)
             ]
             columns: dict[str, pa.Array] = {
                 "response": pa.array(answers, pa.string()),
