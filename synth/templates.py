@@ -9,9 +9,12 @@ shipped as files in `synth/chat_templates/`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -59,16 +62,82 @@ _SHAPES: tuple[tuple[str, str], ...] = (
 )
 
 
+# A chat template is untrusted input: besides the sandbox's bans, its rendering is bounded in time,
+# in output (a few times what went in, plus room for the template's own text) and in the size of
+# any string or list it builds, so a hostile or broken one stops with a message, not a hung run.
+RENDER_SECONDS = 2.0
+RENDER_CHARS = 1 << 20  # plus 8x the characters of the messages
+BUILT_ITEMS = 1 << 20  # the longest string or list one operation or argument may make
+
+
+class _Overrun(Exception):
+    """The template went past one of the bounds above."""
+
+
 def _raise(message: str) -> None:
     raise jinja2.TemplateError(message)
 
 
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with `*`, `**` and `%` checked before they run and no call or filter given a
+    number above BUILT_ITEMS (`"x" * 10**9`, `"x".ljust(10**9)`, `"x"|center(10**9)`)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise _Overrun(f"a power of {right}")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > BUILT_ITEMS:
+                    raise _Overrun(f"a sequence of {len(seq) * times} items")
+        result = super().call_binop(context, operator, left, right)
+        if isinstance(result, str) and len(result) > BUILT_ITEMS:
+            raise _Overrun(f"a string of {len(result)} characters")
+        return result
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
+        _check_numbers(args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _check_numbers(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > BUILT_ITEMS:
+            raise _Overrun(f"an argument of {value}")
+
+
+def _bounded_filter(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)  # keeps jinja's pass_context / pass_environment marks
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_numbers(args[1:], kwargs)
+        return fn(*args, **kwargs)
+
+    return bounded
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = _BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters = {name: _bounded_filter(fn) for name, fn in env.filters.items()}
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: "26 Jul 2024"  # fixed: prompts must be reproducible
     env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, indent=indent, ensure_ascii=False)
     return env
+
+
+def _deadline_tracer(deadline: float) -> Callable[..., Any]:
+    """A `sys.settrace` function that checks the clock on each line of template code only (loops
+    with no calls in them included), and leaves every other frame untraced."""
+
+    def on_line(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and time.monotonic() > deadline:
+            raise _Overrun(f"more than {RENDER_SECONDS:g}s")
+        return on_line
+
+    def on_call(frame: Any, event: str, arg: Any) -> Any:
+        return on_line if frame.f_code.co_filename == "<template>" else None
+
+    return on_call
 
 
 @dataclass(frozen=True)
@@ -79,13 +148,18 @@ class ChatTemplate:
     source: str = field(repr=False)
     bos_token: str = ""
     eos_token: str = ""
+    origin: str = field(default="", compare=False)  # where it came from, for messages: a file, GGUF metadata
+
+    @property
+    def named(self) -> str:
+        return f"the {self.family} chat template ({self.origin or 'from the model'})"
 
     @cached_property
     def _compiled(self) -> jinja2.Template:
         try:
             return _environment().from_string(self.source)
         except jinja2.TemplateError as exc:
-            raise SynthError(f"the {self.family} chat template does not parse: {exc}") from exc
+            raise SynthError(f"{self.named} does not parse: {exc}") from None
 
     def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
         """Messages to prompt text, as the model was trained to see them."""
@@ -102,15 +176,42 @@ class ChatTemplate:
         return self._render(rest, add_generation_prompt)
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        limit = RENDER_CHARS + 8 * sum(len(str(m.get("content") or "")) for m in messages)
+        variables = {
+            "messages": messages,
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+        }
+        pieces, size = [], 0
+        previous = sys.gettrace()
+        sys.settrace(_deadline_tracer(time.monotonic() + RENDER_SECONDS))
         try:
-            return self._compiled.render(
-                messages=messages,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-            )
+            for piece in self._compiled.generate(**variables):
+                size += len(piece)
+                if size > limit:
+                    raise _Overrun(f"over {limit} characters of output")
+                pieces.append(piece)
         except SecurityError as exc:
-            raise SynthError(f"the {self.family} chat template tried an unsafe operation ({exc}); not run") from None
+            raise SynthError(f"{self.named} tried an unsafe operation ({exc}); not run") from None
+        except (_Overrun, OverflowError, MemoryError, RecursionError) as exc:
+            raise SynthError(
+                f"{self.named} went past synth's bounds on rendering ({exc}); "
+                "fix the template or pass --template FAMILY"
+            ) from None
+        finally:
+            sys.settrace(previous)
+        return "".join(pieces)
+
+    def _cut(self, text: str, what: str) -> int:
+        """Where the marker message's content is in `text`; a template that drops it cannot be used."""
+        at = text.find(MARKER)
+        if at < 0:
+            raise SynthError(
+                f"{self.named} dropped the {what} given to it, so synth cannot tell where a turn begins; "
+                "fix the template or pass --template FAMILY"
+            )
+        return at
 
     def pre_query(self, system: str | None = None, history: Sequence[Mapping[str, str]] = ()) -> str:
         """The text that comes right before a user message's content: Magpie's whole prompt.
@@ -121,7 +222,7 @@ class ChatTemplate:
         messages = [{"role": "system", "content": system}] if system else []
         messages += [dict(m) for m in history] + [{"role": "user", "content": MARKER}]
         text = self.render(messages, add_generation_prompt=False)
-        return text[: text.index(MARKER)]
+        return text[: self._cut(text, "user message")]
 
     @cached_property
     def _after_user(self) -> tuple[str, str]:
@@ -129,7 +230,8 @@ class ChatTemplate:
         user = [{"role": "user", "content": MARKER}]
         bare = self.render(user, add_generation_prompt=False)
         opened = self.render(user, add_generation_prompt=True)
-        bare, opened = bare[bare.index(MARKER) + len(MARKER) :], opened[opened.index(MARKER) + len(MARKER) :]
+        bare = bare[self._cut(bare, "user message") + len(MARKER) :]
+        opened = opened[self._cut(opened, "user message") + len(MARKER) :]
         # Compare piece by piece (special tokens whole), since some templates end a conversation
         # with EOS when no generation prompt is asked for (Phi-3): "<|end|>\n<|endoftext|>".
         shared = 0
@@ -154,7 +256,7 @@ class ChatTemplate:
         """What closes an assistant turn."""
         turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": MARKER}]
         text = self.render(turns, add_generation_prompt=False)
-        return text[text.index(MARKER) + len(MARKER) :].strip()
+        return text[self._cut(text, "assistant message") + len(MARKER) :].strip()
 
     @property
     def instruction_stop(self) -> tuple[str, ...]:
@@ -182,7 +284,7 @@ def builtin(family: str) -> ChatTemplate:
     if spec is None:
         raise SynthError(unknown_family_message(family))
     source = resources.files("synth.chat_templates").joinpath(spec.file).read_text(encoding="utf-8")
-    return ChatTemplate(family, source, spec.bos, spec.eos)
+    return ChatTemplate(family, source, spec.bos, spec.eos, origin=f"synth's built-in {spec.file}")
 
 
 def unknown_family_message(what: str) -> str:
@@ -211,10 +313,10 @@ def family_from_name(name: str) -> str | None:
     return None
 
 
-def from_jinja(source: str, bos_token: str = "", eos_token: str = "", name: str = "") -> ChatTemplate:
+def from_jinja(source: str, bos_token: str = "", eos_token: str = "", name: str = "", origin: str = "") -> ChatTemplate:
     """Wrap a model's own chat template (GGUF metadata, tokenizer_config.json, a .jinja file)."""
     family = family_from_text(source) or family_from_name(name) or "custom"
-    return ChatTemplate(family, source, bos_token, eos_token)
+    return ChatTemplate(family, source, bos_token, eos_token, origin=origin)
 
 
 def from_tokenizer_config(path: str | Path) -> ChatTemplate:
@@ -233,7 +335,8 @@ def from_tokenizer_config(path: str | Path) -> ChatTemplate:
         source = side_file.read_text(encoding="utf-8")
     if not source:
         raise SynthError(f"{config_file} carries no chat_template; pass --template FAMILY")
-    return from_jinja(source, _token_text(config.get("bos_token")), _token_text(config.get("eos_token")), str(path))
+    bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+    return from_jinja(source, bos, eos, str(path), origin=str(config_file))
 
 
 def _token_text(token: Any) -> str:
@@ -249,17 +352,18 @@ def resolve(
     bos_token: str = "",
     eos_token: str = "",
     names: Sequence[str] = (),
+    origin: str = "",
 ) -> ChatTemplate:
-    """Pick a template: `override` (family or file), else the model's own, else by name."""
+    """Pick a template: `override` (family or file), else the model's own (from `origin`), else by name."""
     if override:
         if override in FAMILIES:
             return builtin(override)
         path = Path(override)
         if path.suffix in {".jinja", ".j2", ".txt"} and path.is_file():
-            return from_jinja(path.read_text(encoding="utf-8"), bos_token, eos_token, path.stem)
+            return from_jinja(path.read_text(encoding="utf-8"), bos_token, eos_token, path.stem, origin=str(path))
         raise SynthError(unknown_family_message(override))
     if jinja_source:
-        return from_jinja(jinja_source, bos_token, eos_token, " ".join(names))
+        return from_jinja(jinja_source, bos_token, eos_token, " ".join(names), origin=origin)
     for name in names:
         family = family_from_name(name)
         if family:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from synth.core import SynthError
@@ -21,22 +22,45 @@ def token_counter(backend: Any) -> Callable[[str], int]:
 
     The fallback counts UTF-8 bytes: byte-level BPE and SentencePiece with byte fallback never
     spend less than one byte per token, so the bound never under-counts (it wastes context
-    instead, by about 4x on English text). It is announced once on stderr.
+    instead, by about 4x on English text). It is announced once on stderr, also when a server
+    stops reporting counts mid-run (Ollama leaving out `prompt_eval_count`).
     """
     count = getattr(backend, "count_tokens", None)
+    name = type(getattr(backend, "inner", backend)).__name__  # through Metered, name the real one
     why = "cannot count tokens"
     if callable(count):
         try:
             count("Count me.")  # a server backend learns here whether its server can count
-            return count
+            return _Fallback(count, name)
         except NotImplementedError as exc:
             why = f"cannot count tokens ({exc})"
-    name = type(getattr(backend, "inner", backend)).__name__  # through Metered, name the real one
-    print(
-        f"synth: {name} {why}; budgeting with UTF-8 bytes, an upper bound that leaves most of the context unused",
-        file=sys.stderr,
-    )
-    return lambda text: len(text.encode("utf-8"))
+    print(f"synth: {name} {why}; {_BOUND}", file=sys.stderr)
+    return utf8_bytes
+
+
+_BOUND = "budgeting with UTF-8 bytes, an upper bound that leaves most of the context unused"
+
+
+def utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+@dataclass
+class _Fallback:
+    """`count`, until it cannot count any more: then UTF-8 bytes, said once."""
+
+    count: Callable[[str], int]
+    name: str
+    stopped: bool = False
+
+    def __call__(self, text: str) -> int:
+        if not self.stopped:
+            try:
+                return self.count(text)
+            except NotImplementedError as exc:
+                self.stopped = True
+                print(f"synth: {self.name} stopped counting tokens ({exc}); from here on {_BOUND}", file=sys.stderr)
+        return utf8_bytes(text)
 
 
 _CONTEXT_KEYS = ("n_ctx", "max_model_len", "num_ctx", "context_length")

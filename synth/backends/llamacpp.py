@@ -73,6 +73,7 @@ class LlamaCppBackend:
             bos_token=vocab.token_get_text(self.llm.token_bos()),
             eos_token=vocab.token_get_text(self.llm.token_eos()),
             names=[meta.get("general.architecture", ""), meta.get("general.name", ""), self.path.name],
+            origin=f"tokenizer.chat_template in {self.path.name}",
         )
 
     def describe(self) -> dict[str, Any]:

@@ -175,6 +175,8 @@ class OpenAIBackend:
         if status >= 500 or status == 429:
             raise Retryable(f"/{path} answered {status}")
         count = _token_count(found)
+        if status == 200 and count is None:  # it counted before: a server that stopped reporting counts
+            raise NotImplementedError(f"/{path} answered without a token count")
         if status != 200 or count is None:
             raise Failed(f"/{path} answered {status} without a token count")
         return count

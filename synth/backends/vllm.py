@@ -67,6 +67,7 @@ class VllmBackend:
             bos_token=tokenizer.bos_token or "",
             eos_token=tokenizer.eos_token or "",
             names=[model],
+            origin=f"the tokenizer of {model}",
         )
         # Special tokens are skipped in the text vLLM returns, so a stop string like `<|eot_id|>`
         # never matches there; such stops are sent as token ids instead.
