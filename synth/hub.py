@@ -46,8 +46,10 @@ def push(path: str | Path, repo: str, *, private: bool = False, token: str | Non
         raise SynthError(f"the run in {path} is not finished; finish it with --resume before pushing")
     from huggingface_hub import HfApi
 
+    api: Any = HfApi(token=token)
+    if private:
+        refuse_public(repo, token, api)
     try:
-        api: Any = HfApi(token=token)
         url = api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(
             repo_id=repo,
@@ -59,6 +61,28 @@ def push(path: str | Path, repo: str, *, private: bool = False, token: str | Non
     except Exception as exc:  # whatever huggingface_hub or its HTTP client raise: one line, never a traceback
         raise SynthError(_upload_error(exc, path, repo, token)) from None
     return str(url)
+
+
+def refuse_public(repo: str, token: str | None = None, api: Any = None) -> None:
+    """With `--private`, stop if `repo` already exists as a public dataset: uploading would publish
+    what the user meant to keep private (`create_repo` leaves an existing repo's visibility as is)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import RepositoryNotFoundError
+
+    try:
+        info = (api or HfApi(token=token)).repo_info(repo, repo_type="dataset")
+    except RepositoryNotFoundError:
+        return  # created private on push
+    except Exception as exc:  # whatever huggingface_hub or its HTTP client raise: one line
+        raise SynthError(
+            f"cannot check whether {repo} is private ({type(exc).__name__}: {_one_line(str(exc), token)}); "
+            "check the network and HF_TOKEN, then run again"
+        ) from None
+    if not getattr(info, "private", False):
+        raise SynthError(
+            f"--private, but the Hub dataset {repo} already exists and is public: pushing would publish the data. "
+            "Make it private in its settings on the Hub, push to another repo, or drop --private"
+        )
 
 
 def _upload_error(exc: Exception, path: Path, repo: str, token: str | None) -> str:

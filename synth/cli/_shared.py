@@ -160,15 +160,18 @@ def server_opts(
     }
 
 
-def preflight(out: Path, overwrite: bool, resume: bool, push_to_hub: str | None) -> None:
-    """Fail before any model loads: a repo id the Hub refuses, an output directory that cannot take the run."""
-    check_repo(push_to_hub)
+def preflight(out: Path, overwrite: bool, resume: bool, push_to_hub: str | None, private: bool = False) -> None:
+    """Fail before any model loads: a repo id the Hub refuses, a public repo for `--private`, an output
+    directory that cannot take the run."""
+    check_repo(push_to_hub, private)
     io.preflight(out, overwrite=overwrite, resume=resume)
 
 
-def check_repo(repo: str | None) -> None:
+def check_repo(repo: str | None, private: bool = False) -> None:
     if repo is not None:
         hub.check_repo(repo)
+        if private:
+            hub.refuse_public(repo)
 
 
 def make_executor(kind: str, address: str | None, actors: int, llm: Backend) -> RayExecutor | None:

@@ -97,7 +97,7 @@ def synthesize(
     verbose: VerboseOpt = False,
 ) -> None:
     """Instruction-response pairs grounded in each document of a raw corpus."""
-    preflight(out, overwrite, resume, push_to_hub)
+    preflight(out, overwrite, resume, push_to_hub, private)
     if pretrain_out:
         io.preflight(pretrain_out, overwrite=overwrite, resume=resume)
     greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
@@ -152,7 +152,7 @@ def think(
     verbose: VerboseOpt = False,
 ) -> None:
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
-    preflight(out, overwrite, resume, push_to_hub)
+    preflight(out, overwrite, resume, push_to_hub, private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.think(
         open_backend(model, backend, template, server),

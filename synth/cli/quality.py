@@ -74,7 +74,7 @@ def judge(
     verbose: VerboseOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
-    preflight(out, overwrite, resume, push_to_hub)
+    preflight(out, overwrite, resume, push_to_hub, private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
         _judges(model, jury, backend, template, server),
@@ -110,7 +110,7 @@ def filter_(
     private: PrivateOpt = False,
 ) -> None:
     """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
-    preflight(out, overwrite, resume, push_to_hub)
+    preflight(out, overwrite, resume, push_to_hub, private)
     if rejects:
         io.preflight(rejects, overwrite=overwrite, resume=resume)
     recipes.filter_rows(
@@ -163,7 +163,7 @@ def prefs(
     verbose: VerboseOpt = False,
 ) -> None:
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
-    preflight(out, overwrite, resume, push_to_hub)
+    preflight(out, overwrite, resume, push_to_hub, private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = open_backend(model, backend, template, server)
     judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
@@ -219,7 +219,7 @@ def dedup(
     private: PrivateOpt = False,
 ) -> None:
     """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
-    check_repo(push_to_hub)  # the output directory is claimed by the recipe, once the input is checked
+    check_repo(push_to_hub, private)  # the output directory is claimed by the recipe, once the input is checked
     recipes.dedup(
         source,
         out=out,
