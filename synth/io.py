@@ -533,6 +533,8 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
     """Write README.md: Hub YAML metadata, then a provenance section (JSON, for machines too)."""
     import yaml
 
+    from synth.card import public
+
     rows = out.rows
     meta = {
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
@@ -546,7 +548,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
         "started": out.started,
         "finished": _now() if out.complete else None,
         "status": "complete" if out.complete else "in progress",
-        **provenance,
+        **public(provenance),  # pushed with the data: no local paths, hosts or addresses
     }
     body = (
         f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n"

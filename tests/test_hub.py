@@ -13,9 +13,18 @@ class RecordingApi:
     """Stands in for huggingface_hub.HfApi: records what would be sent, sends nothing."""
 
     calls: list = []
+    existing: dict = {}  # repo id -> private, for repo_info
 
     def __init__(self, token=None) -> None:
         self.calls.append(("init", {"token": token}))
+
+    def repo_info(self, repo_id, **kwargs):
+        self.calls.append(("repo_info", {"repo_id": repo_id, **kwargs}))
+        if repo_id not in self.existing:
+            from huggingface_hub.errors import RepositoryNotFoundError
+
+            raise RepositoryNotFoundError("404", response=types.SimpleNamespace(status_code=404, headers={}, request=None))
+        return types.SimpleNamespace(id=repo_id, private=self.existing[repo_id])
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
@@ -31,6 +40,7 @@ def api(monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the tests' default; --push-to-hub refuses it up front
     RecordingApi.calls = []
+    RecordingApi.existing = {}
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     return RecordingApi
 
@@ -40,7 +50,8 @@ def test_push_uploads_shards_and_card_only(tmp_path, api, monkeypatch) -> None:
     write([from_rows([{"id": "a"}])], tmp_path / "o")
     url = hub.push(tmp_path / "o", "me/my-set", private=True)
     assert url.endswith("me/my-set")
-    (_, init), (_, create), (_, upload) = api.calls
+    (_, init), (_, info), (_, create), (_, upload) = api.calls
+    assert info == {"repo_id": "me/my-set", "repo_type": "dataset"}  # --private: is it already public?
     assert init == {"token": None}  # huggingface_hub reads HF_TOKEN itself; synth never handles it
     assert create == {"repo_id": "me/my-set", "repo_type": "dataset", "private": True, "exist_ok": True}
     assert upload["allow_patterns"] == ["data/*.parquet", "README.md"] and upload["repo_type"] == "dataset"
@@ -70,7 +81,7 @@ def test_push_to_hub_option_uploads_after_the_run(tmp_path, api, monkeypatch) ->
     from synth import cli
     from tests.conftest import ScriptedBackend
 
-    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
     result = CliRunner().invoke(
         cli.app, ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(tmp_path / "o"), "--push-to-hub", "me/set"]
     )
@@ -181,7 +192,7 @@ def test_push_to_hub_failing_after_a_run_keeps_the_data_and_says_how_to_retry(
         raise _http_error(403, "403 Forbidden: you cannot write to me/set")
 
     monkeypatch.setattr(api, "create_repo", refuses)
-    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
     out = tmp_path / "o"
     argv = ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(out), "--push-to-hub", "me/set"]
     assert run_main(argv, monkeypatch) == 2
@@ -197,3 +208,27 @@ def test_check_repo_accepts_hub_ids_and_refuses_the_rest(monkeypatch) -> None:
     for bad in ("set", "a/b/c", "me/", "/set", "me/se--t", "me/set.", ".me/set", "me/s et", "me/" + "x" * 97):
         with pytest.raises(SynthError, match="ORG/NAME"):
             hub.check_repo(bad)
+
+
+def test_private_onto_an_existing_public_repo_stops_before_the_run(tmp_path, api, monkeypatch, capsys) -> None:
+    from synth import cli
+    from tests.conftest import ScriptedBackend
+
+    api.existing = {"me/public-set": False, "me/private-set": True}
+    opened = []
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: opened.append(1) or ScriptedBackend(["Q?", "A."]))
+    out = tmp_path / "o"
+    argv = ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(out), "--push-to-hub", "me/public-set"]
+    assert run_main([*argv, "--private"], monkeypatch) == 2
+    line = one_line(capsys)
+    assert "me/public-set already exists and is public" in line and "--private" in line
+    assert opened == [] and not out.exists()  # stopped before a model loaded or the output was made
+    assert "create_repo" not in [c[0] for c in api.calls] and "upload_folder" not in [c[0] for c in api.calls]
+
+    # `synth push --private` checks too; a repo that is already private, or new, is pushed
+    write([from_rows([{"id": "a"}])], tmp_path / "done")
+    with pytest.raises(SynthError, match="already exists and is public"):
+        hub.push(tmp_path / "done", "me/public-set", private=True)
+    assert hub.push(tmp_path / "done", "me/private-set", private=True).endswith("me/private-set")
+    assert hub.push(tmp_path / "done", "me/new-set", private=True).endswith("me/new-set")
+    assert [c[1]["repo_id"] for c in api.calls if c[0] == "upload_folder"] == ["me/private-set", "me/new-set"]

@@ -41,7 +41,10 @@ def test_synth_run_executes_a_pipeline_script_with_its_own_arguments(tmp_path) -
     assert [r["instruction"] for r in rows] == ["Q0", "Q1", "Q2"] and rows[0]["loud"] == "A0"
     prov = read_provenance(tmp_path / "o")
     assert prov["model"] == "scripted" and prov["counts"]["kept"] == 4
-    assert any(s.startswith("Magpie(") for s in prov["stages"]) and any("shout" in s for s in prov["stages"])
+    # stages by name and settings, never repr() with memory addresses
+    magpie = next(s for s in prov["stages"] if isinstance(s, dict) and s["stage"] == "Magpie")
+    assert magpie["backend"] == "scripted-model" and magpie["template"]["family"] == "chatml"
+    assert "shout" in prov["stages"] and " at 0x" not in (tmp_path / "o/README.md").read_text()
     assert prov["generated_tokens"] > 0
 
 

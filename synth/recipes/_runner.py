@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from synth import report
 from synth.backends import Backend, Metered, Sampling
+from synth.card import public_text, stage_record
 from synth.core import Batch, Stage, SynthError, pipe, take
 from synth.io import Output, Sink, open_output, write
 
@@ -61,9 +62,9 @@ def pipeline(
 ) -> dict[str, Any]:
     """Run any chain of stages into a dataset directory, with the card, progress and resume
     that the built-in commands get. `settings` (models, prompts, sampling) go into the card and
-    must match on `--resume`; each stage's repr and counters are recorded too.
+    must match on `--resume`; each stage's name, settings and counters are recorded too.
     """
-    settings = {"stages": [repr(s) for s in stages], **(settings or {})}
+    settings = {"stages": [stage_record(s) for s in stages], **(settings or {})}
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     rows = _resumable(source, output)
     meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
@@ -111,7 +112,7 @@ def _run(
         return {
             "command": command,
             **settings,
-            "stages": [repr(s) for s in stages],
+            "stages": [stage_record(s) for s in stages],
             "counts": stats(),
             "generated_tokens": tokens(),
             "failed_requests": _failures(meters),
@@ -187,6 +188,7 @@ def _describe(backend: Backend) -> dict[str, Any]:
     describe = getattr(backend, "describe", None)
     info = describe() if describe else {"backend": type(backend).__name__}
     info.setdefault("model", getattr(backend, "model", "unknown"))
+    info["model"] = public_text(str(info["model"]))  # a model folder's path would land in every row
     return info
 
 
@@ -267,8 +269,8 @@ class Primed:
     stage: Stage
     seed: Callable[[], Iterable[Batch]] = dataclasses.field(repr=False)
 
-    def __repr__(self) -> str:
-        return repr(self.stage)  # the card names the stage, primed or not
+    def describe(self) -> Any:
+        return stage_record(self.stage)  # the card names the stage, primed or not
 
     @property
     def stats(self) -> Counter[str]:

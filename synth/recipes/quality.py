@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from synth import report
 from synth.backends import Backend, Metered, Sampling
+from synth.card import stage_record
 from synth.core import Batch, Stage, SynthError, pipe
 from synth.io import Sink, open_output, read, read_provenance, write
 from synth.recipes._runner import _constants, _describe, _plain, _repeat, _require, _resumable, _run, read_window
@@ -55,7 +56,7 @@ def dedup(
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
     # batch_size is a setting: MinHash judges its shingle size on the first batch.
-    settings = {"source": str(source), "stage": repr(stage), "batch_size": batch_size}
+    settings = {"source": str(source), "stage": stage_record(stage), "batch_size": batch_size}
     batches = read(source, batch_size)
     first = next(batches, None)  # a wrong --column fails before any output directory is made
     if first is not None and column not in first.column_names:

@@ -1,0 +1,118 @@
+"""What a dataset card may say: the run's settings, made fit to publish.
+
+A card is pushed to the Hub with the data, so it names a local model by file name, size and
+SHA-256 (never its path under the user's home), leaves out the hosts of servers, cuts every
+other local path to its file name, and records stages by name and settings (their own
+`describe()`, their dataclass fields, or a function's name and the plain values it closes over),
+never `repr()`, whose memory addresses would also make two identical runs' cards differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+_HOST_KEYS = frozenset({"base_url", "host"})  # where a server runs: not the card's business
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\",;)]+")
+# An absolute or home-relative path standing alone (not the tail of `org/name` or of a URL).
+_PATH = re.compile(r"(?<![\w.:/~-])~?/[^\s'\",;)]+")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def public(value: Any, key: str = "") -> Any:
+    """`value` (a card's settings, nested) with local paths, server hosts and keys' hiding places removed."""
+    if isinstance(value, Mapping):
+        return {str(k): public(v, str(k)) for k, v in value.items() if str(k) not in _HOST_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [public(v, key) for v in value]
+    if isinstance(value, str):
+        return model_file(value) if key == "model_path" else public_text(value)
+    return value
+
+
+def public_text(text: str) -> str:
+    """`text` with each URL replaced by `<server>` and each absolute or `~` path cut to its file name."""
+    home = str(Path.home())
+    if len(home) > 1:
+        text = text.replace(home, "~")
+    text = _URL.sub("<server>", text)
+    return _PATH.sub(lambda m: Path(m.group(0).rstrip("/")).name or "/", text)
+
+
+def model_file(path: str) -> dict[str, Any] | str:
+    """A local model file as the card names it: file name, size in bytes and SHA-256."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return public_text(path)
+    stat = file.stat()
+    return {
+        "file": file.name,
+        "bytes": stat.st_size,
+        "sha256": _sha256(str(file.resolve()), stat.st_size, stat.st_mtime_ns),
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a changed file hashes anew
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_record(stage: Any) -> Any:
+    """A stage as the card lists it: its name and settings."""
+    return public(_record(stage, depth=0))
+
+
+def _record(value: Any, depth: int) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
+    if depth > 4:
+        return type(value).__name__
+    if isinstance(value, Mapping):
+        return {str(k): _record(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_record(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_record(v, depth + 1) for v in value), key=str)
+    if callable(getattr(value, "generate", None)):  # a backend (or its meter): the model it runs
+        return str(getattr(value, "model", type(value).__name__))
+    describe = getattr(value, "describe", None)
+    if callable(describe):
+        return describe()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [f for f in dataclasses.fields(value) if f.repr and f.compare and not f.name.startswith("_")]
+        return {"stage": type(value).__name__, **{f.name: _record(getattr(value, f.name), depth + 1) for f in fields}}
+    if callable(value):
+        return _function(value, depth)
+    return type(value).__name__
+
+
+def _function(fn: Any, depth: int) -> Any:
+    """A function's name (`drop_failed`, not `_drop_failed.<locals>.stage`) and the plain values it closes over."""
+    inner = getattr(fn, "func", None)  # functools.partial
+    if inner is not None:
+        return {"stage": _name(inner), **{k: _record(v, depth + 1) for k, v in fn.keywords.items()}}
+    name = _name(fn)
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
+    settings = {}
+    for var, cell in zip(code.co_freevars if code else (), cells):
+        try:
+            content = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(content, _PLAIN) or isinstance(content, (Mapping, list, tuple)):
+            settings[var] = _record(content, depth + 1)
+    return {"stage": name, **settings} if settings else name
+
+
+def _name(fn: Any) -> str:
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return qualname.split(".<locals>.")[0].lstrip("_")
