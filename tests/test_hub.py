@@ -23,7 +23,8 @@ class RecordingApi:
         if repo_id not in self.existing:
             from huggingface_hub.errors import RepositoryNotFoundError
 
-            raise RepositoryNotFoundError("404", response=types.SimpleNamespace(status_code=404, headers={}, request=None))
+            missing = types.SimpleNamespace(status_code=404, headers={}, request=None)
+            raise RepositoryNotFoundError("404", response=missing)
         return types.SimpleNamespace(id=repo_id, private=self.existing[repo_id])
 
     def create_repo(self, repo_id, **kwargs):
