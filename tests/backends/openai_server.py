@@ -28,6 +28,7 @@ class FakeOpenAI:
     tokenize: bool = False  # answer vLLM's POST /tokenize
     max_model_len: int | None = None  # in /v1/models and /tokenize, as vLLM reports it
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    authorization: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization) of every request
     faults: list[int] = field(default_factory=list)
     fail_all: int | None = None
     url: str = ""  # the base URL a client is given, ending in /v1
@@ -50,6 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self.state.authorization.append((self.path, self.headers.get("Authorization")))
         if self.path == "/v1/models":
             card: dict[str, Any] = {"id": self.state.model, "object": "model", "created": 0, "owned_by": "test"}
             if self.state.max_model_len:
@@ -62,6 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         with state.lock:
             state.requests.append((self.path, body))
+            state.authorization.append((self.path, self.headers.get("Authorization")))
             fault = None
             if self.path in COMPLETIONS:
                 fault = state.faults.pop(0) if state.faults else state.fail_all
