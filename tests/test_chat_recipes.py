@@ -123,4 +123,10 @@ def test_respond_keeps_failed_rows_with_their_reason(tmp_path) -> None:
     rows = pq.read_table(tmp_path / "o/data").to_pylist()
     assert [r["response_error"] for r in rows] == [None, failed.error, "instruction is null"]
     assert [r["response_finish_reason"] for r in rows] == ["stop", "error", "error"]
+    # a failed row never looks like a training row: null messages, not a conversation ending in ""
+    assert [r["messages"] for r in rows] == [
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+        None,
+        None,
+    ]
     assert result["counts"]["response_no_input"] == 1 and result["counts"]["response_error"] == 2
