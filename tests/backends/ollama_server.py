@@ -176,6 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             "prompt_eval_count": out.prompt_tokens,
             "eval_count": out.completion_tokens,
         }
+        if out.prompt_tokens < 0:  # a responder's way to have the server leave the count out, as Ollama may
+            del final["prompt_eval_count"]
 
         def piece(text: str) -> dict[str, Any]:
             return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
