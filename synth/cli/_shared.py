@@ -64,7 +64,12 @@ MaxModelLenOpt = Annotated[
 ]
 MaxErrorRateOpt = Annotated[
     float,
-    typer.Option(min=0.0, max=1.0, help="Stop the run once more than this share of requests have failed."),
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Stop the run (exit 2) once more than this share of requests have failed (after 50); "
+        "a run whose every request failed always stops.",
+    ),
 ]
 TemplateOpt = Annotated[
     Optional[str],  # noqa: UP045
