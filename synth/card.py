@@ -3,7 +3,7 @@
 A card is pushed to the Hub with the data, so it names a local model by file name, size and
 SHA-256 (never its path under the user's home), leaves out the hosts of servers, cuts every
 other local path to its file name, and records stages by name and settings (their own
-`describe()`, their dataclass fields, or a function's name and the plain values it closes over),
+`describe()`, their dataclass fields, or a function's name and the immutable values it closes over),
 never `repr()`, whose memory addresses would also make two identical runs' cards differ.
 """
 
@@ -96,7 +96,7 @@ def _record(value: Any, depth: int) -> Any:
 
 
 def _function(fn: Any, depth: int) -> Any:
-    """A function's name (`drop_failed`, not `_drop_failed.<locals>.stage`) and the plain values it closes over."""
+    """A function's name (`drop_failed`, not `_drop_failed.<locals>.stage`) and the immutable values it closes over."""
     inner = getattr(fn, "func", None)  # functools.partial
     if inner is not None:
         return {"stage": _name(inner), **{k: _record(v, depth + 1) for k, v in fn.keywords.items()}}
@@ -108,7 +108,9 @@ def _function(fn: Any, depth: int) -> Any:
             content = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        if isinstance(content, _PLAIN) or isinstance(content, (Mapping, list, tuple)):
+        # Only immutable values are settings: a dict or list a closure holds may be its running state,
+        # which would make a resumed run's settings differ from the original's.
+        if isinstance(content, (*_PLAIN, tuple, frozenset)):
             settings[var] = _record(content, depth + 1)
     return {"stage": name, **settings} if settings else name
 
