@@ -203,6 +203,9 @@ def stats(
     path: Annotated[Path, typer.Argument(help="A dataset synth reads.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write PNG plots and report.md here.")] = None,  # noqa: UP045
     tokens: Annotated[bool, typer.Option(help="Count tokens with the embedded model's tokenizer.")] = True,
+    html: Annotated[
+        bool, typer.Option("--html", help="Also write the `synth view` page (into --out, else beside PATH).")
+    ] = False,
 ) -> None:
     """Counts, lengths, finish reasons, labels and duplicate rate of a dataset."""
     from synth import stats as stats_
@@ -216,3 +219,7 @@ def stats(
     print(stats_.table(figures))
     if out:
         print(f"synth: wrote {len(stats_.report(figures, out))} files to {out}", file=sys.stderr)
+    if html:
+        from synth import view
+
+        print(f"synth: wrote {view.write_view(path, out / 'view.html' if out else None)}", file=sys.stderr)

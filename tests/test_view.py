@@ -1,0 +1,187 @@
+"""`synth view`: the page's data, and the page itself in a real headless Chromium with no network."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synth import view
+from synth.core import SynthError, from_rows
+from synth.io import write
+
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">Summarize this'
+CARD = {
+    "command": "synth magpie --n 40",
+    "backend": {"name": "llamacpp", "model": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "template": "chatml",
+    "instruction_sampling": {"temperature": 1.0, "max_tokens": 256},
+    "counts": {"attempts": 52, "dropped_instruction_truncated": 9, "dropped_empty": 3, "kept": 40},
+}
+
+
+def _rows(n: int = 40) -> list[dict]:
+    topics = ["photosynthesis in plants", "binary search trees", "the French revolution", "prime numbers"]
+    rows = []
+    for i in range(n):
+        instruction = f"Explain {topics[i % 4]} for reader {i}" if i else HOSTILE
+        response = f"Here is an answer about {topics[i % 4]}. " + ("More detail. " * (80 if i == 3 else 2))
+        rows.append(
+            {
+                "id": f"r{i:03d}",
+                "instruction": instruction,
+                "response": response,
+                "messages": [
+                    {"role": "user", "content": instruction},
+                    {"role": "assistant", "content": response},
+                ],
+                "task": "math" if i % 2 else "writing",
+                "input_quality": "poor" if i % 5 == 0 else "good",
+                "quality_score": (i % 5) + 1,
+                "response_finish_reason": "stop",
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    write([from_rows(_rows())], tmp_path / "magpie", card=CARD)
+    rejected = [
+        {"id": "x1", "instruction": "Explain prime numbers", "rejected_by": "input_quality >= good"},
+        {"id": "x2", "instruction": "Explain prime numbers!", "dup_cluster": "r003"},
+    ]
+    write([from_rows(rejected)], tmp_path / "dropped")
+    return tmp_path
+
+
+def test_build_counts_every_row_and_keeps_the_card(dataset: Path) -> None:
+    data = view.build(dataset / "magpie", rejects=dataset / "dropped", embed_map=False)
+    assert data["total"] == 40 and len(data["rows"]) == 40
+    assert data["charts"]["labels"]["input_quality"] == {"good": 32, "poor": 8}
+    assert sum(data["charts"]["lengths"]["instruction"]["counts"]) == 40
+    assert data["card"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert [s["label"] for s in data["card"]["funnel"]] == ["attempts", "instruction truncated", "empty", "kept"]
+    assert [r["_reason"] for r in data["rejects"]] == ["rejected_by: input_quality >= good", "dup_cluster: r003"]
+    assert "input_quality" in data["filters"] and "quality_score" in data["filters"]
+    assert ("explain", "photosynthesis") in {(v, o) for v, o, _ in data["charts"]["verbs"]}
+
+
+def test_sample_is_stratified_and_charts_still_use_all_rows(tmp_path: Path) -> None:
+    rows = [{"id": str(i), "instruction": f"Write about {i}", "task": "rare" if i < 30 else "common"} for i in range(3000)]
+    write([from_rows(rows[:1500]), from_rows(rows[1500:])], tmp_path / "big")
+    data = view.build(tmp_path / "big", sample=100, embed_map=False)
+    assert data["total"] == 3000 and sum(data["charts"]["lengths"]["instruction"]["counts"]) == 3000
+    tasks = [r["task"] for r in data["rows"]]
+    assert 95 <= len(tasks) <= 102 and tasks.count("rare") >= 1  # every stratum shows, in proportion
+    assert data["rows"] == view.build(tmp_path / "big", sample=100, embed_map=False)["rows"]  # reproducible
+
+
+def test_root_verb_rule() -> None:
+    assert view.root_verb("Can you please write a short poem about cats?") == ("write", "short")
+    assert view.root_verb("Explain the theory of relativity") == ("explain", "theory")
+    assert view.root_verb("What is the capital of France?") is None
+
+
+def test_render_keeps_data_inside_its_script_element(dataset: Path) -> None:
+    html = view.render(view.build(dataset / "magpie", embed_map=False))
+    assert "<script>window.__pwned" not in html and html.count("</script>") == 2
+    payload = html.split('id="synth-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(payload)["rows"][0]["instruction"] == HOSTILE
+
+
+def test_view_refuses_files_it_did_not_write(dataset: Path) -> None:
+    mine = dataset / "notes.html"
+    mine.write_text("<html>my own page</html>")
+    with pytest.raises(SynthError, match="synth did not write it"):
+        view.write_view(dataset / "magpie", mine, embed_map=False)
+    assert mine.read_text() == "<html>my own page</html>"
+    with pytest.raises(SynthError, match="must end in .html"):
+        view.write_view(dataset / "magpie", dataset / "magpie" / "data.parquet", embed_map=False)
+    first = view.write_view(dataset / "magpie", dataset / "v.html", embed_map=False)
+    assert view.write_view(dataset / "magpie", first, embed_map=False) == first  # its own page it replaces
+
+
+def test_cli_view_and_stats_html(dataset: Path) -> None:
+    run = [sys.executable, "-m", "synth"]
+    done = subprocess.run(
+        [*run, "view", str(dataset / "magpie"), "--no-map", "--out", str(dataset / "page.html")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'name="generator" content="synth view"' in (dataset / "page.html").read_text()
+    done = subprocess.run(
+        [*run, "stats", str(dataset / "magpie"), "--no-tokens", "--html", "--out", str(dataset / "rep")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "synth view" in (dataset / "rep" / "view.html").read_text()
+    bad = subprocess.run([*run, "view", str(dataset / "nope")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "Debian's chromium is needed: the README's test command installs it (apt-get install chromium)"
+    return found
+
+
+def test_page_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    page_file = view.write_view(dataset / "magpie", tmp_path / "view.html", rejects=dataset / "dropped")
+    url = page_file.resolve().as_uri()
+    requests, blocked = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.route(
+            "**/*", lambda route: route.continue_() if route.request.url == url else (blocked.append(1), route.abort())
+        )
+        page = context.new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        assert requests == [url] and not blocked and not errors  # nothing but the file itself
+
+        count = page.locator("#row-count")
+        assert count.get_attribute("data-total") == "40" and count.get_attribute("data-shown") == "40"
+        assert page.locator("#rows article.row").count() == 20  # the first page of 20
+
+        page.fill("#search", "photosynthesis")
+        assert count.get_attribute("data-shown") == "10"
+        assert all("photosynthesis" in t for t in page.locator("#rows article.row").all_inner_texts())
+        page.fill("#search", "")
+
+        page.select_option("#filter-input_quality", "poor")
+        assert count.get_attribute("data-shown") == "8"
+        page.select_option("#filter-input_quality", "")
+
+        first = page.locator("#rows article.row").first
+        assert first.locator(".turn.user").count() == 1 and first.locator(".turn.assistant").count() == 1
+        assert page.evaluate("window.__pwned") is None  # the hostile instruction stayed text
+        assert "<script>window.__pwned = 1</script>" in first.locator(".turn.user").inner_text()
+        assert page.locator("details.folded").count() >= 1  # the long answer is folded
+
+        assert page.locator("#funnel svg rect").count() == 4
+        assert page.locator("#chart-grid svg rect").count() > 10
+        assert page.locator("#chart-grid svg.map circle").count() == 40  # the embedding map
+
+        page.click("#tab-rejects")
+        assert count.get_attribute("data-shown") == "2"
+        assert "dup_cluster: r003" in page.locator("#rows").inner_text()
+
+        shot = tmp_path / "view.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 10_000
