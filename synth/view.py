@@ -148,7 +148,7 @@ class _Summary:
                 batch[name].to_pylist() if name in batch.column_names else [None] * batch.num_rows
             )
         ids = batch["id"].to_pylist() if "id" in batch.column_names else range(self.rows, self.rows + batch.num_rows)
-        self.hashes.append(np.array([xxhash.xxh64_intdigest(str(i)) for i in ids], dtype=np.uint64))
+        self.hashes.append(np.array([xxhash.xxh64_intdigest(str(i).encode()) for i in ids], dtype=np.uint64))
         self.rows += batch.num_rows
 
     def _label(self, name: str, column: pa.Array) -> None:

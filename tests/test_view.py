@@ -52,8 +52,8 @@ def _rows(n: int = 40) -> list[dict]:
 def dataset(tmp_path: Path) -> Path:
     write([from_rows(_rows())], tmp_path / "magpie", card=CARD)
     rejected = [
-        {"id": "x1", "instruction": "Explain prime numbers", "rejected_by": "input_quality >= good"},
-        {"id": "x2", "instruction": "Explain prime numbers!", "dup_cluster": "r003"},
+        {"id": "x1", "instruction": "Explain prime numbers", "rejected_by": "input_quality >= good", "dup_cluster": None},
+        {"id": "x2", "instruction": "Explain prime numbers!", "rejected_by": None, "dup_cluster": "r003"},
     ]
     write([from_rows(rejected)], tmp_path / "dropped")
     return tmp_path
