@@ -52,7 +52,7 @@ def _rows(n: int = 40) -> list[dict]:
 def dataset(tmp_path: Path) -> Path:
     write([from_rows(_rows())], tmp_path / "magpie", card=CARD)
     rejected = [
-        {"id": "x1", "instruction": "Explain prime numbers", "rejected_by": "input_quality >= good", "dup_cluster": None},
+        {"id": "x1", "instruction": "Explain primes", "rejected_by": "input_quality >= good", "dup_cluster": None},
         {"id": "x2", "instruction": "Explain prime numbers!", "rejected_by": None, "dup_cluster": "r003"},
     ]
     write([from_rows(rejected)], tmp_path / "dropped")
@@ -72,7 +72,7 @@ def test_build_counts_every_row_and_keeps_the_card(dataset: Path) -> None:
 
 
 def test_sample_is_stratified_and_charts_still_use_all_rows(tmp_path: Path) -> None:
-    rows = [{"id": str(i), "instruction": f"Write about {i}", "task": "rare" if i < 30 else "common"} for i in range(3000)]
+    rows = [{"id": str(i), "instruction": f"Write about {i}", "task": "rare" if i < 30 else "c"} for i in range(3000)]
     write([from_rows(rows[:1500]), from_rows(rows[1500:])], tmp_path / "big")
     data = view.build(tmp_path / "big", sample=100, embed_map=False)
     assert data["total"] == 3000 and sum(data["charts"]["lengths"]["instruction"]["counts"]) == 3000
