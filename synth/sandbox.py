@@ -192,8 +192,9 @@ def _execute(program: str, limits: Limits, iso: Isolation, python: str, tmp_root
 
 def _wait(command: list[str], work: Path, out, err, timeout: float, cgroup: Path | None) -> tuple[bool, int]:  # noqa: ANN001
     """Run `command` to its end or the timeout; afterwards nothing it started is left running."""
+    env = _clean_env(work)
     proc = subprocess.Popen(
-        command, cwd=work, env=_clean_env(work), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+        command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
     )
     timed_out = False
     try:
@@ -281,7 +282,7 @@ def _user_processes() -> int:
     return count
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def isolation(python: str = sys.executable) -> Isolation:
     """The strongest isolation this machine allows, found by running a trivial program under it."""
     notes = []
@@ -304,7 +305,9 @@ def isolation(python: str = sys.executable) -> Isolation:
             f"{'their user' if chosen.user is None else 'nobody'} can, and see other processes"
         )
     if root and chosen.setpriv and chosen.user is None:
-        notes.append("programs run as root without capabilities (nobody cannot run this Python): they can read what root can")
+        notes.append(
+            "programs run as root without capabilities (nobody cannot run this Python): they can read what root can"
+        )
     if root and not chosen.setpriv:
         notes.append("programs run as root with every capability (setpriv missing)")
     if cgroup is None:

@@ -5,6 +5,7 @@ A new command is a module here, imported below so that it registers on `app`.
 """
 
 from synth.cli import chat, corpus, personas, quality  # noqa: F401  (each registers its commands)
+from synth.cli import verify as _verify  # noqa: F401  (synth verify code|math)
 from synth.cli._shared import app, main
 
 __all__ = ["app", "main"]
