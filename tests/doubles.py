@@ -30,7 +30,8 @@ class FormatBackend:
     """JSON that fills `params.json_schema`; `<QUE> .. <ANS> .. </END>` pairs for a `<CON>` chunk;
     `Label: ...` where the prompt says to start with a label; an instruction for a bare pre-query
     template; a `\\boxed{}` answer (the same for every sample of a problem) where the prompt asks
-    for one; fenced Python with asserts under a system prompt about code; else a plain answer. Replies differ with the prompt and the call, ending in a full stop."""
+    for one; fenced Python with asserts under a system prompt about code; else a plain answer.
+    Replies differ with the prompt and the call, ending in a full stop."""
 
     template: ChatTemplate = field(default_factory=lambda: builtin("chatml"))
     name: str = "format"
@@ -74,7 +75,8 @@ class FormatBackend:
 def _code(seed: int) -> str:
     """A fenced Python answer with asserts; one in four is wrong, so verification has work to do."""
     x, op = seed % 1000, "-" if seed % 4 == 0 else "+"
-    return f"Here is a solution.\n\n```python\ndef add(a, b):\n    return a {op} b\n\n\nassert add({x}, 1) == {x + 1}\n```"
+    code = f"def add(a, b):\n    return a {op} b\n\n\nassert add({x}, 1) == {x + 1}\n"
+    return f"Here is a solution.\n\n```python\n{code}```"
 
 
 def _words(seed: int, head: str, k: int = 6) -> str:
