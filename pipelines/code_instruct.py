@@ -40,6 +40,7 @@ parser.add_argument("--tests-prompt", default=TESTS, help="Appended to the syste
 parser.add_argument("--require-tests", action="store_true", help="Drop passing answers that test nothing.")
 parser.add_argument("--timeout", type=float, default=10.0, help="Seconds each program may run.")
 parser.add_argument("--threshold", type=float, default=0.7, help="MinHash Jaccard threshold for near-duplicates.")
+parser.add_argument("--batch-size", type=int, default=32, help="Attempts generated and verified at a time.")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
 parser.add_argument("--resume", action="store_true")
@@ -61,7 +62,7 @@ if not getattr(llm, "chat_tuned", True):
 rules = [Rule("cut_off", lambda b: pc.not_equal(b["response_finish_reason"], "stop")), passed()]
 if args.require_tests:
     rules.append(Rule("untested", lambda b: pc.equal(b["verify_tests"], "none")))
-attempts = counter_source(batch_size=32)
+attempts = counter_source(batch_size=args.batch_size)
 with contextlib.ExitStack() as stack:
     rejects = None
     if args.rejects:
