@@ -32,13 +32,13 @@ def verify_code(
     command: str = "",
 ) -> dict[str, Any]:
     """Keep the rows of `source` whose code runs and passes its tests; the rest go to `rejects`."""
-    for note in sandbox.notes:  # what the sandbox cannot do here, said once
-        print(f"synth: sandbox: {note}", file=sys.stderr)
     stage = VerifyCode(column, tests_column, sandbox)
     settings = {"input": str(source), "verify": repr(stage), "sandbox_notes": list(sandbox.notes)}
     first, batches = _peek(source, batch_size)
     if first is not None:  # a wrong --column fails before any output directory is made
         next(stage([first.slice(0, 0)]))
+    for note in sandbox.notes:  # what the sandbox cannot do here, said once
+        print(f"synth: sandbox: {note}", file=sys.stderr)
     return _filtered(batches, [stage], out, rejects, settings, overwrite, resume, command)
 
 
