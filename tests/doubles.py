@@ -61,7 +61,8 @@ class FormatBackend:
         if isinstance(prompt, str) and "<CON>" in prompt:
             return f"<QUE> {_words(seed, 'Why does')}? <ANS> {_words(seed >> 1, 'Because of')}. </END>"
         if "\\boxed{}" in text:  # a self-consistency prompt: one answer per problem, so samples agree
-            return f"{_words(seed, 'We reason about')}. The answer is \\boxed{{{xxhash.xxh32_intdigest(text.encode()) % 97}}}."
+            answer = xxhash.xxh32_intdigest(text.encode()) % 97
+            return f"{_words(seed, 'We reason about')}. The answer is \\boxed{{{answer}}}."
         if not isinstance(prompt, str) and "code" in prompt[0]["content"] and prompt[0]["role"] == "system":
             return _code(seed)
         label = LABEL.search(text)
