@@ -335,5 +335,15 @@ def _pids_cgroup_root() -> str | None:
         usable = (probe / "pids.max").exists()
         probe.rmdir()
         if usable:
+            _remove_stale(root)
             return str(root)
     return None
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove the empty cgroups of synth runs that were killed outright (their process is gone)."""
+    for path in root.glob("synth-verify-*-*"):
+        owner = path.name.split("-")[2]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            with contextlib.suppress(OSError):  # not empty: leave it
+                path.rmdir()
