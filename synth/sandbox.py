@@ -85,7 +85,9 @@ class Sandbox:
     """Runs Python programs under `limits`, `jobs` at a time (default: the CPU count).
 
     Results are cached in `cache` (a directory; None: no cache) by the hash of the program, the
-    limits and the isolation, so running the same programs again costs nothing.
+    limits and the isolation, so running the same programs again costs nothing. Each program's
+    directory is made in `tmp_root` (default: the system's), which must let `nobody` pass through
+    where programs run as nobody.
     """
 
     limits: Limits = Limits()
@@ -165,7 +167,8 @@ def _execute(program: str, limits: Limits, iso: Isolation, python: str, tmp_root
         work = Path(root) / "work"
         work.mkdir()
         (work / "main.py").write_text(program, encoding="utf-8")
-        if iso.user is not None:
+        if iso.user is not None:  # it may pass through the (private) parent, and owns its directory
+            os.chmod(root, 0o711)
             os.chown(work, iso.user, iso.user)
             os.chown(work / "main.py", iso.user, iso.user)
         cgroup = _make_cgroup(iso.cgroup_root, limits.processes)

@@ -7,12 +7,14 @@ shared machine. Where the machine allows no namespaces (not root), the tests tha
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from synth.sandbox import Limits, Sandbox, isolation
+from synth.sandbox import Isolation, Limits, Sandbox, isolation
 
 SPAWNER = """
 import os, time
@@ -143,3 +145,28 @@ def test_output_is_capped_by_the_file_size_limit(boxes) -> None:
     result = sandbox(boxes, file_mb=1).run("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)")
     assert result.status == "error"  # SIGXFSZ at 1 MiB, long before the timeout
     assert len(result.stdout) <= Limits().tail_chars
+
+
+def test_programs_run_as_nobody_where_nobody_can_run_the_interpreter() -> None:
+    system = "/usr/bin/python3"
+    if os.geteuid() != 0 or not os.access(system, os.X_OK):
+        pytest.skip("needs root and a system Python")
+    box = Sandbox(Limits(timeout=5.0), python=system)  # the system temporary directory: nobody can pass through
+    if box.mode != "namespaces+pids-cgroup+uid-65534":
+        pytest.skip(f"this machine gives {box.mode}")
+    private = Path(tempfile.mkdtemp())  # a root-only file, in a directory anyone may pass through
+    private.chmod(0o755)
+    (private / "key").write_text("secret")
+    (private / "key").chmod(0o600)
+    program = f"import os\nprint(os.getuid())\nopen('mine', 'w').write('x')\nopen({str(private / 'key')!r}).read()"
+    result = box.run(program)
+    shutil.rmtree(private)
+    assert result.stdout == "65534\n", result.stderr
+    assert result.status == "error" and "PermissionError" in result.stderr
+
+
+def test_without_isolation_the_rlimits_still_hold(boxes) -> None:
+    box = Sandbox(Limits(timeout=2.0), jobs=2, tmp_root=str(boxes), isolation=Isolation())
+    good, bad, loop, big = box.run_all(["print('ok')", "assert 0", "while True:\n    pass", "bytearray(10 * 1024**3)"])
+    assert [good.status, bad.status, loop.status, big.status] == ["pass", "fail", "timeout", "error"]
+    assert "MemoryError" in big.stderr and loop.seconds < 5.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +37,7 @@ from synth.cli._shared import (
     push_out,
     server_opts,
 )
+from synth.core import SynthError
 from synth.sandbox import Limits, Sandbox, default_cache
 
 verify_app = typer.Typer(
@@ -64,6 +67,10 @@ def code(
     file_mb: Annotated[int, typer.Option(min=1, help="Largest file a program may write, MiB.")] = 16,
     processes: Annotated[int, typer.Option(min=2, help="Processes a program may have at once.")] = 64,
     jobs: Annotated[int, typer.Option(min=0, help="Programs run at once. Default 0: the CPU count.")] = 0,
+    python: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Python the programs run with (their packages are its). Default: synth's own."),
+    ] = None,
     cache: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(help="Results cache directory. Default: ~/.cache/synth/verify."),
@@ -80,7 +87,10 @@ def code(
     if rejects:
         io.preflight(rejects, overwrite=overwrite, resume=resume)
     limits = Limits(timeout=timeout, memory_mb=memory_mb, file_mb=file_mb, processes=processes)
-    sandbox = Sandbox(limits, jobs=jobs, cache=None if no_cache else (cache or default_cache()))
+    if python is not None and not shutil.which(python):
+        raise SynthError(f"--python {python} is not an executable; pass the path of a Python interpreter")
+    interpreter = shutil.which(python) if python else sys.executable
+    sandbox = Sandbox(limits, jobs=jobs, cache=None if no_cache else (cache or default_cache()), python=interpreter)
     recipes.verify_code(
         source,
         out=out,
