@@ -300,7 +300,8 @@ def isolation(python: str = sys.executable) -> Isolation:
         candidates = [Isolation(namespaces, nobody, cgroup, NOBODY), Isolation(namespaces, caps, cgroup)]
     if root and setpriv:
         candidates += [Isolation((), nobody, cgroup, NOBODY), Isolation((), caps, cgroup)]
-    chosen = next((c for c in candidates if _works(c, python)), Isolation(cgroup_root=cgroup))
+    expected = _paths(python)
+    chosen = next((c for c in candidates if _works(c, python, expected)), Isolation(cgroup_root=cgroup))
     if not chosen.unshare:
         why = "not root" if not root else "unshare/setpriv missing or namespaces not allowed"
         notes.append(
@@ -322,9 +323,19 @@ def isolation(python: str = sys.executable) -> Isolation:
     return dataclasses.replace(chosen, notes=tuple(notes))
 
 
-def _works(candidate: Isolation, python: str) -> bool:
-    result = _execute("print('ok')", Limits(timeout=20), candidate, python, None)
-    return result.status == "pass" and result.stdout.strip() == "ok"
+PATHS = "import sys; print(sys.prefix, sys.path[1:])"
+
+
+def _works(candidate: Isolation, python: str, expected: str) -> bool:
+    """Whether `python` runs under `candidate` as it runs here: a user who cannot read its files
+    may still start it, and get another installation's standard library and no packages."""
+    result = _execute(PATHS, Limits(timeout=20), candidate, python, None)
+    return result.status == "pass" and result.stdout == expected
+
+
+def _paths(python: str) -> str:
+    done = subprocess.run([python, "-E", "-s", "-c", PATHS], capture_output=True, text=True, timeout=60)
+    return done.stdout
 
 
 def _pids_cgroup_root() -> str | None:
