@@ -185,3 +185,29 @@ def test_self_consistency_on_the_embedded_model(tmp_path, embedded) -> None:
         assert extract_answer(row["response"]) is not None
     for row in dropped:
         assert row["verify_status"] in {"no_answer", "low_agreement"} and len(row["answer_votes"]) == 2
+
+
+def test_verify_math_recipe_with_samples_and_a_reference(tmp_path) -> None:
+    from synth.recipes import verify_math
+
+    rows = [
+        {"id": "a", "instruction": "Half of 1?", "gold": "0.5"},
+        {"id": "b", "instruction": "2 + 2?", "gold": "4"},
+        {"id": "c", "instruction": "Any?", "gold": "1"},
+    ]
+    src = _jsonl(tmp_path / "in.jsonl", rows)
+    llm = ScriptedBackend(
+        replies=[
+            *["\\boxed{1/2}", "\\boxed{\\frac{1}{2}}", "\\boxed{2}"],  # agree on 1/2, the reference
+            *["\\boxed{5}", "The answer is 5.", "\\boxed{4}"],  # agree on 5: not the reference
+            *["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"],  # no majority
+        ]
+    )
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    verify_math(src, out=out, backend=llm, samples=3, reference_column="gold", min_agreement=0.6, rejects=rejects)
+    (kept,) = pq.read_table(out / "data").to_pylist()
+    assert (kept["id"], kept["answer"], kept["verify_status"]) == ("a", "1/2", "pass")
+    assert kept["answer_agreement"] == pytest.approx(2 / 3) and kept["model"] == "scripted-model"
+    dropped = {r["id"]: r["verify_status"] for r in pq.read_table(rejects / "data").to_pylist()}
+    assert dropped == {"b": "fail", "c": "low_agreement"}
+    assert "Please reason step by step" in llm.calls[0][0][0]["content"]  # the shipped prompt
