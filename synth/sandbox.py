@@ -70,11 +70,12 @@ class Isolation:
     setpriv: tuple[str, ...] = ()  # the command that drops privileges; empty: none
     cgroup_root: str | None = None  # where a pids cgroup per program is made
     user: int | None = None  # the uid programs run as, where it is changed
+    userns: bool = False  # namespaces inside a user namespace: processes are counted in it by RLIMIT_NPROC
     notes: tuple[str, ...] = ()
 
     @property
     def mode(self) -> str:
-        parts = ["namespaces" if self.unshare else "rlimits"]
+        parts = ["userns" if self.userns else "namespaces" if self.unshare else "rlimits"]
         parts += ["pids-cgroup"] if self.cgroup_root else []
         parts += [f"uid-{self.user}"] if self.user is not None else (["no-caps"] if self.setpriv else [])
         return "+".join(parts)
@@ -181,7 +182,7 @@ def _execute(program: str, limits: Limits, iso: Isolation, python: str, tmp_root
             "cpu_seconds": max(1, int(limits.timeout + 0.999)),
             "memory_bytes": limits.memory_mb * 2**20,
             "file_bytes": limits.file_mb * 2**20,
-            "nproc": None if cgroup or os.geteuid() == 0 else _user_processes() + limits.processes,
+            "nproc": _nproc(iso, cgroup, limits.processes),
         }
         command = [*iso.unshare, python, "-E", "-s", "-B", str(INIT), json.dumps(config)]
         # Output goes to files, not pipes: the file-size limit caps it, and nothing fills our memory.
@@ -276,6 +277,14 @@ def _remove_cgroup(path: Path | None) -> None:
         path.rmdir()
 
 
+def _nproc(iso: Isolation, cgroup: Path | None, processes: int) -> int | None:
+    """RLIMIT_NPROC for the program, where no cgroup counts its processes. In its own user namespace
+    the count starts at zero; outside one it counts every process of the user, so ours are added."""
+    if cgroup is not None or (os.geteuid() == 0 and not iso.userns):
+        return None  # as root outside a user namespace, RLIMIT_NPROC does not apply
+    return processes if iso.userns else _user_processes() + processes
+
+
 def _user_processes() -> int:
     uid = os.getuid()
     count = 0
@@ -287,40 +296,48 @@ def _user_processes() -> int:
 
 @functools.cache
 def isolation(python: str = sys.executable) -> Isolation:
-    """The strongest isolation this machine allows, found by running a trivial program under it."""
-    notes = []
-    root = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+    """The strongest isolation this machine allows, found by running a small program under each
+    candidate, strongest first: as root, namespaces and a pids cgroup; otherwise namespaces inside
+    a user namespace where the kernel allows one; else resource limits alone."""
+    root = os.geteuid() == 0
     cgroup = _pids_cgroup_root() if root else None
     unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
-    namespaces = (unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc")
-    caps = (setpriv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs") if setpriv else ()
-    nobody = (setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *caps[1:]) if setpriv else ()
     candidates = []
-    if root and unshare and setpriv:
-        candidates = [Isolation(namespaces, nobody, cgroup, NOBODY), Isolation(namespaces, caps, cgroup)]
-    if root and setpriv:
-        candidates += [Isolation((), nobody, cgroup, NOBODY), Isolation((), caps, cgroup)]
+    if unshare and setpriv:
+        namespaces = (unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc")
+        caps = (setpriv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs")
+        nobody = (setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *caps[1:])
+        if root:
+            candidates = [Isolation(namespaces, nobody, cgroup, NOBODY), Isolation(namespaces, caps, cgroup)]
+            candidates += [Isolation((), nobody, cgroup, NOBODY), Isolation((), caps, cgroup)]
+        else:  # root inside a user namespace of its own, mapped to this user
+            candidates = [Isolation((unshare, "--user", "--map-root-user", *namespaces[1:]), caps, userns=True)]
     expected = _paths(python)
     chosen = next((c for c in candidates if _works(c, python, expected)), Isolation(cgroup_root=cgroup))
+    return dataclasses.replace(chosen, notes=_notes(chosen, root, bool(unshare and setpriv)))
+
+
+def _notes(chosen: Isolation, root: bool, tools: bool) -> tuple[str, ...]:
+    """What `chosen` does not do, in a line each."""
+    notes = []
     if not chosen.unshare:
-        why = "not root" if not root else "unshare/setpriv missing or namespaces not allowed"
+        why = "unshare or setpriv missing" if not tools else "namespaces not allowed here"
+        who = "nobody" if chosen.user is not None else "their user"
         notes.append(
-            f"no network, mount or pid namespace ({why}): programs can reach the network, write wherever "
-            f"{'their user' if chosen.user is None else 'nobody'} can, and see other processes"
+            f"no network, mount or pid namespace ({why}): programs can reach the network, "
+            f"write wherever {who} can, and see other processes"
         )
     if root and chosen.setpriv and chosen.user is None:
         notes.append(
-            "programs run as root without capabilities (nobody cannot run this Python): they can read what root can"
+            "programs run as root without capabilities (nobody cannot run this Python): they read what root reads"
         )
     if root and not chosen.setpriv:
         notes.append("programs run as root with every capability (setpriv missing)")
-    if cgroup is None:
-        notes.append(
-            "no pids cgroup: the process count is limited by RLIMIT_NPROC over all of this user's processes"
-            if not root
-            else "no pids cgroup could be made: the process count is not limited (RLIMIT_NPROC does not bind root)"
-        )
-    return dataclasses.replace(chosen, notes=tuple(notes))
+    if chosen.cgroup_root is None and root:
+        notes.append("no pids cgroup could be made: the process count is not limited (RLIMIT_NPROC does not bind root)")
+    elif chosen.cgroup_root is None and not chosen.userns:
+        notes.append("no pids cgroup (not root): RLIMIT_NPROC limits the processes of all of this user's programs")
+    return tuple(notes)
 
 
 PATHS = "import sys; print(sys.prefix, sys.path[1:])"

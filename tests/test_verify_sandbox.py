@@ -6,9 +6,11 @@ shared machine. Where the machine allows no namespaces (not root), the tests tha
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -170,3 +172,33 @@ def test_without_isolation_the_rlimits_still_hold(boxes) -> None:
     good, bad, loop, big = box.run_all(["print('ok')", "assert 0", "while True:\n    pass", "bytearray(10 * 1024**3)"])
     assert [good.status, bad.status, loop.status, big.status] == ["pass", "fail", "timeout", "error"]
     assert "MemoryError" in big.stderr and loop.seconds < 5.0
+
+
+def test_a_user_who_is_not_root_gets_namespaces_in_a_user_namespace() -> None:
+    # Run as nobody (a user who is not root), with the system Python and synth's sandbox module
+    # alone: the probe must pick a user namespace, where RLIMIT_NPROC counts the program's
+    # processes from zero (no cgroup without root), and the network and files are shut.
+    system, setpriv = "/usr/bin/python3", shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv or not os.access(system, os.X_OK):
+        pytest.skip("needs root (to become nobody), setpriv and a system Python")
+    import synth.sandbox
+
+    script = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("sandbox", {synth.sandbox.__file__!r})
+sandbox = importlib.util.module_from_spec(spec)
+sys.modules["sandbox"] = sandbox
+spec.loader.exec_module(sandbox)
+box = sandbox.Sandbox(sandbox.Limits(timeout=5, processes=16))
+programs = [{SPAWNER!r}, "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)", "open('/tmp/x', 'w')"]
+print(json.dumps([box.mode, [[r.status, r.stdout, r.stderr] for r in box.run_all(programs)]]))
+"""
+    nobody = [setpriv, f"--reuid={65534}", f"--regid={65534}", "--clear-groups", "env", "HOME=/tmp", system, "-c"]
+    done = subprocess.run([*nobody, script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    mode, ((spawned, forked, why), (net, _, refused), (write, _, readonly)) = json.loads(done.stdout)
+    if not mode.startswith("userns"):
+        pytest.skip(f"user namespaces are not allowed here ({mode})")
+    assert spawned == "error" and "BlockingIOError" in why and int(forked.split()[-1]) < 16
+    assert net == "error" and "Network is unreachable" in refused
+    assert write == "error" and "Read-only file system" in readonly
