@@ -166,6 +166,10 @@ def test_verify_math_cli_with_a_reference(tmp_path) -> None:
     assert [(r["id"], r["verify_status"]) for r in pq.read_table(rejects / "data").to_pylist()] == [("b", "fail")]
     nothing = synth("verify", "math", str(src), "--out", str(tmp_path / "o2"))
     assert nothing.returncode == 2 and "--reference-column" in nothing.stderr
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Solve it.")  # no {problem}: refused before any model loads
+    bad = synth("verify", "math", str(src), "--out", str(tmp_path / "o3"), "--samples", "2", "--prompt", str(prompt))
+    assert bad.returncode == 2 and "p.txt" in bad.stderr and "backend" not in bad.stderr
 
 
 def test_self_consistency_on_the_embedded_model(tmp_path, embedded) -> None:
