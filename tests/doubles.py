@@ -29,7 +29,9 @@ LABEL = re.compile(r'[Ss]tart your answer with "([^"]+):"')
 class FormatBackend:
     """JSON that fills `params.json_schema`; `<QUE> .. <ANS> .. </END>` pairs for a `<CON>` chunk;
     `Label: ...` where the prompt says to start with a label; an instruction for a bare pre-query
-    template; else a plain answer. Replies differ with the prompt and the call, ending in a full stop."""
+    template; a `\\boxed{}` answer (the same for every sample of a problem) where the prompt asks
+    for one; fenced Python with asserts under a system prompt about code; else a plain answer.
+    Replies differ with the prompt and the call, ending in a full stop."""
 
     template: ChatTemplate = field(default_factory=lambda: builtin("chatml"))
     name: str = "format"
@@ -58,12 +60,24 @@ class FormatBackend:
             return json.dumps(_instance(params.json_schema, seed))
         if isinstance(prompt, str) and "<CON>" in prompt:
             return f"<QUE> {_words(seed, 'Why does')}? <ANS> {_words(seed >> 1, 'Because of')}. </END>"
+        if "\\boxed{}" in text:  # a self-consistency prompt: one answer per problem, so samples agree
+            answer = xxhash.xxh32_intdigest(text.encode()) % 97
+            return f"{_words(seed, 'We reason about')}. The answer is \\boxed{{{answer}}}."
+        if not isinstance(prompt, str) and "code" in prompt[0]["content"] and prompt[0]["role"] == "system":
+            return _code(seed)
         label = LABEL.search(text)
         if label:
             return f"{label.group(1)}: {_words(seed, 'A question about')}?"
         if isinstance(prompt, str):  # a pre-query template: Magpie asks for an instruction
             return f"{_words(seed, 'Explain how')} work together?"
         return f"{_words(seed, 'Here is the answer on')}. It is complete."
+
+
+def _code(seed: int) -> str:
+    """A fenced Python answer with asserts; one in four is wrong, so verification has work to do."""
+    x, op = seed % 1000, "-" if seed % 4 == 0 else "+"
+    code = f"def add(a, b):\n    return a {op} b\n\n\nassert add({x}, 1) == {x + 1}\n"
+    return f"Here is a solution.\n\n```python\n{code}```"
 
 
 def _words(seed: int, head: str, k: int = 6) -> str:

@@ -22,11 +22,12 @@ TINY = {
         "64",
     ],
     "instruction_pretrain.py": ["--corpus", str(CORPUS), "--n", "2", "--max-tokens", "48"],
-    "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48"],
+    "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"],
+    "code_instruct.py": ["--n", "2", "--max-tokens", "48", "--max-attempts", "4", "--timeout", "5"],
 }
-# Scripts whose every input row reaches the output on any model: PersonaGenerate keeps the rows
-# whose answer did not parse, and the judge and dedup leave two different personas' rows alone.
-ALWAYS_ROWS = {"persona_math.py"}
+# Scripts whose every input row reaches the output on any model (none now: persona_math keeps only
+# problems whose sampled solutions agree, and the base model's rarely do).
+ALWAYS_ROWS: set[str] = set()
 
 
 def test_every_pipeline_script_is_covered() -> None:
@@ -35,6 +36,8 @@ def test_every_pipeline_script_is_covered() -> None:
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
+    import os
+
     import datasets
     import pyarrow.parquet as pq
 
@@ -44,6 +47,7 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},  # the verify cache
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(out / "data").num_rows
@@ -64,7 +68,14 @@ SCRIPTED = {  # script -> (its arguments, columns every row must have)
         ["--corpus", str(CORPUS), "--n", "3"],
         {"source_id", "chunk", "instruction", "response"},
     ),
-    "persona_math.py": (["--n", "3"], {"persona_id", "instruction", "response", "response_score", "dup_cluster"}),
+    "persona_math.py": (
+        ["--n", "3"],
+        {"persona_id", "instruction", "response", "response_score", "dup_cluster", "answer", "answer_agreement"},
+    ),
+    "code_instruct.py": (
+        ["--n", "3", "--max-attempts", "64", "--batch-size", "8"],
+        {"instruction", "response", "verify_status", "verify_tests", "verify_seconds", "dup_cluster", "messages"},
+    ),
 }
 
 
@@ -79,8 +90,11 @@ def test_pipeline_on_a_format_following_double_writes_linked_rows(tmp_path, monk
 
     llm = FormatBackend()
     monkeypatch.setattr(synth, "load_backend", lambda *a, **k: llm)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the verify cache
     out = tmp_path / "out"
     argv, columns = SCRIPTED[script]
+    if script == "code_instruct.py":
+        argv = [*argv, "--rejects", str(tmp_path / "rejects")]
     monkeypatch.setattr(sys, "argv", [script, "--out", str(out), *argv])
     runpy.run_path(str(PIPELINES / script), run_name="__main__")
     rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf")).to_list()
@@ -96,5 +110,14 @@ def test_pipeline_on_a_format_following_double_writes_linked_rows(tmp_path, monk
 
         starter = {r["id"]: r["persona"] for b in read_personas("starter") for r in b.to_pylist()}
         assert all(starter[r["persona_id"]] == r["persona"] and r["instruction_status"] == "ok" for r in rows)
+        assert all(r["answer_agreement"] == 1.0 and r["verify_status"] == "pass" for r in rows)
+        assert all(f"\\boxed{{{r['answer']}}}" in r["response"] for r in rows)
+    if script == "code_instruct.py":  # the double writes one wrong answer in four: they must all be gone
+        import pyarrow.parquet as pq
+
+        assert all(r["verify_status"] == "pass" and r["verify_tests"] == "asserts" for r in rows)
+        assert all("return a + b" in r["response"] and r["messages"][0]["role"] == "system" for r in rows)
+        rejected = pq.read_table(tmp_path / "rejects" / "data").to_pylist()
+        assert rejected and all(r["verify_status"] == "fail" and "return a - b" in r["response"] for r in rejected)
     card = (out / "README.md").read_text()
     assert '"status": "complete"' in card and '"rows": 3' in card

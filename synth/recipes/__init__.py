@@ -8,6 +8,7 @@ from synth.recipes.chat import magpie, respond, steering
 from synth.recipes.corpus import synthesize, think
 from synth.recipes.personas import personas_expand, personas_from_text, personas_generate
 from synth.recipes.quality import dedup, dedup_stage, filter_rows, judge, prefs
+from synth.recipes.verify import verify_code, verify_math
 
 __all__ = [
     "Cursor",
@@ -26,4 +27,6 @@ __all__ = [
     "steering",
     "synthesize",
     "think",
+    "verify_code",
+    "verify_math",
 ]

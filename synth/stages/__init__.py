@@ -14,8 +14,10 @@ from synth.stages.judge import Judge, PreferencePairs, Rubric, load_rubric
 from synth.stages.magpie import Magpie, MultiTurn, Respond
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows
 from synth.stages.think import Think
+from synth.stages.verify import CheckAnswer, SelfConsistency, VerifyCode
 
 __all__ = [
+    "CheckAnswer",
     "Chunk",
     "ExactDedup",
     "Filter",
@@ -30,9 +32,11 @@ __all__ = [
     "Respond",
     "Rubric",
     "Rule",
+    "SelfConsistency",
     "SemanticDedup",
     "SftRows",
     "Think",
+    "VerifyCode",
     "dedup_exact",
     "dedup_minhash",
     "dedup_semantic",
