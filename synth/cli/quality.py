@@ -43,6 +43,13 @@ from synth.cli._shared import (
 )
 from synth.core import SynthError
 
+PairwiseOpt = Annotated[
+    bool, typer.Option("--pairwise", help="Compare two responses (A or B or tie) with a pairwise rubric.")
+]
+SwapOpt = Annotated[
+    bool, typer.Option("--swap", help="--pairwise: judge each pair in both orders; a verdict that flips is a tie.")
+]
+
 
 @app.command()
 def judge(
@@ -58,10 +65,17 @@ def judge(
     gpu_mem: GpuMemoryOpt = None,
     max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
-    rubric: Annotated[str, typer.Option(help="Rubric names or .yaml files, comma-separated.")] = "quality",
+    rubric: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Rubric names or .yaml files, comma-separated. Default: quality (pairwise with --pairwise)."),
+    ] = None,
     column: ColumnOpt = "instruction",
     response_column: ResponseColumnOpt = "response",
     text_column: Annotated[str, typer.Option(help="Column holding the text (edu, junk).")] = "text",
+    pairwise: PairwiseOpt = False,
+    swap: SwapOpt = False,
+    response_a_column: Annotated[str, typer.Option(help="--pairwise: the first response's column.")] = "response_a",
+    response_b_column: Annotated[str, typer.Option(help="--pairwise: the second response's column.")] = "response_b",
     max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     temperature: float = 0.0,
     batch_size: BatchOpt = None,
@@ -78,12 +92,19 @@ def judge(
         _judges(model, jury, backend, template, server),
         source,
         out=out,
-        rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
-        inputs={"instruction": column, "response": response_column, "text": text_column},
+        rubrics=[r.strip() for r in (rubric or ("pairwise" if pairwise else "quality")).split(",") if r.strip()],
+        inputs={
+            "instruction": column,
+            "response": response_column,
+            "text": text_column,
+            **({"response_a": response_a_column, "response_b": response_b_column} if pairwise else {}),
+        },
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
         overwrite=overwrite,
         resume=resume,
         command=command_line(),
+        pairwise=pairwise,
+        swap=swap,
     )
     push_out(out, push_to_hub, private)
 
@@ -144,8 +165,16 @@ def prefs(
     gpu_mem: GpuMemoryOpt = None,
     max_len: MaxModelLenOpt = None,
     template: TemplateOpt = None,
-    k: Annotated[int, typer.Option(min=2, help="Responses sampled per instruction.")] = 4,
-    rubric: Annotated[str, typer.Option(help="Rubric that scores a response.")] = "response",
+    k: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=2, help="Responses sampled per instruction. Default 4 (2 with --pairwise)."),
+    ] = None,
+    rubric: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Rubric that scores a response. Default: response (pairwise with --pairwise)."),
+    ] = None,
+    pairwise: PairwiseOpt = False,
+    swap: SwapOpt = False,
     column: ColumnOpt = "instruction",
     temperature: float = 1.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
@@ -168,14 +197,16 @@ def prefs(
         judges,
         source,
         out=out,
-        k=k,
-        rubric=rubric,
+        k=k or (2 if pairwise else 4),
+        rubric=rubric or ("pairwise" if pairwise else "response"),
         column=column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
         overwrite=overwrite,
         resume=resume,
         command=command_line(),
+        pairwise=pairwise,
+        swap=swap,
     )
     push_out(out, push_to_hub, private)
 
