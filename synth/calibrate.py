@@ -398,9 +398,11 @@ def jury_agreement(raters: Sequence[Sequence[float]], kind: str, n_labels: int) 
     return {"krippendorff_alpha": _finite(alpha), "level": level, "units": units, "judges": len(raters)}
 
 
-def jury_figures(batches: Iterable[Batch], rubrics: Sequence[Any]) -> dict[str, Any]:
+def jury_figures(files: Sequence[Path], rubrics: Sequence[Any]) -> dict[str, Any]:
     """Krippendorff's alpha among a jury's jurors for each label or score column, read from the
-    `{column}_jurors` columns of a judged dataset (the card of `synth judge --jury`)."""
+    `{column}_jurors` columns of a judged dataset's parquet `files` (the card of `synth judge --jury`)."""
+    import pyarrow.parquet as pq
+
     fields = {}
     for rubric in rubrics:
         properties = rubric.schema.get("properties", {})
@@ -409,9 +411,10 @@ def jury_figures(batches: Iterable[Batch], rubrics: Sequence[Any]) -> dict[str, 
             if kind is not None:
                 fields[column + JURORS] = Field(column, (column + JURORS,), kind, scale)
     votes: dict[str, list[Any]] = {c: [] for c in fields}
-    for batch in batches:
-        for column in fields.keys() & set(batch.column_names):
-            votes[column] += batch[column].to_pylist()
+    for file in files:  # only the jurors' columns are read
+        table = pq.read_table(file, columns=sorted(fields.keys() & set(pq.read_schema(file).names)))
+        for column in table.column_names:
+            votes[column] += table[column].to_pylist()
     out = {}
     for column, rows in votes.items():
         if not rows:

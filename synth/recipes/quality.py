@@ -25,7 +25,6 @@ from synth.recipes._runner import (
     _require,
     _resumable,
     _run,
-    _written,
     read_window,
 )
 from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
@@ -176,7 +175,8 @@ def judge(
         if len(jurors) > 1 and not pairwise and output.complete:  # read back once, from every row written
             from synth.calibrate import jury_figures
 
-            figures["jury_agreement"] = jury_figures(_written(output), loaded)
+            files = [output.path / "data" / shard["file"] for shard in output.shards]
+            figures["jury_agreement"] = jury_figures(files, loaded)
         return figures
 
     return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors, notes=notes)
