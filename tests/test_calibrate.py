@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth import recipes
+from synth.agreement import agreement, jury_agreement, summary
 from synth.backends import Completion
-from synth.calibrate import agreement, calibrate, jury_agreement, summary
+from synth.calibrate import calibrate
 from synth.core import SynthError
 from synth.io import read_provenance
 from tests.conftest import ScriptedBackend
