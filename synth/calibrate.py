@@ -409,7 +409,8 @@ def _open(source: str | Path, batch_size: int = 1000) -> Iterator[Batch]:
     from synth.io import read
 
     text = str(source)
-    if Path(text).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", text):
+    local = Path(text).exists() or Path(text).suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".txt"}
+    if local or not re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", text):
         return read(text, batch_size)
     try:
         import datasets

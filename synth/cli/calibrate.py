@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synth.cli._shared import OutOpt, OverwriteOpt, app
+from synth.cli._shared import OverwriteOpt, app
 
 
 @app.command()
@@ -26,7 +26,9 @@ def calibrate(
             "NAME=COL1,COL2 compares several judges' columns. Repeatable."
         ),
     ] = None,
-    out: OutOpt = Path("reports/calibration"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.md, report.json and the PNGs.")] = Path(
+        "reports/calibration"
+    ),
     resamples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     overwrite: OverwriteOpt = False,
