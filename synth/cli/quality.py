@@ -86,6 +86,7 @@ def judge(
     verbose: VerboseOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
+    _check_swap(pairwise, swap)
     preflight(out, overwrite, resume, push_to_hub)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
@@ -187,7 +188,8 @@ def prefs(
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
+    """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores (--pairwise: its verdict)."""
+    _check_swap(pairwise, swap)
     preflight(out, overwrite, resume, push_to_hub)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = open_backend(model, backend, template, server)
@@ -209,6 +211,11 @@ def prefs(
         swap=swap,
     )
     push_out(out, push_to_hub, private)
+
+
+def _check_swap(pairwise: bool, swap: bool) -> None:
+    if swap and not pairwise:  # before any model loads
+        raise SynthError("--swap judges a pair in both orders; it needs --pairwise")
 
 
 def _judges(

@@ -123,3 +123,13 @@ def test_pairwise_options_are_checked() -> None:
         PairwiseJudge((llm,), load_rubric("quality"))
     with pytest.raises(SynthError, match="pass --k 2"):
         recipes.prefs(llm, [llm], "x.jsonl", out="o", k=4, rubric="pairwise", pairwise=True)
+
+
+def test_swap_without_pairwise_fails_before_any_model_loads(tmp_path) -> None:
+    from tests.test_cli import synth
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "instruction": "Hi"}))
+    done = synth("judge", str(src), "--out", str(tmp_path / "o"), "--swap")
+    assert done.returncode == 2 and "it needs --pairwise" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
