@@ -44,6 +44,13 @@ from synth.cli._shared import (
 )
 from synth.core import SynthError
 
+PairwiseOpt = Annotated[
+    bool, typer.Option("--pairwise", help="Compare two responses (A or B or tie) with a pairwise rubric.")
+]
+SwapOpt = Annotated[
+    bool, typer.Option("--swap", help="--pairwise: judge each pair in both orders; a verdict that flips is a tie.")
+]
+
 
 @app.command()
 def judge(
@@ -60,10 +67,17 @@ def judge(
     max_len: MaxModelLenOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
-    rubric: Annotated[str, typer.Option(help="Rubric names or .yaml files, comma-separated.")] = "quality",
+    rubric: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Rubric names or .yaml files, comma-separated. Default: quality (pairwise with --pairwise)."),
+    ] = None,
     column: ColumnOpt = "instruction",
     response_column: ResponseColumnOpt = "response",
     text_column: Annotated[str, typer.Option(help="Column holding the text (edu, junk).")] = "text",
+    pairwise: PairwiseOpt = False,
+    swap: SwapOpt = False,
+    response_a_column: Annotated[str, typer.Option(help="--pairwise: the first response's column.")] = "response_a",
+    response_b_column: Annotated[str, typer.Option(help="--pairwise: the second response's column.")] = "response_b",
     max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     temperature: float = 0.0,
     batch_size: BatchOpt = None,
@@ -74,19 +88,27 @@ def judge(
     verbose: VerboseOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
+    _check_swap(pairwise, swap)
     preflight(out, overwrite, resume, push_to_hub, private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
         _judges(model, jury, backend, template, server),
         source,
         out=out,
-        rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
-        inputs={"instruction": column, "response": response_column, "text": text_column},
+        rubrics=[r.strip() for r in (rubric or ("pairwise" if pairwise else "quality")).split(",") if r.strip()],
+        inputs={
+            "instruction": column,
+            "response": response_column,
+            "text": text_column,
+            **({"response_a": response_a_column, "response_b": response_b_column} if pairwise else {}),
+        },
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
         max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
         command=command_line(),
+        pairwise=pairwise,
+        swap=swap,
     )
     push_out(out, push_to_hub, private)
 
@@ -148,8 +170,16 @@ def prefs(
     max_len: MaxModelLenOpt = None,
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
-    k: Annotated[int, typer.Option(min=2, help="Responses sampled per instruction.")] = 4,
-    rubric: Annotated[str, typer.Option(help="Rubric that scores a response.")] = "response",
+    k: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=2, help="Responses sampled per instruction. Default 4 (2 with --pairwise)."),
+    ] = None,
+    rubric: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Rubric that scores a response. Default: response (pairwise with --pairwise)."),
+    ] = None,
+    pairwise: PairwiseOpt = False,
+    swap: SwapOpt = False,
     column: ColumnOpt = "instruction",
     temperature: float = 1.0,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
@@ -162,7 +192,8 @@ def prefs(
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
+    """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores (--pairwise: its verdict)."""
+    _check_swap(pairwise, swap)
     preflight(out, overwrite, resume, push_to_hub, private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = open_backend(model, backend, template, server)
@@ -172,8 +203,8 @@ def prefs(
         judges,
         source,
         out=out,
-        k=k,
-        rubric=rubric,
+        k=k or (2 if pairwise else 4),
+        rubric=rubric or ("pairwise" if pairwise else "response"),
         column=column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
@@ -181,8 +212,15 @@ def prefs(
         overwrite=overwrite,
         resume=resume,
         command=command_line(),
+        pairwise=pairwise,
+        swap=swap,
     )
     push_out(out, push_to_hub, private)
+
+
+def _check_swap(pairwise: bool, swap: bool) -> None:
+    if swap and not pairwise:  # before any model loads
+        raise SynthError("--swap judges a pair in both orders; it needs --pairwise")
 
 
 def _judges(

@@ -95,8 +95,12 @@ def _run(
     meters: tuple[Metered, ...],
     progress_stats: Counter[str] | None = None,
     shard_rows: int = 10_000,
+    notes: Callable[[dict[str, int]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary."""
+    """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary.
+
+    `notes(counts)` adds figures of the run to the card (a judge's swap consistency, a jury's agreement).
+    """
     previous = Counter(output.checkpoint.get("stats", {}))
 
     def stats() -> dict[str, int]:
@@ -116,6 +120,7 @@ def _run(
             "counts": stats(),
             "generated_tokens": tokens(),
             "failed_requests": _failures(meters),
+            **(notes(stats()) if notes is not None else {}),
         }
 
     sides = _sides(stages)

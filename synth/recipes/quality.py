@@ -18,12 +18,22 @@ from synth.backends import Backend, Metered, Sampling
 from synth.card import stage_record
 from synth.core import Batch, Stage, SynthError, pipe
 from synth.io import Sink, open_output, read, read_provenance, write
-from synth.recipes._runner import _constants, _describe, _plain, _repeat, _require, _resumable, _run, read_window
+from synth.recipes._runner import (
+    _constants,
+    _describe,
+    _plain,
+    _repeat,
+    _require,
+    _resumable,
+    _run,
+    read_window,
+)
 from synth.stages.dedup import ExactDedup, MinHashDedup, SemanticDedup
 from synth.stages.filters import Filter, heuristic_rules, load_heuristics
 from synth.stages.filters import where as where_rule
 from synth.stages.judge import Judge, PreferencePairs, load_rubric, overall_status, shipped_scales
 from synth.stages.magpie import Respond
+from synth.stages.pairwise import PairUp, PairwiseJudge, PairwisePreferences, consistency
 
 
 def dedup(
@@ -127,11 +137,18 @@ def judge(
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
+    pairwise: bool = False,
+    swap: bool = False,
 ) -> dict[str, Any]:
-    """Judge every row of `source` with each rubric; several backends make a jury. Past
-    `max_error_rate` failed requests (or with every request failed) the run stops."""
+    """Judge every row of `source` with each rubric; several backends make a jury. `pairwise`: one
+    pairwise rubric compares `response_a` with `response_b`; `swap` asks again in the other order.
+    Past `max_error_rate` failed requests (or with every request failed) the run stops."""
+    if swap and not pairwise:
+        raise SynthError("--swap judges a pair in both orders; it needs --pairwise")
     jurors = tuple(Metered(b, max_error_rate=max_error_rate) for b in backends)
     loaded = [load_rubric(r) for r in rubrics]
+    if pairwise and len(loaded) != 1:
+        raise SynthError(f"--pairwise takes one pairwise rubric, not {len(loaded)}; pass --rubric pairwise")
     names = ", ".join(str(_describe(b)["model"]) for b in backends)
     settings = {
         "judges": [_describe(b) for b in backends],
@@ -141,14 +158,31 @@ def judge(
         "judge_sampling": _plain(params),
         "scales": {k: v for r in loaded for k, v in r.column_scales.items()},
     }
-    judges = [Judge(jurors, r, params, dict(inputs or {})) for r in loaded]
+    if pairwise:
+        settings.update(pairwise=True, swap=swap)  # only then: earlier runs' settings stay as they were
+        judges: list[Any] = [PairwiseJudge(jurors, loaded[0], params, dict(inputs or {}), swap)]
+    else:
+        judges = [Judge(jurors, r, params, dict(inputs or {})) for r in loaded]
     first, batches = _peek(source, batch_size)
     if first is not None:  # a missing input column fails before any output directory is made
         for stage in judges:
-            stage._prompts(first.slice(0, 0))
+            if isinstance(stage, Judge):
+                stage._prompts(first.slice(0, 0))
+            else:
+                stage.check(first)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     stages: list[Stage] = [*judges, overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
-    return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors)
+
+    def notes(counts: dict[str, int]) -> dict[str, Any]:
+        figures = consistency(counts, loaded[0].name) if pairwise else {}
+        if len(jurors) > 1 and not pairwise and output.complete:  # read back once, from every row written
+            from synth.calibrate import jury_figures
+
+            files = [output.path / "data" / shard["file"] for shard in output.shards]
+            figures["jury_agreement"] = jury_figures(files, loaded)
+        return figures
+
+    return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors, notes=notes)
 
 
 def filter_rows(
@@ -206,12 +240,19 @@ def prefs(
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
+    pairwise: bool = False,
+    swap: bool = False,
 ) -> dict[str, Any]:
-    """Best-of-k: answer each instruction k times, judge the answers, keep the best and worst as a pair."""
+    """Best-of-k: answer each instruction k times, judge the answers, keep the best and worst as a pair.
+    `pairwise`: answer twice and ask a pairwise rubric which answer is better (`swap`: in both orders)."""
     if k < 2:
         raise SynthError(f"--k is {k}; a preference pair needs at least 2 responses per instruction")
+    if swap and not pairwise:
+        raise SynthError("--swap judges a pair in both orders; it needs --pairwise")
+    if pairwise and k != 2:
+        raise SynthError(f"--pairwise compares two responses per instruction; pass --k 2, not {k}")
     scorer = load_rubric(rubric)
-    if not scorer.score or "response" not in scorer.reads:
+    if not pairwise and (not scorer.score or "response" not in scorer.reads):
         raise SynthError(f"rubric {scorer.name!r} does not score a response; use one that reads it, e.g. response")
     llm = Metered(backend, max_error_rate=max_error_rate)
     jurors = tuple(Metered(j, max_error_rate=max_error_rate) for j in judges)
@@ -225,20 +266,30 @@ def prefs(
         "response_sampling": _plain(params),
         "judge_sampling": _plain(judge_params),
     }
+    if pairwise:
+        settings.update(pairwise=True, swap=swap)
+        ranking: list[Stage] = [
+            PairUp(column),
+            PairwiseJudge(jurors, scorer, judge_params, {"instruction": column}, swap),
+            PairwisePreferences(column),
+        ]
+    else:
+        score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
+        ranking = [
+            Judge(jurors, scorer, judge_params, {"instruction": column}),
+            PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),
+        ]
     first, batches = _peek(source, max(batch_size, read_window(batch_size, backend) // k))
     if first is not None:  # a wrong --column fails before any output directory is made
         next(_require(column)([first]))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
-    score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
-    stages: list[Stage] = [
-        _require(column),
-        _repeat(k),
-        Respond(llm, params, column),
-        Judge(jurors, scorer, judge_params, {"instruction": column}),
-        PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),
-        _constants({"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}),
-    ]
-    return _run(_resumable(batches, output), stages, output, settings, command, None, meters=(llm, *jurors))
+    models = {"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}
+    stages: list[Stage] = [_require(column), _repeat(k), Respond(llm, params, column), *ranking, _constants(models)]
+
+    def notes(counts: dict[str, int]) -> dict[str, Any]:
+        return consistency(counts, scorer.name) if pairwise else {}
+
+    return _run(_resumable(batches, output), stages, output, settings, command, None, (llm, *jurors), notes=notes)
 
 
 def _peek(source: str | Path, batch_size: int) -> tuple[Batch | None, Iterator[Batch]]:

@@ -25,7 +25,13 @@ from synth.resources import choices, data_file
 
 RUBRICS = "filters/rubrics"
 STATUSES = ("ok", "truncated", "parse_error", "backend_error")  # best first: the overall status is the worst
-SLOT_OPTIONS = {"instruction": "--column", "response": "--response-column", "text": "--text-column"}
+SLOT_OPTIONS = {
+    "instruction": "--column",
+    "response": "--response-column",
+    "text": "--text-column",
+    "response_a": "--response-a-column",  # pairwise rubrics compare two responses
+    "response_b": "--response-b-column",
+}
 _TYPES = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
 
 
@@ -164,8 +170,9 @@ class Judge:
     """Reads the rubric's inputs (`instruction`, `response` or `text`, renamed by `inputs`); adds
     the rubric's columns, `{rubric}_status` and `{rubric}_raw` (the answer, kept when not `ok`).
 
-    Several backends make a jury: numbers are averaged, labels go to the majority, and
-    `{rubric}_votes` counts the jurors whose answers parsed. A failed answer is retried once.
+    Several backends make a jury: numbers are averaged, labels go to the majority,
+    `{rubric}_votes` counts the jurors whose answers parsed and `{column}_jurors` keeps each
+    juror's own value (for their agreement). A failed answer is retried once.
     """
 
     backends: tuple[Backend, ...]
@@ -179,9 +186,10 @@ class Judge:
         for batch in batches:
             prompts = self._prompts(batch)
             ballots = [_ask(backend, self.rubric, prompts, params) for backend in self.backends]
-            verdicts = [_combine(self.rubric, list(row)) for row in zip(*ballots)]
+            rows = [list(row) for row in zip(*ballots)]
+            verdicts = [_combine(self.rubric, row) for row in rows]
             self.stats.update(f"{self.rubric.name}_{v.status}" for v in verdicts)
-            yield add_columns(batch, **self._columns(verdicts))
+            yield add_columns(batch, **self._columns(verdicts), **self._jurors(rows))
 
     def _prompts(self, batch: Batch) -> list[list[dict[str, str]]]:
         values = {}
@@ -213,6 +221,23 @@ class Judge:
         out[f"{name}_raw"] = pa.array([v.raw for v in verdicts], pa.string())
         if jury:
             out[f"{name}_votes"] = pa.array([v.votes if v.values else 0 for v in verdicts], pa.int32())
+        return out
+
+    def _jurors(self, rows: Sequence[Sequence[Verdict]]) -> dict[str, pa.Array]:
+        """A jury's single votes, `{column}_jurors` (one value per juror, in --model order, null where
+        its answer failed), for every label or score field: what `synth calibrate` measures the
+        jurors' agreement on."""
+        if len(self.backends) < 2:
+            return {}
+        properties = self.rubric.schema.get("properties", {})
+        out = {}
+        for f, column in self.rubric.columns.items():
+            prop = properties.get(f, {})
+            scored = f in self.rubric.scales or "enum" in prop or prop.get("type") in ("integer", "number", "boolean")
+            if not scored:
+                continue  # free text: nothing to agree on
+            votes = [[(b.values or {}).get(f) if b.status == "ok" else None for b in row] for row in rows]
+            out[f"{column}_jurors"] = pa.array(votes, pa.list_(_arrow_type(prop)))
         return out
 
 
