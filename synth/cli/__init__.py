@@ -4,7 +4,7 @@ One module a command family; shared options and helpers live in `_shared`, decla
 A new command is a module here, imported below so that it registers on `app`.
 """
 
-from synth.cli import chat, corpus, personas, quality  # noqa: F401  (each registers its commands)
+from synth.cli import chat, corpus, decontaminate, personas, quality  # noqa: F401  (each registers its commands)
 from synth.cli._shared import app, main
 
 __all__ = ["app", "main"]

@@ -38,6 +38,7 @@ RUBRIC = "filters/decontamination/rephrase.yaml"
 CONTAMINATED_BY = pa.struct(
     [("benchmark", pa.string()), ("item_id", pa.string()), ("method", pa.string()), ("score", pa.float32())]
 )
+STAT = "dropped_contaminated_"  # + f"{benchmark}_{method}": the summary and `synth stats` list `dropped_` counts
 _BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64: a window's hash is independent of its position
 
 
@@ -243,7 +244,7 @@ def load_check_rubric(path: str | Path | None = None) -> Any:
 class Decontaminate:
     """Reads `columns` (those the batch has); drops rows that hold a benchmark item. Dropped rows go to
     `rejects` with `contaminated_by` (benchmark, item_id, method, score); `stats` counts them per
-    benchmark and method as `contaminated:{benchmark}:{method}`.
+    benchmark and method as `dropped_contaminated_{benchmark}_{method}`.
 
     n-grams compare all the columns joined (a question copied into the instruction, its answer into
     the response); embeddings compare the first column with each item's question.
@@ -324,7 +325,7 @@ class Decontaminate:
             self.stats["dropped"] += gone
             if gone:
                 for row in found.filter(dropped).to_pylist():
-                    self.stats[f"contaminated:{row['benchmark']}:{row['method']}"] += 1
+                    self.stats[f"{STAT}{row['benchmark']}_{row['method']}"] += 1
                 if self.rejects is not None:
                     self.rejects(add_columns(batch.filter(dropped), contaminated_by=found.filter(dropped)))
             yield batch.filter(pc.invert(dropped))
