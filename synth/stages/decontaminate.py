@@ -8,7 +8,10 @@ Three methods, in order, each on the rows the ones before it left:
   per row. The benchmark's n-grams sit in one sorted array behind a bitmap of hash prefixes, so
   most of a row's n-grams (found in no item) cost one byte read.
 - embedding: cosine similarity of the row's first column to each item's question, through a FAISS
-  index over the benchmark; n-grams find 0% of rephrased items, embeddings most of them.
+  index over the benchmark; n-grams find 0% of rephrased items, embeddings most of them. Where the
+  item's question holds two or more numbers, the row must hold at least half of them too: a rephrased
+  problem keeps its quantities, while a new problem on the same topic (what synthetic math data is
+  full of) scores as close but has numbers of its own.
 - llm (only with a backend): the embedding method's candidates go to a model with a rubric asking
   "is this a rephrase of that?"; its answer decides (the LLM Decontaminator, arXiv 2311.04850).
 """
@@ -16,6 +19,7 @@ Three methods, in order, each on the rows the ones before it left:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -192,6 +196,15 @@ class NgramIndex:
 # ---------------------------------------------------------------- embeddings
 
 
+_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def numbers(text: str) -> frozenset[str]:
+    """The numbers in `text`, written alike: `1,240` as `1240`, `4.50` as `4.5`."""
+    found = (m.replace(",", "") for m in _NUMBER.findall(text or ""))
+    return frozenset(n.rstrip("0").rstrip(".") if "." in n else n for n in found)
+
+
 class EmbeddingIndex:
     """Benchmark items' unit embeddings: exact inner-product search, or HNSW past `exact_limit` items."""
 
@@ -256,6 +269,7 @@ class Decontaminate:
     ngram: int = 13
     ngram_threshold: float = 0.5
     embedding_threshold: float = 0.8
+    match_numbers: bool = True  # embedding: a question's numbers must recur in the row (see the module's docstring)
     model: str | None = None  # the embedder; None: semantic dedup's default
     judge: Backend | None = field(default=None, repr=False)
     judge_floor: float = 0.6  # with a judge: the cosine from which the embedding method asks it
@@ -349,10 +363,23 @@ class Decontaminate:
                 chosen = np.zeros(len(open_rows), np.int8)
                 chosen[np.flatnonzero(asked)] = np.where(said == 1, 3, np.where((said < 0) & fallback, 2, 0))
             else:
-                chosen = np.where(sims >= self.embedding_threshold, 2, 0).astype(np.int8)
+                close = sims >= self.embedding_threshold
+                if self.match_numbers and close.any():
+                    rows = first.take(pa.array(open_rows[close])).to_pylist()
+                    close[close] = [self._same_numbers(r, i) for r, i in zip(rows, near[close])]
+                chosen = np.where(close, 2, 0).astype(np.int8)
             hit = open_rows[chosen > 0]
             method[hit], item[hit], score[hit] = chosen[chosen > 0], near[chosen > 0], sims[chosen > 0]
         return self._describe(method, item, score)
+
+    def _same_numbers(self, text: str, item: int) -> bool:
+        """Whether `text` holds at least half the distinct numbers of the item's question (if it has two or more)."""
+        wanted = self._numbers[item]
+        return len(wanted) < 2 or 2 * len(wanted & numbers(text)) >= len(wanted)
+
+    @cached_property
+    def _numbers(self) -> list[frozenset[str]]:
+        return [numbers(q) for q in self._items[2]]
 
     def _texts(self, batch: Batch) -> tuple[pa.Array, pa.Array]:
         present = [c for c in self.columns if c in batch.column_names]
