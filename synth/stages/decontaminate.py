@@ -61,7 +61,8 @@ def _embed(texts: Sequence[str], model: str | None = None) -> np.ndarray:
 def normalised_words(texts: pa.Array) -> pa.Array:
     """Each text as a list of words: NFKC, lower case, punctuation and symbols as spaces."""
     norm = pc.utf8_lower(pc.utf8_normalize(pc.fill_null(texts, ""), form="NFKC"))
-    return pc.utf8_split_whitespace(pc.replace_substring_regex(norm, r"[\p{P}\p{S}]+", " "))
+    spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"[\p{P}\p{S}]+", " "))
+    return pc.utf8_split_whitespace(spaced)  # trimmed first, or a text ending in "?" ends in an empty word
 
 
 class _Powers:
@@ -136,14 +137,14 @@ class NgramIndex:
             item = np.repeat(np.arange(items), np.diff(offsets))
             order = np.lexsort((hashes, item))
             hashes, item = hashes[order], item[order]
-            first = np.r_[True, (hashes[1:] != hashes[:-1]) | (item[1:] != item[:-1])]
+            first = np.r_[True, (hashes[1:] != hashes[:-1]) | (item[1:] != item[:-1])][: len(hashes)]
             hashes, item = hashes[first], item[first]
             self.totals[s] = np.bincount(item, minlength=items)
             parts.append((hashes, item, np.full(len(item), 1 << s, np.uint8)))
         hashes, item, bits = (np.concatenate(p) for p in zip(*parts))
         order = np.lexsort((item, hashes))
         hashes, item, bits = hashes[order], item[order], bits[order]
-        starts = np.flatnonzero(np.r_[True, (hashes[1:] != hashes[:-1]) | (item[1:] != item[:-1])])
+        starts = np.flatnonzero(np.r_[True, (hashes[1:] != hashes[:-1]) | (item[1:] != item[:-1])][: len(hashes)])
         self.item = item[starts].astype(np.int32)
         self.bits = np.bitwise_or.reduceat(bits, starts) if len(starts) else bits
         hashes = hashes[starts]
