@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +73,13 @@ class _Powers:
     def __init__(self) -> None:
         self.up = np.ones(1, np.uint64)
         self.down = np.ones(1, np.uint64)
+        self.lock = threading.Lock()
 
     def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            return self._upto(n)
+
+    def _upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.up) < n:
             size = max(n, 2 * len(self.up))
             with np.errstate(over="ignore"):
@@ -116,39 +123,56 @@ def ngram_hashes(texts: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
     return hashes, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def ngram_hashes_threaded(texts: pa.Array, n: int, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """`ngram_hashes` on `threads` slices of `texts` at once: Arrow's string kernels and numpy
+    release the GIL, so a batch is hashed on that many cores with no lookahead across batches."""
+    if threads <= 1 or len(texts) < 2 * threads:
+        return ngram_hashes(texts, n)
+    step = -(-len(texts) // threads)
+    parts = list(_pool(threads).map(lambda i: ngram_hashes(texts.slice(i, step), n), range(0, len(texts), step)))
+    shifts = np.cumsum([0] + [len(h) for h, _ in parts[:-1]])
+    offsets = np.concatenate([[0]] + [o[1:] + shift for (_, o), shift in zip(parts, shifts)])
+    return np.concatenate([h for h, _ in parts]), offsets.astype(np.int64)
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="synth-ngrams")
+
+
 class NgramIndex:
     """The n-grams of benchmark items' question, answer and question+answer spans, searchable by batch.
 
-    `postings` hold (hash, item, span bits) sorted by hash; `totals[s, item]` counts the distinct
-    n-grams of span s of each item, the denominator of its score.
+    Postings (`item`, `span`) are sorted by n-gram hash, `keys` holds each distinct hash once and
+    `key_start` where its postings begin; `totals[s, item]` counts the distinct n-grams of span s of
+    each item, the denominator of its score.
     """
 
     SPANS = ("question", "answer", "both")
 
-    def __init__(self, questions: Sequence[str], answers: Sequence[str], n: int, filter_bits: int = 27) -> None:
-        self.n, self.filter_bits = n, filter_bits
+    def __init__(
+        self, questions: Sequence[str], answers: Sequence[str], n: int, filter_bits: int = 27, threads: int = 2
+    ) -> None:
+        self.n, self.filter_bits, self.threads = n, filter_bits, threads
         q, a = pa.array(questions, pa.string()), pa.array(answers, pa.string())
         both = pc.binary_join_element_wise(q, a, "\n")
         items = len(questions)
         self.totals = np.zeros((3, items), np.int64)
         parts = []
         for s, texts in enumerate((q, a, both)):
-            hashes, offsets = ngram_hashes(texts, n)
-            item = np.repeat(np.arange(items), np.diff(offsets))
-            order = np.lexsort((hashes, item))
+            hashes, offsets = ngram_hashes_threaded(texts, n, threads)
+            item = np.repeat(np.arange(items, dtype=np.int32), np.diff(offsets))
+            order = np.argsort(hashes, kind="stable")  # items were in order: now by hash, then item
             hashes, item = hashes[order], item[order]
             first = np.r_[True, (hashes[1:] != hashes[:-1]) | (item[1:] != item[:-1])][: len(hashes)]
-            hashes, item = hashes[first], item[first]
+            hashes, item = hashes[first], item[first]  # an n-gram twice in one item counts once
             self.totals[s] = np.bincount(item, minlength=items)
-            parts.append((hashes, item, np.full(len(item), 1 << s, np.uint8)))
-        hashes, item, bits = (np.concatenate(p) for p in zip(*parts))
-        order = np.lexsort((item, hashes))
-        hashes, item, bits = hashes[order], item[order], bits[order]
-        starts = np.flatnonzero(np.r_[True, (hashes[1:] != hashes[:-1]) | (item[1:] != item[:-1])][: len(hashes)])
-        self.item = item[starts].astype(np.int32)
-        self.bits = np.bitwise_or.reduceat(bits, starts) if len(starts) else bits
-        hashes = hashes[starts]
-        first = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]]) if len(hashes) else np.zeros(0, np.int64)
+            parts.append((hashes, item, np.full(len(item), s, np.uint8)))
+        # One posting per (n-gram, item, span), sorted by n-gram.
+        hashes, item, span = (np.concatenate(p) for p in zip(*parts))
+        order = np.argsort(hashes, kind="stable")
+        hashes, self.item, self.span = hashes[order], item[order], span[order]
+        first = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]][: len(hashes)])
         self.keys = hashes[first]
         self.key_start = np.r_[first, len(hashes)].astype(np.int64)
         self._filter = np.zeros(1 << (filter_bits - 3), np.uint8)
@@ -166,7 +190,7 @@ class NgramIndex:
         best_item, best_score = np.full(rows, -1, np.int64), np.zeros(rows)
         if len(self.keys) == 0:
             return best_item, best_score
-        hashes, offsets = ngram_hashes(texts, self.n)
+        hashes, offsets = ngram_hashes_threaded(texts, self.n, self.threads)
         row = np.repeat(np.arange(rows), np.diff(offsets))
         prefix = (hashes >> np.uint64(64 - self.filter_bits)).astype(np.int64)
         maybe = np.flatnonzero((self._filter[prefix >> 3] >> (prefix & 7).astype(np.uint8)) & 1)
@@ -179,13 +203,13 @@ class NgramIndex:
         row, key = pairs // len(self.keys), pairs % len(self.keys)
         count = self.key_start[key + 1] - self.key_start[key]
         posting = np.repeat(self.key_start[key] - np.cumsum(count) + count, count) + np.arange(count.sum())
-        row, item, bits = np.repeat(row, count), self.item[posting], self.bits[posting]
+        row, item, span = np.repeat(row, count), self.item[posting], self.span[posting]
         found, inverse = np.unique(row * np.int64(self.totals.shape[1]) + item, return_inverse=True)
         inverse = inverse.ravel()
         f_row, f_item = found // self.totals.shape[1], found % self.totals.shape[1]
         score = np.zeros(len(found))
         for s in range(3):
-            held = np.bincount(inverse, weights=(bits >> s) & 1, minlength=len(found))
+            held = np.bincount(inverse, weights=span == s, minlength=len(found))
             total = self.totals[s, f_item]
             score = np.maximum(score, np.where(total > 0, held / np.maximum(total, 1), 0.0))
         order = np.lexsort((-score, f_row))
