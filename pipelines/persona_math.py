@@ -8,6 +8,10 @@ step by step, a judge rates the response, and near-duplicate problems are droppe
         --n 10000 --out data/persona-math                                   # Ollama, a Hub persona set
     synth run pipelines/persona_math.py --n 3 --out /tmp/pm                  # embedded model, a smoke run
 
+With `--against` (a benchmark name such as gsm8k or math, NAME=PATH for a local copy, a Hub id or a
+file; repeatable), problems that hold a benchmark item, verbatim or rephrased, are dropped before they
+are answered: `synth decontaminate`'s stage, counted in the card.
+
 Rows whose problem did not follow the answer format keep `instruction_status` (not `ok`) and
 are left unanswered rather than dropped, so you can see how the model did.
 """
@@ -18,7 +22,9 @@ from synth import Sampling, load_backend
 from synth.backends import Metered
 from synth.core import take
 from synth.recipes import pipeline
+from synth.recipes.decontaminate import benchmarks
 from synth.stages import Judge, Respond, dedup_minhash, load_rubric
+from synth.stages.decontaminate import Decontaminate
 from synth.stages.persona import AnswerParsed, PersonaGenerate, read_personas
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,13 +36,19 @@ parser.add_argument("--max-tokens", type=int, default=512)
 parser.add_argument("--judge-max-tokens", type=int, default=256)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
+parser.add_argument("--against", action="append", default=[], help="Drop problems holding this benchmark's items.")
+parser.add_argument("--decontaminate-methods", default="ngram,embedding", help="With --against: ngram, embedding.")
 args = parser.parse_args()
 
+# Benchmarks load before the model, so a bad --against fails at once.
+methods = tuple(m.strip() for m in args.decontaminate_methods.split(",") if m.strip())
+decontaminate = [Decontaminate(benchmarks(args.against), ("instruction",), methods)] if args.against else []
 llm = Metered(load_backend(args.model))
 people = read_personas(args.personas, batch_size=32)
 pipeline(
     take(args.n)(people) if args.n else people,
     PersonaGenerate(llm, "math", Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)),
+    *decontaminate,
     AnswerParsed(Respond(llm, Sampling(max_tokens=args.max_tokens, temperature=0.0), column="instruction")),
     Judge((llm,), load_rubric("response"), Sampling(max_tokens=args.judge_max_tokens, temperature=0.0)),
     dedup_minhash("instruction", threshold=0.7),
