@@ -1,6 +1,7 @@
 """Stage families, one file each; every stage maps an iterator of batches to an iterator of batches."""
 
 from synth.stages.chunk import Chunk
+from synth.stages.decontaminate import Decontaminate
 from synth.stages.dedup import (
     ExactDedup,
     MinHashDedup,
@@ -17,6 +18,7 @@ from synth.stages.think import Think
 
 __all__ = [
     "Chunk",
+    "Decontaminate",
     "ExactDedup",
     "Filter",
     "GroundedCheck",
