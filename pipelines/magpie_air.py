@@ -7,6 +7,9 @@ MinHash near-duplicate removal, streamed into one dataset with every stage in it
     synth run pipelines/magpie_air.py --n 4 --out /tmp/air          # the embedded model, for a smoke run
     synth run pipelines/magpie_air.py --model M --executor ray --ray-address auto --actors 8 --gpus-per-actor 1 ...
 
+With `--against` (a benchmark name such as gsm8k, NAME=PATH for a local copy, a Hub id or a file;
+repeatable), rows that hold a benchmark item are dropped: `synth decontaminate`'s stage, counted in the card.
+
 Magpie-Air kept rows whose input quality was at least "average" and dropped near-duplicates;
 `--min-quality` and `--threshold` set those. With the embedded base model the judge rarely
 approves anything: `--min-quality none` keeps the judge's labels without filtering on them.
@@ -18,7 +21,9 @@ from synth import Sampling, load_backend
 from synth.backends import Metered, template_of
 from synth.core import counter_source, pipe, take
 from synth.recipes import pipeline
+from synth.recipes.decontaminate import benchmarks
 from synth.stages import Filter, Judge, Magpie, Respond, dedup_minhash, heuristic_rules, load_heuristics, load_rubric
+from synth.stages.decontaminate import Decontaminate
 from synth.stages.filters import where
 from synth.stages.judge import shipped_scales
 
@@ -36,6 +41,8 @@ parser.add_argument("--max-attempts", type=int, default=None, help="Cap on instr
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
 parser.add_argument("--resume", action="store_true")
+parser.add_argument("--against", action="append", default=[], help="Drop rows holding this benchmark's items.")
+parser.add_argument("--decontaminate-methods", default="ngram,embedding", help="With --against: ngram, embedding.")
 parser.add_argument("--executor", choices=["local", "ray"], default="local", help="ray: LLM stages in Ray actors.")
 parser.add_argument("--ray-address", default=None, help="A Ray cluster to join (default: start a local one).")
 parser.add_argument("--actors", type=int, default=2, help="With --executor ray: actors, each with its own backend.")
@@ -64,6 +71,9 @@ def on_actor():  # runs inside each actor: its own backend
     return lambda batches: pipe(batches, *stages)
 
 
+# Benchmarks load before the model, so a bad --against fails at once.
+methods = tuple(m.strip() for m in args.decontaminate_methods.split(",") if m.strip())
+decontaminate = [Decontaminate(benchmarks(args.against), methods=methods)] if args.against else []
 llm = Metered(load_backend(args.model))
 generate = llm_stages(llm)
 if args.executor == "ray":
@@ -78,6 +88,7 @@ if args.min_quality != "none":
 pipeline(
     take(args.max_attempts)(counter_source(batch_size=64)) if args.max_attempts else counter_source(batch_size=64),
     *generate,
+    *decontaminate,
     Filter(tuple(rules)),
     dedup_minhash("instruction", threshold=args.threshold),
     out=args.out,

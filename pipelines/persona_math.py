@@ -14,6 +14,9 @@ near-duplicate problems are dropped.
 Rows whose problem did not follow the answer format (`instruction_status` not `ok`), whose
 solutions gave no final answer, or agreed too little are dropped and counted in the card
 (`verify_no_answer`, `verify_low_agreement`); `--rejects DIR` keeps them, with `verify_status`.
+With `--against` (a benchmark name such as gsm8k or math, NAME=PATH for a local copy, a Hub id or a
+file; repeatable), problems that hold a benchmark item, verbatim or rephrased, are dropped before they
+are answered: `synth decontaminate`'s stage, counted in the card.
 """
 
 import argparse
@@ -24,8 +27,10 @@ from synth.backends import Metered
 from synth.core import take
 from synth.io import Sink, open_output
 from synth.recipes import pipeline
+from synth.recipes.decontaminate import benchmarks
 from synth.recipes.verify import load_prompt
 from synth.stages import Filter, Judge, dedup_minhash, load_rubric
+from synth.stages.decontaminate import Decontaminate
 from synth.stages.persona import PersonaGenerate, read_personas
 from synth.stages.verify import SelfConsistency, passed
 
@@ -41,8 +46,13 @@ parser.add_argument("--min-agreement", type=float, default=0.5, help="Least shar
 parser.add_argument("--rejects", default=None, help="Write the dropped rows here, with verify_status.")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
+parser.add_argument("--against", action="append", default=[], help="Drop problems holding this benchmark's items.")
+parser.add_argument("--decontaminate-methods", default="ngram,embedding", help="With --against: ngram, embedding.")
 args = parser.parse_args()
 
+# Benchmarks load before the model, so a bad --against fails at once.
+methods = tuple(m.strip() for m in args.decontaminate_methods.split(",") if m.strip())
+decontaminate = [Decontaminate(benchmarks(args.against), ("instruction",), methods)] if args.against else []
 llm = Metered(load_backend(args.model))
 people = read_personas(args.personas, batch_size=32)
 solving = Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
@@ -51,6 +61,7 @@ with contextlib.ExitStack() as stack:
     pipeline(
         take(args.n)(people) if args.n else people,
         PersonaGenerate(llm, "math", Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)),
+        *decontaminate,
         SelfConsistency(llm, args.samples, solving, "instruction", args.min_agreement, load_prompt(None)),
         Filter((passed(),), rejects),
         Judge((llm,), load_rubric("response"), Sampling(max_tokens=args.judge_max_tokens, temperature=0.0)),

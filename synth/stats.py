@@ -14,17 +14,21 @@ from synth.io import read, read_provenance
 from synth.stages.magpie import instruction_key
 
 TEXT_COLUMNS = ("instruction", "response", "text")
+CONTAMINATED = "dropped_contaminated_"  # synth.stages.decontaminate's counts: + f"{benchmark}_{method}"
 LABEL_LIMIT = 30  # a string column with at most this many distinct values is a label
 
 
 def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) -> dict[str, Any]:
     """Stream the dataset once and gather counts, lengths, finish reasons and label distributions."""
     rows, lengths, labels, numbers, keys = 0, {}, {}, {}, {}
+    found: Counter[str] = Counter()  # a decontamination's rejects: by benchmark and method
     for batch in read(path):
         rows += batch.num_rows
         for name in batch.column_names:
             column = batch[name]
-            if name in TEXT_COLUMNS and pa.types.is_string(column.type):
+            if name == "contaminated_by" and pa.types.is_struct(column.type):
+                found.update(f"{r['benchmark']} {r['method']}" for r in column.to_pylist() if r)
+            elif name in TEXT_COLUMNS and pa.types.is_string(column.type):
                 texts = column.to_pylist()
                 lengths.setdefault(name, {"chars": [], "tokens": []})
                 lengths[name]["chars"] += pc.utf8_length(column).to_pylist()
@@ -44,8 +48,14 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
         provenance = read_provenance(path)
     except (FileNotFoundError, ValueError):
         provenance = {}
-    drops = {k: v for k, v in provenance.get("counts", {}).items() if k.startswith("dropped_")}
+    counts = provenance.get("counts", {})
+    drops = {k: v for k, v in counts.items() if k.startswith("dropped_") and not k.startswith(CONTAMINATED)}
+    for key, value in counts.items():  # a decontamination's card: rows it dropped, by benchmark and method
+        if key.startswith(CONTAMINATED) and value:
+            benchmark, _, method = key.removeprefix(CONTAMINATED).rpartition("_")
+            found[f"{benchmark} {method}"] += value
     return {
+        "contamination": dict(found),
         "rows": rows,
         "lengths": lengths,
         "labels": labels,
@@ -88,6 +98,9 @@ def table(stats: dict[str, Any]) -> str:
     for column, values in stats["numbers"].items():
         if values:
             lines.append(f"{column}: mean {sum(values) / len(values):.2f} over {len(values)} rows")
+    if stats.get("contamination"):
+        found = sorted(stats["contamination"].items())
+        lines.append("contaminated (benchmark method): " + ", ".join(f"{k} {v}" for k, v in found))
     if stats["drops"]:
         lines.append("dropped: " + ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in stats["drops"].items()))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import pytest
 
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+GSM8K = f"gsm8k={Path(__file__).parent / 'fixtures' / 'benchmarks' / 'gsm8k_test.jsonl'}"  # for --against
 TINY = {
     "magpie_air.py": [
         "--n",
@@ -20,9 +21,14 @@ TINY = {
         "48",
         "--max-attempts",
         "64",
+        "--against",
+        GSM8K,
+        "--decontaminate-methods",
+        "ngram",  # the embedder is loaded in the tests on the double below, in process
     ],
     "instruction_pretrain.py": ["--corpus", str(CORPUS), "--n", "2", "--max-tokens", "48"],
-    "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"],
+    "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"]
+    + ["--against", GSM8K, "--decontaminate-methods", "ngram"],
     "code_instruct.py": ["--n", "2", "--max-tokens", "48", "--max-attempts", "4", "--timeout", "5"],
 }
 # Scripts whose every input row reaches the output on any model (none now: persona_math keeps only
@@ -61,7 +67,7 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
 
 SCRIPTED = {  # script -> (its arguments, columns every row must have)
     "magpie_air.py": (
-        ["--n", "3", "--max-attempts", "16"],  # the default --min-quality average: the judge's labels filter
+        ["--n", "3", "--max-attempts", "16", "--against", GSM8K],  # the default --min-quality average
         {"instruction", "response", "input_quality", "difficulty", "dup_cluster", "messages"},
     ),
     "instruction_pretrain.py": (
@@ -69,12 +75,9 @@ SCRIPTED = {  # script -> (its arguments, columns every row must have)
         {"source_id", "chunk", "instruction", "response"},
     ),
     "persona_math.py": (
-        ["--n", "3"],
-        {"persona_id", "instruction", "response", "response_score", "dup_cluster", "answer", "answer_agreement"},
-    ),
-    "code_instruct.py": (
-        ["--n", "3", "--max-attempts", "64", "--batch-size", "8"],
-        {"instruction", "response", "verify_status", "verify_tests", "verify_seconds", "dup_cluster", "messages"},
+    "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"]
+    + ["--against", GSM8K, "--decontaminate-methods", "ngram"],
+    "code_instruct.py": ["--n", "2", "--max-tokens", "48", "--max-attempts", "4", "--timeout", "5"],
     ),
 }
 
@@ -121,3 +124,5 @@ def test_pipeline_on_a_format_following_double_writes_linked_rows(tmp_path, monk
         assert rejected and all(r["verify_status"] == "fail" and "return a - b" in r["response"] for r in rejected)
     card = (out / "README.md").read_text()
     assert '"status": "complete"' in card and '"rows": 3' in card
+    if script in {"magpie_air.py", "persona_math.py"}:  # decontaminated against --against, and counted
+        assert "Decontaminate(benchmarks=(Benchmark('gsm8k'" in card and '"contamination_checked": ' in card

@@ -6,6 +6,7 @@ One module per family; the run machinery they share (checkpoints, progress, the 
 from synth.recipes._runner import Cursor, Interrupted, pipeline
 from synth.recipes.chat import magpie, respond, steering
 from synth.recipes.corpus import synthesize, think
+from synth.recipes.decontaminate import decontaminate
 from synth.recipes.personas import personas_expand, personas_from_text, personas_generate
 from synth.recipes.quality import dedup, dedup_stage, filter_rows, judge, prefs
 from synth.recipes.verify import verify_code, verify_math
@@ -13,6 +14,7 @@ from synth.recipes.verify import verify_code, verify_math
 __all__ = [
     "Cursor",
     "Interrupted",
+    "decontaminate",
     "dedup",
     "dedup_stage",
     "filter_rows",

@@ -1,6 +1,7 @@
 """Stage families, one file each; every stage maps an iterator of batches to an iterator of batches."""
 
 from synth.stages.chunk import Chunk
+from synth.stages.decontaminate import Decontaminate
 from synth.stages.dedup import (
     ExactDedup,
     MinHashDedup,
@@ -19,6 +20,7 @@ from synth.stages.verify import CheckAnswer, SelfConsistency, VerifyCode
 __all__ = [
     "CheckAnswer",
     "Chunk",
+    "Decontaminate",
     "ExactDedup",
     "Filter",
     "GroundedCheck",

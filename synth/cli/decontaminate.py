@@ -1,0 +1,133 @@
+"""`synth decontaminate`: drop rows that hold evaluation benchmark items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from synth import recipes
+from synth.backends import Sampling
+from synth.benchmarks import Fields, catalogue
+from synth.cli._shared import (
+    ApiKeyEnvOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    OutOpt,
+    OverwriteOpt,
+    PrivateOpt,
+    PushOpt,
+    ResumeOpt,
+    SourceArg,
+    TemplateOpt,
+    VerboseOpt,
+    app,
+    check_repo,
+    command_line,
+    open_backend,
+    push_out,
+    server_opts,
+)
+from synth.core import SynthError
+from synth.recipes.decontaminate import benchmarks as load_benchmarks
+
+ListOpt = Optional[list[str]]  # noqa: UP045 - typer reads the annotation at runtime on Python 3.10
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(v.strip() for value in values or [] for v in value.split(",") if v.strip())
+
+
+@app.command()
+def decontaminate(
+    source: SourceArg,
+    against: Annotated[
+        list[str],
+        typer.Option(
+            "--against",
+            "-a",
+            help=f"A benchmark: a name ({', '.join(catalogue())}), NAME=PATH for a local copy, a Hub id "
+            "(owner/name[:config][@split]), or a file or folder. Repeatable.",
+        ),
+    ],
+    out: OutOpt = Path("data/decontaminated"),
+    rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows here, with contaminated_by.")] = None,  # noqa: UP045
+    column: Annotated[
+        ListOpt,
+        typer.Option("--column", "-c", help="Text column(s) to check; repeatable. Default: instruction and response."),
+    ] = None,
+    methods: Annotated[str, typer.Option(help="ngram, embedding and llm, comma-separated; --model adds llm.")] = (
+        "ngram,embedding"
+    ),
+    ngram: Annotated[int, typer.Option(min=1, help="Words per n-gram.")] = 13,
+    ngram_threshold: Annotated[
+        float, typer.Option(help="Share of a benchmark item's n-grams a row must hold to be dropped.")
+    ] = 0.5,
+    embedding_threshold: Annotated[
+        float, typer.Option(help="Cosine similarity to a benchmark question from which a row is dropped.")
+    ] = 0.8,
+    embedding_model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Embedder (sentence-transformers name or path). Default: semantic dedup's."),
+    ] = None,
+    question_field: Annotated[
+        ListOpt, typer.Option(help="For a set not in the catalogue: its question field(s).")
+    ] = None,
+    answer_field: Annotated[ListOpt, typer.Option(help="... its answer field(s).")] = None,
+    choices_field: Annotated[ListOpt, typer.Option(help="... its answer-choice field(s).")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="... its item id field.")] = None,  # noqa: UP045
+    split: Annotated[Optional[str], typer.Option(help="Hub split (default: the catalogue's, else test).")] = None,  # noqa: UP045
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--model", "-m", help="LLM check: the model asked whether a close row is a rephrase."),
+    ] = None,
+    backend: BackendOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    template: TemplateOpt = None,
+    judge_floor: Annotated[float, typer.Option(help="LLM check: the cosine from which a row is asked about.")] = 0.6,
+    rubric: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="LLM check: a copy of filters/decontamination/rephrase.yaml to use instead."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and checked at once.")] = 8192,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    push_to_hub: PushOpt = None,
+    private: PrivateOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Drop rows that hold evaluation benchmark items: n-gram overlap, embedding similarity, LLM check."""
+    check_repo(push_to_hub)
+    chosen = _split([methods])
+    if "llm" in chosen and model is None:
+        raise SynthError("--methods llm needs --model: the model that checks the embedding method's candidates")
+    fields = Fields(_split(question_field), _split(answer_field), _split(choices_field), id_field)
+    sets = load_benchmarks(against, fields, split)  # a bad --against fails before any model loads
+    judge = None
+    if model is not None:
+        judge = open_backend(model, backend, template, server_opts(base_url, api_key_env, concurrency, verbose))
+    recipes.decontaminate(
+        source,
+        sets,
+        out=out,
+        rejects=rejects,
+        columns=_split(column) or ("instruction", "response"),
+        methods=chosen,
+        judge=judge,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        resume=resume,
+        command=command_line(),
+        ngram=ngram,
+        ngram_threshold=ngram_threshold,
+        embedding_threshold=embedding_threshold,
+        model=embedding_model,
+        judge_floor=judge_floor,
+        rubric=str(rubric) if rubric else None,
+        judge_params=Sampling(max_tokens=32, temperature=0.0),
+    )
+    push_out(out, push_to_hub, private)

@@ -1,0 +1,75 @@
+"""Decontamination: copy a dataset without the rows that hold evaluation benchmark items."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from synth.backends import Backend
+from synth.benchmarks import Benchmark, Fields, load_benchmark
+from synth.core import SynthError
+from synth.io import Sink, open_output
+from synth.recipes._runner import _describe, _resumable, _run
+from synth.stages.decontaminate import Decontaminate
+
+
+def benchmarks(
+    specs: Sequence[str | Benchmark], fields: Fields = Fields(), split: str | None = None
+) -> tuple[Benchmark, ...]:
+    """Load each `--against` benchmark (a name, NAME=PATH, a Hub id or a path; see synth.benchmarks)."""
+    return tuple(s if isinstance(s, Benchmark) else load_benchmark(s, fields, split) for s in specs)
+
+
+def decontaminate(
+    source: str | Path,
+    against: Sequence[str | Benchmark],
+    *,
+    out: str | Path,
+    rejects: str | Path | None = None,
+    columns: Sequence[str] = ("instruction", "response"),
+    methods: Sequence[str] = ("ngram", "embedding"),
+    judge: Backend | None = None,
+    fields: Fields = Fields(),
+    split: str | None = None,
+    batch_size: int = 8192,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """Keep the rows of `source` that hold no item of the `against` benchmarks; dropped rows go to
+    `rejects` (if given) with `contaminated_by`. `options` go to the stage: `ngram`, `ngram_threshold`,
+    `embedding_threshold`, `model`, `judge_floor`, `rubric`, `judge_params`.
+
+    The stage judges each row on its own, so a resumed run skips the rows the output already covers.
+    """
+    from synth.io import jemalloc_for_arrow
+    from synth.recipes.quality import _peek
+
+    jemalloc_for_arrow()  # this process only reads, checks and writes: keep what it frees small
+    if "llm" not in methods and judge is not None:
+        methods = (*methods, "llm")
+    given = {k: v for k, v in options.items() if v is not None}
+    stage = Decontaminate(benchmarks(against, fields, split), tuple(columns), tuple(methods), judge=judge, **given)
+    if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
+        raise SynthError("--rejects must be a different directory from --out")
+    settings = {
+        "input": str(source),
+        "stage": repr(stage),
+        "benchmarks": [repr(b) for b in stage.benchmarks],
+        "judge": _describe(judge) if judge is not None else None,
+        "judge_sampling": str(stage.judge_params) if judge is not None else None,
+    }
+    first, batches = _peek(source, batch_size)
+    if first is not None:  # a wrong --column fails before any output directory is made
+        stage._texts(first.slice(0, 1))
+    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    with contextlib.ExitStack() as stack:
+        if rejects:
+            card = {"command": command, **settings, "rows": "dropped by synth decontaminate; see `contaminated_by`"}
+            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+            stage = dataclasses.replace(stage, rejects=side)
+        return _run(_resumable(batches, output), [stage], output, settings, command, None, meters=())
