@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from synth import io, recipes
+from synth import recipes
 from synth.backends import Backend, Sampling
 from synth.cli._shared import (
     ApiKeyEnvOpt,
@@ -34,7 +34,6 @@ from synth.cli._shared import (
     TensorParallelOpt,
     VerboseOpt,
     app,
-    check_repo,
     command_line,
     open_backend,
     preflight,
@@ -72,14 +71,17 @@ def judge(
     verbose: VerboseOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
-    preflight(out, overwrite, resume, push_to_hub)
+    rubrics = [r.strip() for r in rubric.split(",") if r.strip()]
+    inputs = {"instruction": column, "response": response_column, "text": text_column}
+    reads = recipes.quality.judge_columns(rubrics, inputs)
+    preflight(out, overwrite, resume, push_to_hub, source, reads, inputs=tuple(r for r in rubrics if Path(r).suffix))
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
         _judges(model, jury, backend, template, server),
         source,
         out=out,
-        rubrics=[r.strip() for r in rubric.split(",") if r.strip()],
-        inputs={"instruction": column, "response": response_column, "text": text_column},
+        rubrics=rubrics,
+        inputs=inputs,
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
         overwrite=overwrite,
         resume=resume,
@@ -107,9 +109,7 @@ def filter_(
     private: PrivateOpt = False,
 ) -> None:
     """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
-    preflight(out, overwrite, resume, push_to_hub)
-    if rejects:
-        io.preflight(rejects, overwrite=overwrite, resume=resume)
+    preflight(out, overwrite, resume, push_to_hub, source, inputs=(heuristics,), sides={"--rejects": rejects})
     recipes.filter_rows(
         source,
         out=out,
@@ -159,7 +159,7 @@ def prefs(
     verbose: VerboseOpt = False,
 ) -> None:
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
-    preflight(out, overwrite, resume, push_to_hub)
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), inputs=(rubric,))
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = open_backend(model, backend, template, server)
     judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
@@ -214,7 +214,7 @@ def dedup(
     private: PrivateOpt = False,
 ) -> None:
     """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
-    check_repo(push_to_hub)  # the output directory is claimed by the recipe, once the input is checked
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects})
     recipes.dedup(
         source,
         out=out,

@@ -148,6 +148,12 @@ def judge(
     return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors)
 
 
+def judge_columns(rubrics: Sequence[str | Path], inputs: Mapping[str, str]) -> tuple[str, ...]:
+    """The input columns the rubrics read, named through `inputs` (slot -> column)."""
+    slots = dict.fromkeys(slot for r in rubrics for slot in load_rubric(r).reads)
+    return tuple(inputs.get(slot, slot) for slot in slots)
+
+
 def filter_rows(
     source: str | Path,
     *,
