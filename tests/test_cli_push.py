@@ -50,7 +50,7 @@ def no_model(monkeypatch):
     def load(*args, **kwargs):
         raise AssertionError(f"a model was loaded: {args} {kwargs}")
 
-    monkeypatch.setattr(cli, "load_backend", load)
+    monkeypatch.setattr(cli._shared, "load_backend", load)
 
 
 @pytest.mark.parametrize("command", WRITERS, ids=" ".join)
@@ -126,7 +126,7 @@ def test_vllm_options_reach_load_backend(tmp_path, monkeypatch) -> None:
         seen.append({"model": model, "backend": backend, **options})
         return ScriptedBackend(replies=["Q?", "A."])
 
-    monkeypatch.setattr(cli, "load_backend", load)
+    monkeypatch.setattr(cli._shared, "load_backend", load)
     flags = ["--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.5", "--max-model-len", "4096"]
     argv = ["magpie", "--model", "org/m", "--backend", "vllm", *flags, "--n", "1", "--max-attempts", "1"]
     result = CliRunner().invoke(cli.app, [*argv, "--out", str(tmp_path / "o")])
@@ -143,7 +143,7 @@ def test_vllm_options_unset_leave_other_backends_alone(tmp_path, monkeypatch) ->
     from tests.conftest import ScriptedBackend
 
     seen: list[dict] = []
-    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: seen.append(k) or ScriptedBackend(replies=["Q?", "A."]))
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: seen.append(k) or ScriptedBackend(replies=["Q?", "A."]))
     result = CliRunner().invoke(cli.app, ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert seen[0]["tensor_parallel_size"] is None and seen[0]["max_model_len"] is None  # load_backend drops None

@@ -48,8 +48,9 @@ def test_push_uploads_shards_and_card_only(tmp_path, api, monkeypatch) -> None:
 
 
 def test_push_refuses_bad_repo_ids_and_unfinished_runs(tmp_path, api) -> None:
+    write([from_rows([{"id": "a"}])], tmp_path / "done")
     with pytest.raises(SynthError, match="ORG/NAME"):
-        hub.push(tmp_path, "no-slash")
+        hub.push(tmp_path / "done", "no-slash")
     with pytest.raises(SynthError, match="holds no synth dataset"):
         hub.push(tmp_path, "me/x")
 
@@ -70,7 +71,7 @@ def test_push_to_hub_option_uploads_after_the_run(tmp_path, api, monkeypatch) ->
     from synth import cli
     from tests.conftest import ScriptedBackend
 
-    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
     result = CliRunner().invoke(
         cli.app, ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(tmp_path / "o"), "--push-to-hub", "me/set"]
     )
@@ -181,7 +182,7 @@ def test_push_to_hub_failing_after_a_run_keeps_the_data_and_says_how_to_retry(
         raise _http_error(403, "403 Forbidden: you cannot write to me/set")
 
     monkeypatch.setattr(api, "create_repo", refuses)
-    monkeypatch.setattr(cli, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: ScriptedBackend(replies=["Q?", "A."]))
     out = tmp_path / "o"
     argv = ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(out), "--push-to-hub", "me/set"]
     assert run_main(argv, monkeypatch) == 2
