@@ -208,6 +208,7 @@ def stats(
     from synth import io
     from synth import stats as stats_
 
+    io.check_input(path)
     if out:
         io.check_apart(out, [path])
     counter = None

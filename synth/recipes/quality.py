@@ -181,6 +181,7 @@ def filter_rows(
     }
     first, batches = _peek(source, batch_size)
     if first is not None:  # a --where on a missing column, or of the wrong kind, fails before any output is made
+        _check_filter_input(first, source, instruction, response, heuristics != "none" and not where)
         for expr in where:
             where_rule(expr, scales).drops(first)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
@@ -191,6 +192,21 @@ def filter_rows(
             side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
         stages: list[Stage] = [Filter(tuple(rules), side)]
         return _run(_resumable(batches, output), stages, output, settings, command, None, meters=())
+
+
+def _check_filter_input(first: Batch, source: str | Path, instruction: str, response: str, needed: bool) -> None:
+    """The heuristics read the instruction and response columns where they exist: present, they must be
+    text; both absent with no --where, no rule would apply and every row would pass unread."""
+    present = [c for c in (instruction, response) if c in first.column_names]
+    for name in present:
+        kind = first.schema.field(name).type
+        if not (pa.types.is_null(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise SynthError(f"column {name!r} of {source} holds {kind}, not text; name a text column with --column")
+    if needed and not present:
+        raise SynthError(
+            f"{source} has neither {instruction!r} nor {response!r} (it has {', '.join(first.column_names)}), "
+            "so no heuristic would apply; name them with --column and --response-column, or filter with --where"
+        )
 
 
 def prefs(
