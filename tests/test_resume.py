@@ -4,9 +4,11 @@ Each recipe runs in a child process (resume_child.py) on a deterministic test ba
 outputs (`--pretrain-out`, `--rejects`) must match the unbroken run's too.
 """
 
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +23,9 @@ RECIPES = {
     "personas": (20, ["id", "persona_id", "instruction", "instruction_status", "response"], None),
     "personas-dedup": (24, ["id", "source_id", "persona", "dup_cluster"], None),
     "filter": (40, ["id", "instruction", "response"], ["id", "rejected_by"]),
+    "respond": (40, ["id", "instruction", "response", "response_finish_reason"], None),
+    "judge": (40, ["id", "instruction", "input_quality", "input_quality_explanation", "judge_status"], None),
+    "dedup": (40, ["id", "instruction"], ["id", "instruction"]),
     "embedded": (6, ["id", "persona_id", "instruction_raw", "instruction_status"], None),
 }
 
@@ -187,3 +192,52 @@ def test_ctrl_c_inside_a_stage_keeps_that_batch_for_the_resume(tmp_path) -> None
     pipeline(iter(source), flaky, out=out, settings={"x": 1}, resume=True)
     ids = pq.read_table(out / "data").column("id").to_pylist()
     assert sorted(ids, key=lambda i: int(i[1:])) == [f"r{i}" for i in range(15)]
+
+
+# The recipes killed at seeded random moments; a moment is a marker (a backend call, or a batch read
+# for the recipes without a model) and a random delay after it, inside the work that follows.
+KILLED = ["magpie", "respond", "judge", "filter", "dedup", "synthesize"]
+KILLS = 5
+
+
+def _kill_at(out, recipe: str, marker: int, delay: float, resume: bool) -> bool:
+    """Run (or resume) until the `marker`-th marker, wait `delay` s, SIGKILL. False if it finished first."""
+    argv = [*CHILD, str(out), str(RECIPES[recipe][0]), "1" if resume else "0", "gen", recipe]
+    # SIGINT at its default in the child, whatever this process's is (see test_cli's Ctrl-C test)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith(("GEN ", "READ "))
+        if seen == marker:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    return proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("recipe", KILLED)
+def test_five_seeded_random_kills_then_resume_give_the_unbroken_dataset(tmp_path, unbroken, recipe) -> None:
+    """Killed five times in a row, each at a seeded random moment of the run or of its resume, then
+    resumed to the end: no row lost, none twice, the main and side outputs equal to an unbroken run."""
+    rng = random.Random(f"kill-{recipe}")
+    out = tmp_path / "o"
+    survived = 0
+    for point in range(KILLS):
+        killed = _kill_at(out, recipe, marker=rng.randint(1, 3), delay=rng.uniform(0.0, 0.08), resume=point > 0)
+        assert killed, f"{recipe}: run {point} finished before its kill point"
+        survived += 1
+    done = _run(out, resume=True, recipe=recipe)
+    assert done.returncode == 0, done.stderr
+    rows, side = _datasets(out, recipe)
+    want_rows, want_side = unbroken(recipe)
+    assert len({r["id"] for r in rows}) == len(rows)  # none twice
+    assert rows == want_rows  # none lost, same rows in the same order
+    assert side == want_side
+    assert survived == KILLS
