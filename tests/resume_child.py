@@ -207,6 +207,40 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
         raise SystemExit(f"unknown recipe {recipe}")
 
 
+def serve() -> None:
+    """argv: serve. For each `OUT N RESUME MODE RECIPE` line on stdin, fork a child that runs it and
+    prints `PID p` first; print `EXIT rc` when it ends. The imports are paid once, not per run, and
+    each child's patches die with it."""
+    import os
+    import signal
+    import traceback
+
+    import py3langid
+
+    import synth.recipes  # noqa: F401  (every recipe module, imported before the forks)
+    from synth.stages.filters import heuristic_rules, load_heuristics
+
+    heuristic_rules(load_heuristics("default"))  # compiles its patterns, imports regex
+    py3langid.classify("warm the language model up")  # loads it: two seconds a run otherwise
+
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            print(f"PID {os.getpid()}", flush=True)
+            sys.argv = [sys.argv[0], *line.split()]
+            code = 0
+            try:
+                main()
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(f"EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
 def main() -> None:
     out, n, resume, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
     recipe = sys.argv[5] if len(sys.argv) > 5 else "magpie"
@@ -239,4 +273,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve() if sys.argv[1:] == ["serve"] else main()

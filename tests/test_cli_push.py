@@ -143,7 +143,8 @@ def test_vllm_options_unset_leave_other_backends_alone(tmp_path, monkeypatch) ->
     from tests.conftest import ScriptedBackend
 
     seen: list[dict] = []
-    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: seen.append(k) or ScriptedBackend(replies=["Q?", "A."]))
+    load = lambda *a, **k: seen.append(k) or ScriptedBackend(replies=["Q?", "A."])  # noqa: E731
+    monkeypatch.setattr(cli._shared, "load_backend", load)
     result = CliRunner().invoke(cli.app, ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert seen[0]["tensor_parallel_size"] is None and seen[0]["max_model_len"] is None  # load_backend drops None

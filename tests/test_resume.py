@@ -4,6 +4,8 @@ Each recipe runs in a child process (resume_child.py) on a deterministic test ba
 outputs (`--pretrain-out`, `--rejects`) must match the unbroken run's too.
 """
 
+import json
+import os
 import random
 import signal
 import subprocess
@@ -200,44 +202,70 @@ KILLED = ["magpie", "respond", "judge", "filter", "dedup", "synthesize"]
 KILLS = 5
 
 
-def _kill_at(out, recipe: str, marker: int, delay: float, resume: bool) -> bool:
-    """Run (or resume) until the `marker`-th marker, wait `delay` s, SIGKILL. False if it finished first."""
-    argv = [*CHILD, str(out), str(RECIPES[recipe][0]), "1" if resume else "0", "gen", recipe]
-    # SIGINT at its default in the child, whatever this process's is (see test_cli's Ctrl-C test)
+@pytest.fixture(scope="module")
+def server():
+    """One child that forks a run per request (see resume_child.serve): 36 runs without 36 start-ups.
+    SIGINT at its default there, whatever this process's is (see test_cli's Ctrl-C test)."""
     proc = subprocess.Popen(
-        argv,
+        [*CHILD, "serve"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    seen = 0
-    for line in proc.stdout:
-        seen += line.startswith(("GEN ", "READ "))
-        if seen == marker:
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            break
+    yield proc
+    proc.stdin.close()
     proc.wait(timeout=60)
-    return proc.returncode == -signal.SIGKILL
+
+
+def _served(server, out, recipe: str, resume: bool, marker: int = 0, delay: float = 0.0) -> tuple[int, int]:
+    """Run (or resume) `recipe` in a forked child; at its `marker`-th marker wait `delay` s and SIGKILL
+    it (marker 0: let it finish). Returns the child's exit code (-9 when killed) and the markers seen."""
+    out.parent.mkdir(parents=True, exist_ok=True)  # the child writes its input there
+    server.stdin.write(f"{out} {RECIPES[recipe][0]} {int(resume)} gen {recipe}\n")
+    server.stdin.flush()
+    pid, seen = None, 0
+    for line in server.stdout:
+        if line.startswith("PID "):
+            pid = int(line.split()[1])
+        elif line.startswith(("GEN ", "READ ")):
+            seen += 1
+            if seen == marker:
+                time.sleep(delay)
+                os.kill(pid, signal.SIGKILL)
+        elif line.startswith("EXIT "):
+            return int(line.split()[1]), seen
+    raise AssertionError("the run server died")
 
 
 @pytest.mark.parametrize("recipe", KILLED)
-def test_five_seeded_random_kills_then_resume_give_the_unbroken_dataset(tmp_path, unbroken, recipe) -> None:
-    """Killed five times in a row, each at a seeded random moment of the run or of its resume, then
-    resumed to the end: no row lost, none twice, the main and side outputs equal to an unbroken run."""
+def test_five_seeded_random_kills_then_resume_give_the_unbroken_dataset(tmp_path, unbroken, server, recipe) -> None:
+    """SIGKILL at five seeded random moments (a marker anywhere in the run, then a random delay inside
+    the work after it), each followed by --resume: no row lost, none twice, the main and side outputs
+    equal to an unbroken run. Kills chain (a resumed run is killed again); a resumed run that ends
+    before its kill point is checked and the next kill starts a fresh run."""
     rng = random.Random(f"kill-{recipe}")
-    out = tmp_path / "o"
-    survived = 0
-    for point in range(KILLS):
-        killed = _kill_at(out, recipe, marker=rng.randint(1, 3), delay=rng.uniform(0.0, 0.08), resume=point > 0)
-        assert killed, f"{recipe}: run {point} finished before its kill point"
+    code, markers = _served(server, tmp_path / "full" / "o", recipe, resume=False)  # side outputs go beside o
+    assert code == 0 and markers >= 4 and _datasets(tmp_path / "full" / "o", recipe) == unbroken(recipe)
+    want = unbroken(recipe)
+    survived, with_rows, chain = 0, 0, 0
+    out = tmp_path / "0" / "o"
+    while survived < KILLS:
+        resume = (out / ".synth" / "state.json").exists()
+        code, _ = _served(server, out, recipe, resume, marker=rng.randint(1, markers), delay=rng.uniform(0, 0.08))
+        if code == 0:  # the resumed run ended before its kill point: check it, start a fresh chain
+            assert _datasets(out, recipe) == want
+            chain += 1
+            out = tmp_path / str(chain) / "o"
+            continue
+        assert code == -signal.SIGKILL, f"{recipe}: the run failed ({code})"
         survived += 1
-    done = _run(out, resume=True, recipe=recipe)
-    assert done.returncode == 0, done.stderr
+        state = json.loads((out / ".synth" / "state.json").read_text()) if resume or out.exists() else {}
+        with_rows += bool(state.get("shards"))
+    assert _served(server, out, recipe, resume=True)[0] == 0
     rows, side = _datasets(out, recipe)
-    want_rows, want_side = unbroken(recipe)
     assert len({r["id"] for r in rows}) == len(rows)  # none twice
-    assert rows == want_rows  # none lost, same rows in the same order
-    assert side == want_side
-    assert survived == KILLS
+    assert rows == want[0]  # none lost, same rows in the same order
+    assert side == want[1]
+    assert with_rows >= 2  # kills landed after shards were written too: those resumes really resumed
