@@ -27,6 +27,10 @@ from synth import __version__
 from synth.core import Batch, SynthError, with_string_ids
 
 STATE = ".synth/state.json"
+EMPTY_NOTE = (  # datasets refuses an empty split without streaming, even one it wrote itself
+    "This run kept no rows: the shard holds the columns only. `load_dataset(..., streaming=True)` "
+    "reads it as 0 rows; without streaming, `datasets` refuses any empty split.\n\n"
+)
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 
 
@@ -646,6 +650,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
         f"{rows} rows in {len(out.shards)} parquet shard(s) under `data/`.\n\n"
         "```python\nfrom datasets import load_dataset\n"
         f'ds = load_dataset("{out.path.name}")\n```\n\n'
+        f"{EMPTY_NOTE if out.complete and not rows else ''}"
         "## Provenance\n\n"
         f"```json\n{json.dumps(record, indent=2, default=str, ensure_ascii=False)}\n```\n"
     )

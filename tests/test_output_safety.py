@@ -209,6 +209,7 @@ def test_an_empty_result_is_a_dataset_with_the_full_schema(tmp_path, monkeypatch
     streamed = datasets.load_dataset(str(out), split="train", streaming=True)
     assert list(streamed) == [] and list(streamed.features) == ["id", "instruction", "response", "score"]
     assert json.loads((out / ".synth" / "state.json").read_text())["complete"] is True
+    assert "streaming=True" in (out / "README.md").read_text()  # the card says how to load it
 
 
 def test_a_resumed_run_keeps_its_claim(tmp_path, monkeypatch, capsys) -> None:
