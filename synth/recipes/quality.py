@@ -64,10 +64,10 @@ def dedup(
     if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
         first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
     batches = itertools.chain([first], batches)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     sink = None
     if rejects:
-        side = open_output(rejects, settings, overwrite=overwrite, resume=resume)
+        side = open_output(rejects, settings, overwrite=overwrite, resume=resume, inputs=(source,))
         sink = Sink(side, {"command": command})
         written = [side.rows]  # rejected rows the stopped run already wrote
 
@@ -143,7 +143,7 @@ def judge(
     if first is not None:  # a missing input column fails before any output directory is made
         for stage in judges:
             stage._prompts(first.slice(0, 0))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     stages: list[Stage] = [*judges, overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
     return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors)
 
@@ -184,12 +184,14 @@ def filter_rows(
         _check_filter_input(first, source, instruction, response, heuristics != "none" and not where)
         for expr in where:
             where_rule(expr, scales).drops(first)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     with contextlib.ExitStack() as stack:
         side = None
         if rejects:
             card = {"command": command, **settings, "rows": "dropped by synth filter; `rejected_by` names the rule"}
-            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+            side = stack.enter_context(
+                Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume, inputs=(source,)), card)
+            )
         stages: list[Stage] = [Filter(tuple(rules), side)]
         return _run(_resumable(batches, output), stages, output, settings, command, None, meters=())
 
@@ -245,7 +247,7 @@ def prefs(
     first, batches = _peek(source, max(batch_size, read_window(batch_size, backend) // k))
     if first is not None:  # a wrong --column fails before any output directory is made
         next(_require(column)([first]))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
     stages: list[Stage] = [
         _require(column),
