@@ -389,7 +389,7 @@ def open_output(
     if resume:
         return _resumed(path, path / STATE, settings)
     _clear(path)
-    (path / "data").mkdir(exist_ok=True)
+    (path / "data").mkdir(parents=True, exist_ok=True)
     out = Output(path, settings, started=_now())
     _save_state(out)
     return out
@@ -427,13 +427,13 @@ def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
 
 
 def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".synth-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SynthError(f"cannot write to {path} ({exc.strerror}); choose a writable --out") from None
+    """Refuse a directory this run could not write, without writing anything: the directory if it
+    exists, else the nearest folder above it that does (where it would be made)."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        raise SynthError(f"cannot write to {path} ({target} is not a writable directory); choose a writable --out")
 
 
 def _save_state(out: Output) -> None:
