@@ -24,12 +24,12 @@ TINY = {
     "instruction_pretrain.py": ["--corpus", str(CORPUS), "--n", "2", "--max-tokens", "48"],
     "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48"],
 }
-# Scripts whose rows reach the output on any working model: PersonaGenerate keeps the rows whose
-# answer did not parse, and the judge and dedup leave two different personas' rows alone; magpie_air
-# keeps 2 of up to 64 attempts with no quality bar. instruction_pretrain keeps only the pairs the model
-# writes in the synthesizer's <QUE>/<ANS> format, which a small general model rarely does: its rows
-# are checked on the double below.
-ALWAYS_ROWS = {"persona_math.py", "magpie_air.py"}
+# Rows each script keeps on any working model. persona_math: both, as PersonaGenerate keeps the rows
+# whose answer did not parse and the judge and dedup leave two personas' rows alone. magpie_air: at
+# least one (with no quality bar, its dedup may still drop a near-repeat: 1 on Gemma 3 270M base).
+# instruction_pretrain keeps only the pairs written in the synthesizer's <QUE>/<ANS> format, which a
+# small general model rarely does: none may be kept here, its rows are checked on the double below.
+KEEPS = {"persona_math.py": (2, 2), "magpie_air.py": (1, 2), "instruction_pretrain.py": (0, 2)}
 
 
 def test_every_pipeline_script_is_covered() -> None:
@@ -51,12 +51,10 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     table = pq.read_table(out / "data")
     rows = table.num_rows
-    if script in ALWAYS_ROWS:
-        assert rows == 2
-        text = "instruction" if "instruction" in table.column_names else table.column_names[-1]
-        assert all(str(v).strip() for v in table[text].to_pylist())
-    else:
-        assert rows <= 2
+    low, high = KEEPS[script]
+    assert low <= rows <= high
+    if "instruction" in table.column_names:  # every kept row has text: a failed request is never kept
+        assert all(str(v).strip() for v in table["instruction"].to_pylist())
     # datasets streams an empty split; its non-streaming loader refuses one (see test_output_safety)
     ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"), streaming=rows == 0)
     assert "id" in ds.features and sum(1 for _ in ds) == rows
