@@ -417,10 +417,10 @@ def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
         lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differs.items())
         raise SynthError(f"cannot resume {path} with different settings ({lines}); use the original ones")
     shards = [s for s in state["shards"] if (path / "data" / s["file"]).exists()]
-    for stray in (path / "data").glob(".*.tmp"):
+    for stray in (path / "data").glob(".train-*.tmp"):
         stray.unlink()  # a shard the killed run was still writing
     listed = {s["file"] for s in shards}
-    for unlisted in (path / "data").glob("*.parquet"):
+    for unlisted in (path / "data").glob("train-*.parquet"):  # synth's names only: other files stay
         if unlisted.name not in listed:  # renamed into place, then killed before the state said so
             unlisted.unlink()  # its rows come again from the checkpoint; kept, they would be read twice
     return Output(path, settings, shards, state.get("checkpoint", {}), state["started"], state.get("complete", False))

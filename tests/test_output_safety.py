@@ -221,3 +221,16 @@ def test_a_resumed_run_keeps_its_claim(tmp_path, monkeypatch, capsys) -> None:
     assert "nothing to resume" in _error(capsys)
     assert _hashes(project) == before
     assert os.listdir(project)
+
+
+def test_resume_and_overwrite_leave_the_users_own_files_in_data_alone(tmp_path, monkeypatch) -> None:
+    src = _jsonl(tmp_path / "in.jsonl", _rows(4))
+    out = tmp_path / "out"
+    argv = ["filter", src, "--out", out, "--heuristics", "none"]
+    assert run_main(argv, monkeypatch) == 0
+    (out / "data" / "mine.parquet").write_bytes(b"my own bytes")
+    (out / "data" / ".mine.tmp").write_bytes(b"mine too")
+    assert run_main([*argv, "--resume"], monkeypatch) == 0
+    assert run_main([*argv, "--overwrite"], monkeypatch) == 0
+    assert (out / "data" / "mine.parquet").read_bytes() == b"my own bytes"
+    assert (out / "data" / ".mine.tmp").read_bytes() == b"mine too"
