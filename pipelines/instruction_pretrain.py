@@ -48,4 +48,5 @@ pipeline(
     n=args.n,
     settings={"model": llm.model, "corpus": args.corpus, "rounds": args.rounds, "sampling": str(params)},
     overwrite=args.overwrite,
+    inputs=[args.corpus],
 )

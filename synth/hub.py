@@ -38,12 +38,12 @@ def push(path: str | Path, repo: str, *, private: bool = False, token: str | Non
     synth never prints it nor writes it anywhere, error messages included.
     """
     path = Path(path)
-    check_repo(repo, "--repo")
     state_file = path / STATE
     if not (path / "README.md").is_file() or not list((path / "data").glob("*.parquet")):
         raise SynthError(f"{path} holds no synth dataset (data/*.parquet and README.md); nothing to push")
     if state_file.is_file() and not json.loads(state_file.read_text()).get("complete", False):
         raise SynthError(f"the run in {path} is not finished; finish it with --resume before pushing")
+    check_repo(repo, "--repo")
     from huggingface_hub import HfApi
 
     api: Any = HfApi(token=token)

@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth import __version__
 from synth.core import Batch, SynthError, with_string_ids
 
 STATE = ".synth/state.json"
+EMPTY_NOTE = (  # datasets refuses an empty split without streaming, even one it wrote itself
+    "This run kept no rows: the shard holds the columns only. `load_dataset(..., streaming=True)` "
+    "reads it as 0 rows; without streaming, `datasets` refuses any empty split.\n\n"
+)
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 
 
@@ -62,7 +67,27 @@ def read(path: str | Path, batch_size: int = 1000) -> Iterator[Batch]:
     if not path.exists():
         raise SynthError(f"input {path} does not exist; pass a file or folder of parquet, jsonl, csv or text")
     batches = _read_raw(path, batch_size)
-    return _ensure_ids(batches, prefix=path.stem)
+    return _ensure_ids(batches, path)
+
+
+def check_input(source: str | Path, columns: Iterable[str] = (), flag: str = "--column") -> Batch:
+    """The first rows of `source`, read now so that a file synth cannot use fails before any output
+    is claimed or model loads: unreadable, empty, or lacking a text column in `columns`."""
+    first = next(read(source, 64), None)
+    if first is None:
+        raise SynthError(f"{source} holds no rows; pass a file or folder with data")
+    for name in columns:
+        if name not in first.column_names:
+            raise SynthError(
+                f"{source} has no column {name!r} (it has {', '.join(first.column_names)}); "
+                f"name the right one with {flag}"
+            )
+        kind = first.schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (pa.types.is_null(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise SynthError(f"column {name!r} of {source} holds {kind}, not text; name a text column with {flag}")
+    return first
 
 
 def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
@@ -73,10 +98,15 @@ def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
             return _read_arrow(_dataset_dict_files(path), batch_size)
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
             return _read_arrow(sorted(path.glob("*.arrow")), batch_size)
-        for suffix, reader in ((".parquet", _read_parquet), (".jsonl", _read_jsonl), (".csv", _read_csv)):
-            files = sorted(path.rglob(f"*{suffix}"))
-            if files:
-                return reader(files, batch_size)
+        readers = {".parquet": _read_parquet, ".jsonl": _read_jsonl, ".csv": _read_csv}
+        found = {suffix: sorted(path.rglob(f"*{suffix}")) for suffix in readers}
+        kinds = [suffix for suffix, files in found.items() if files]
+        if len(kinds) > 1:  # one table from several formats would join unrelated files by chance
+            raise SynthError(
+                f"{path} mixes {' and '.join(kinds)} files; pass one file, or a folder holding one kind of file"
+            )
+        if kinds:
+            return readers[kinds[0]](found[kinds[0]], batch_size)
         texts = sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
         if texts:
             return _read_texts(texts, path, batch_size)
@@ -244,14 +274,24 @@ def _read_texts(files: list[Path], root: Path, batch_size: int) -> Iterator[Batc
         yield pa.Table.from_pylist(rows)
 
 
-def _ensure_ids(batches: Iterable[Batch], prefix: str) -> Iterator[Batch]:
-    offset = 0
+def _ensure_ids(batches: Iterable[Batch], path: Path) -> Iterator[Batch]:
+    """Ids for rows without them; refuse null ids and an id twice in a batch (a check per batch keeps
+    memory flat: one id in two batches is not caught here)."""
+    prefix, offset = path.stem, 0
     for batch in batches:
         if "id" not in batch.column_names:
             ids = [f"{prefix}-{i:09d}" for i in range(offset, offset + batch.num_rows)]
             batch = batch.add_column(0, "id", pa.array(ids, pa.string()))
         offset += batch.num_rows
-        yield with_string_ids(batch)
+        batch = with_string_ids(batch)
+        if pc.count_distinct(batch["id"]).as_py() < batch.num_rows:
+            counts = pc.value_counts(batch["id"])
+            twice = next(v["values"] for v in counts.to_pylist() if v["counts"] > 1)
+            raise SynthError(
+                f"id {twice!r} appears more than once in {path}; give every row its own id, "
+                "or drop the id column and synth numbers the rows"
+            )
+        yield batch
 
 
 # ---------------------------------------------------------------- writing
@@ -273,13 +313,25 @@ class Output:
         return sum(s["rows"] for s in self.shards)
 
 
-def preflight(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> None:
-    """Fail fast, before any model loads, if `path` cannot take this run."""
+def preflight(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+    flag: str = "--out",
+) -> None:
+    """Fail fast, before any model loads or anything is written, if `path` cannot take this run.
+
+    `--overwrite` replaces only a directory synth wrote itself (it holds `.synth/state.json`), and
+    an output may not be, hold or sit inside any of `inputs` (on real paths, links followed).
+    """
     path = Path(path)
     if overwrite and resume:
         raise SynthError("--overwrite and --resume exclude each other; pick one")
+    check_apart(path, inputs, flag)
     if path.exists() and not path.is_dir():
-        raise SynthError(f"output path {path} is a file; pass a directory to --out")
+        raise SynthError(f"{flag} {path} is a file; pass a directory")
     has_state = (path / STATE).exists()
     if resume and not has_state:
         raise SynthError(f"nothing to resume in {path}: it holds no synth run; drop --resume to start one")
@@ -287,30 +339,71 @@ def preflight(path: str | Path, *, overwrite: bool = False, resume: bool = False
         if not overwrite:
             what = "a synth run" if has_state else "other files"
             raise SynthError(
-                f"output directory {path} already holds {what}; "
-                "pass --resume to continue it, --overwrite to replace it, or choose another --out"
+                f"{flag} directory {path} already holds {what}; "
+                "pass --resume to continue it, --overwrite to replace it, or choose another directory"
             )
-        if not has_state and not (path / "data").is_dir():
-            raise SynthError(f"{path} holds files that are not a synth dataset; refusing to overwrite them")
+        if not has_state:
+            raise SynthError(
+                f"{flag} {path} holds files synth did not write (no {STATE}); --overwrite replaces only "
+                "synth's own outputs, so choose another directory"
+            )
     _check_writable(path)
 
 
+def check_apart(out: str | Path, inputs: Iterable[str | Path | None], flag: str = "--out") -> None:
+    """Refuse an output that is an input, holds one or sits inside one, compared on real paths
+    (symlinks followed): replacing or writing it would destroy or change what the run reads."""
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue  # a shipped set's name or a Hub id: nothing on disk to protect
+        relation = overlap(out, given)
+        if relation:
+            raise SynthError(
+                f"{flag} {out} {relation} the input {given}; write the output to a directory apart from it"
+            )
+
+
+def overlap(a: str | Path, b: str | Path) -> str | None:
+    """How `a` lies against `b` on real paths: "is", "holds", "sits inside", or None when apart."""
+    first, second = Path(a).resolve(), Path(b).resolve()
+    if first == second:
+        return "is"
+    if first in second.parents:
+        return "holds"
+    return "sits inside" if second in first.parents else None
+
+
 def open_output(
-    path: str | Path, settings: dict[str, Any] | None = None, *, overwrite: bool = False, resume: bool = False
+    path: str | Path,
+    settings: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[str | Path | None] = (),
 ) -> Output:
-    """Claim `path` for a run: new, replaced (`overwrite`) or continued (`resume`, same settings)."""
+    """Claim `path` for a run: new, replaced (`overwrite`) or continued (`resume`, same settings).
+    `inputs` are what the run reads: the output may not overlap them (see `preflight`)."""
     path = Path(path)
     settings = json.loads(json.dumps(settings or {}, default=str))
-    preflight(path, overwrite=overwrite, resume=resume)
+    preflight(path, overwrite=overwrite, resume=resume, inputs=inputs)
     if resume:
         return _resumed(path, path / STATE, settings)
-    for name in ("data", ".synth", "README.md"):
-        target = path / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    (path / "data").mkdir()
+    _clear(path)
+    (path / "data").mkdir(parents=True, exist_ok=True)
     out = Output(path, settings, started=_now())
     _save_state(out)
     return out
+
+
+def _clear(path: Path) -> None:
+    """Remove what an earlier synth run wrote into `path` (only a directory `preflight` let through,
+    one with synth's state): its card, state and shards. Anything else the user put there stays."""
+    (path / "README.md").unlink(missing_ok=True)
+    shutil.rmtree(path / ".synth", ignore_errors=True)
+    data = path / "data"
+    if data.is_dir():
+        for shard in [*data.glob("train-*.parquet"), *data.glob(".train-*.tmp")]:
+            shard.unlink()
 
 
 def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
@@ -324,23 +417,23 @@ def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
         lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differs.items())
         raise SynthError(f"cannot resume {path} with different settings ({lines}); use the original ones")
     shards = [s for s in state["shards"] if (path / "data" / s["file"]).exists()]
-    for stray in (path / "data").glob(".*.tmp"):
+    for stray in (path / "data").glob(".train-*.tmp"):
         stray.unlink()  # a shard the killed run was still writing
     listed = {s["file"] for s in shards}
-    for unlisted in (path / "data").glob("*.parquet"):
+    for unlisted in (path / "data").glob("train-*.parquet"):  # synth's names only: other files stay
         if unlisted.name not in listed:  # renamed into place, then killed before the state said so
             unlisted.unlink()  # its rows come again from the checkpoint; kept, they would be read twice
     return Output(path, settings, shards, state.get("checkpoint", {}), state["started"], state.get("complete", False))
 
 
 def _check_writable(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".synth-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SynthError(f"cannot write to {path} ({exc.strerror}); choose a writable --out") from None
+    """Refuse a directory this run could not write, without writing anything: the directory if it
+    exists, else the nearest folder above it that does (where it would be made)."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        raise SynthError(f"cannot write to {path} ({target} is not a writable directory); choose a writable --out")
 
 
 def _save_state(out: Output) -> None:
@@ -443,7 +536,10 @@ class _ShardWriter:
                 raise SynthError(f"cannot write {out.path}: {self._clash()}") from None
             name = f"train-{len(out.shards):05d}.parquet"
             tmp = out.path / "data" / f".{name}.tmp"
-            pq.write_table(table, tmp, compression="zstd")
+            if table.num_rows:
+                pq.write_table(table, tmp, compression="zstd")
+            else:  # no row group at all: a 0-row one makes `datasets` read with batch size 0 and fail
+                pq.ParquetWriter(tmp, table.schema, compression="zstd").close()
             os.replace(tmp, out.path / "data" / name)
             out.shards.append({"file": name, "rows": table.num_rows})
             self.pending = []
@@ -537,7 +633,6 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
 
     rows = out.rows
     meta = {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
         "tags": ["synthetic", "synth"],
         "size_categories": [_size_category(rows)],
     }
@@ -557,6 +652,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
         f"{rows} rows in {len(out.shards)} parquet shard(s) under `data/`.\n\n"
         "```python\nfrom datasets import load_dataset\n"
         f'ds = load_dataset("{out.path.name}")\n```\n\n'
+        f"{EMPTY_NOTE if out.complete and not rows else ''}"
         "## Provenance\n\n"
         f"```json\n{json.dumps(record, indent=2, default=str, ensure_ascii=False)}\n```\n"
     )

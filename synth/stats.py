@@ -46,7 +46,7 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
     near = {name: near_duplicate_rate(path, name) for name in keys}
     try:
         provenance = read_provenance(path)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # not a synth output (a file, a folder without a card)
         provenance = {}
     counts = provenance.get("counts", {})
     drops = {k: v for k, v in counts.items() if k.startswith("dropped_") and not k.startswith(CONTAMINATED)}

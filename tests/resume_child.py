@@ -6,13 +6,15 @@ argv: OUT N RESUME(0/1) MODE [RECIPE], where MODE is
   `side`  print SIDE once the side output has committed its rows for the second main checkpoint,
           before the main output's state records them, then stall (the window a kill must survive).
 RECIPE is `magpie` (the default), `synthesize` (with --pretrain-out), `personas` (generate, with
-responses), `personas-dedup` (from-text with --dedup minhash), `filter` (with --rejects), or
-`embedded` (personas generate on the real embedded model, the starter set).
+responses), `personas-dedup` (from-text with --dedup minhash), `filter` (with --rejects), `respond`,
+`judge`, `dedup` (minhash, with --rejects), or `embedded` (personas generate on the real embedded
+model, the starter set).
 Inputs go beside OUT, side outputs to OUT's parent as `side`; shards are small so a run has many.
 """
 
 import functools
 import json
+import random
 import re
 import sys
 import time
@@ -63,6 +65,10 @@ class Deterministic:
             return Completion(f"Persona: A reader who loves topic {k % 10}.", "stop", 1, 1)
         if "User prompt:" in text:  # persona-driven instruction; every 5th ignores the format
             return Completion("no label" if k % 5 == 4 else f"User prompt: Tell me about lighthouse {k}.", "stop", 1, 1)
+        if "rate the quality of the user query" in text:  # the quality rubric; every 6th reply is not JSON
+            scale = ["very poor", "poor", "average", "good", "excellent"]
+            verdict = json.dumps({"explanation": f"query {k}", "input_quality": scale[k % 5]})
+            return Completion("no verdict" if k % 6 == 5 else verdict, "stop", 1, 1)
         return Completion(f"answer to {text}", "stop", 1, 1)
 
 
@@ -158,6 +164,39 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
 
         quality.read = slow_read
         quality.filter_rows(source, out=out, rejects=side, batch_size=3, resume=resume)
+    elif recipe == "respond":
+        import synth.recipes.chat as chat
+
+        _small_shards(chat)
+        source = _write_jsonl(
+            out.parent / "questions.jsonl", [{"instruction": f"Question number {i}?"} for i in range(n)]
+        )
+        chat.respond(Deterministic(), source, out=out, batch_size=3, params=seeded, resume=resume)
+    elif recipe == "judge":
+        import synth.recipes.quality as quality
+
+        _small_shards(quality)
+        rows = [{"instruction": f"Explain thing number {i}.", "response": f"Thing {i}."} for i in range(n)]
+        source = _write_jsonl(out.parent / "answers.jsonl", rows)
+        quality.judge([Deterministic()], source, out=out, batch_size=3, params=seeded, resume=resume)
+    elif recipe == "dedup":
+        import synth.recipes.quality as quality
+
+        _small_shards(quality)
+        quality.write = functools.partial(synth.io.write, shard_rows=4)
+        # 8 of 48 words per topic; every third row repeats the row before it, and MinHash drops it
+        words = [f"w{j}" for j in range(48)]
+        rows = [{"instruction": " ".join(random.Random(i - (i % 3 == 2)).sample(words, 8))} for i in range(n)]
+        source = _write_jsonl(out.parent / "topics.jsonl", rows)
+        real_read = quality.read
+
+        def slow_read(path, batch_size=1000):
+            for k, batch in enumerate(real_read(path, batch_size), 1):
+                _marker(f"READ {k}")
+                yield batch
+
+        quality.read = slow_read
+        quality.dedup(source, out=out, rejects=side, method="minhash", batch_size=3, resume=resume)
     elif recipe == "embedded":
         import synth.recipes.personas as personas
 
@@ -166,6 +205,40 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
         personas.personas_generate(Marked(), "starter", out=out, n=n, batch_size=2, params=params, resume=resume)
     else:
         raise SystemExit(f"unknown recipe {recipe}")
+
+
+def serve() -> None:
+    """argv: serve. For each `OUT N RESUME MODE RECIPE` line on stdin, fork a child that runs it and
+    prints `PID p` first; print `EXIT rc` when it ends. The imports are paid once, not per run, and
+    each child's patches die with it."""
+    import os
+    import signal
+    import traceback
+
+    import py3langid
+
+    import synth.recipes  # noqa: F401  (every recipe module, imported before the forks)
+    from synth.stages.filters import heuristic_rules, load_heuristics
+
+    heuristic_rules(load_heuristics("default"))  # compiles its patterns, imports regex
+    py3langid.classify("warm the language model up")  # loads it: two seconds a run otherwise
+
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            print(f"PID {os.getpid()}", flush=True)
+            sys.argv = [sys.argv[0], *line.split()]
+            code = 0
+            try:
+                main()
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(f"EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
 
 
 def main() -> None:
@@ -200,4 +273,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve() if sys.argv[1:] == ["serve"] else main()

@@ -177,7 +177,9 @@ def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
     done = synth("respond", str(src), "--out", str(tmp_path / "a"), "--max-tokens", "12", "--seed", "1")
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(tmp_path / "a/data").to_pylist()
-    assert [r["level"] for r in rows] == [0, 1] and all(r["response_finish_reason"] for r in rows)
+    assert [r["level"] for r in rows] == [0, 1]
+    # a real model at 12 tokens stops or is cut off; "error" (a failed request) is never a pass
+    assert all(r["response_finish_reason"] in {"stop", "length"} and r["response"].strip() for r in rows), rows
     assert rows[0]["messages"][-2:] == [
         {"role": "user", "content": "Say hi."},
         {"role": "assistant", "content": rows[0]["response"]},

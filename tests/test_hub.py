@@ -60,8 +60,9 @@ def test_push_uploads_shards_and_card_only(tmp_path, api, monkeypatch) -> None:
 
 
 def test_push_refuses_bad_repo_ids_and_unfinished_runs(tmp_path, api) -> None:
+    write([from_rows([{"id": "a"}])], tmp_path / "done")
     with pytest.raises(SynthError, match="ORG/NAME"):
-        hub.push(tmp_path, "no-slash")
+        hub.push(tmp_path / "done", "no-slash")
     with pytest.raises(SynthError, match="holds no synth dataset"):
         hub.push(tmp_path, "me/x")
 

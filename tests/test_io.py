@@ -23,7 +23,8 @@ def test_write_makes_a_hub_dataset_that_datasets_and_polars_load(tmp_path) -> No
     assert ds["id"] == [f"r{i}" for i in range(6)]
     assert pl.scan_parquet(str(tmp_path / "out/data/*.parquet")).collect().height == 6
     card = (tmp_path / "out/README.md").read_text()
-    assert card.startswith("---\nconfigs:") and "synthetic" in card and "n<1K" in card
+    # no `configs` block: with one, datasets caches by folder name and config, not by the files
+    assert card.startswith("---\ntags:") and "configs" not in card and "n<1K" in card
     prov = read_provenance(tmp_path / "out")
     assert prov["rows"] == 6 and prov["model"] == "m" and prov["status"] == "complete"
 
@@ -55,7 +56,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path) -> None:
 
 def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(SynthError, match="not a synth dataset"):
+    with pytest.raises(SynthError, match="synth did not write"):
         open_output(tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").exists()
 

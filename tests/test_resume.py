@@ -4,9 +4,13 @@ Each recipe runs in a child process (resume_child.py) on a deterministic test ba
 outputs (`--pretrain-out`, `--rejects`) must match the unbroken run's too.
 """
 
+import json
+import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,6 +25,9 @@ RECIPES = {
     "personas": (20, ["id", "persona_id", "instruction", "instruction_status", "response"], None),
     "personas-dedup": (24, ["id", "source_id", "persona", "dup_cluster"], None),
     "filter": (40, ["id", "instruction", "response"], ["id", "rejected_by"]),
+    "respond": (40, ["id", "instruction", "response", "response_finish_reason"], None),
+    "judge": (40, ["id", "instruction", "input_quality", "input_quality_explanation", "judge_status"], None),
+    "dedup": (40, ["id", "instruction"], ["id", "instruction"]),
     "embedded": (6, ["id", "persona_id", "instruction_raw", "instruction_status"], None),
 }
 
@@ -187,3 +194,78 @@ def test_ctrl_c_inside_a_stage_keeps_that_batch_for_the_resume(tmp_path) -> None
     pipeline(iter(source), flaky, out=out, settings={"x": 1}, resume=True)
     ids = pq.read_table(out / "data").column("id").to_pylist()
     assert sorted(ids, key=lambda i: int(i[1:])) == [f"r{i}" for i in range(15)]
+
+
+# The recipes killed at seeded random moments; a moment is a marker (a backend call, or a batch read
+# for the recipes without a model) and a random delay after it, inside the work that follows.
+KILLED = ["magpie", "respond", "judge", "filter", "dedup", "synthesize"]
+KILLS = 5
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One child that forks a run per request (see resume_child.serve): 36 runs without 36 start-ups.
+    SIGINT at its default there, whatever this process's is (see test_cli's Ctrl-C test)."""
+    proc = subprocess.Popen(
+        [*CHILD, "serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    yield proc
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+def _served(server, out, recipe: str, resume: bool, marker: int = 0, delay: float = 0.0) -> tuple[int, int]:
+    """Run (or resume) `recipe` in a forked child; at its `marker`-th marker wait `delay` s and SIGKILL
+    it (marker 0: let it finish). Returns the child's exit code (-9 when killed) and the markers seen."""
+    out.parent.mkdir(parents=True, exist_ok=True)  # the child writes its input there
+    server.stdin.write(f"{out} {RECIPES[recipe][0]} {int(resume)} gen {recipe}\n")
+    server.stdin.flush()
+    pid, seen = None, 0
+    for line in server.stdout:
+        if line.startswith("PID "):
+            pid = int(line.split()[1])
+        elif line.startswith(("GEN ", "READ ")):
+            seen += 1
+            if seen == marker:
+                time.sleep(delay)
+                os.kill(pid, signal.SIGKILL)
+        elif line.startswith("EXIT "):
+            return int(line.split()[1]), seen
+    raise AssertionError("the run server died")
+
+
+@pytest.mark.parametrize("recipe", KILLED)
+def test_five_seeded_random_kills_then_resume_give_the_unbroken_dataset(tmp_path, unbroken, server, recipe) -> None:
+    """SIGKILL at five seeded random moments (a marker anywhere in the run, then a random delay inside
+    the work after it), each followed by --resume: no row lost, none twice, the main and side outputs
+    equal to an unbroken run. Kills chain (a resumed run is killed again); a resumed run that ends
+    before its kill point is checked and the next kill starts a fresh run."""
+    rng = random.Random(f"kill-{recipe}")
+    code, markers = _served(server, tmp_path / "full" / "o", recipe, resume=False)  # side outputs go beside o
+    assert code == 0 and markers >= 4 and _datasets(tmp_path / "full" / "o", recipe) == unbroken(recipe)
+    want = unbroken(recipe)
+    survived, with_rows, chain = 0, 0, 0
+    out = tmp_path / "0" / "o"
+    while survived < KILLS:
+        resume = (out / ".synth" / "state.json").exists()
+        code, _ = _served(server, out, recipe, resume, marker=rng.randint(1, markers), delay=rng.uniform(0, 0.08))
+        if code == 0:  # the resumed run ended before its kill point: check it, start a fresh chain
+            assert _datasets(out, recipe) == want
+            chain += 1
+            out = tmp_path / str(chain) / "o"
+            continue
+        assert code == -signal.SIGKILL, f"{recipe}: the run failed ({code})"
+        survived += 1
+        state = json.loads((out / ".synth" / "state.json").read_text()) if resume or out.exists() else {}
+        with_rows += bool(state.get("shards"))
+    assert _served(server, out, recipe, resume=True)[0] == 0
+    rows, side = _datasets(out, recipe)
+    assert len({r["id"] for r in rows}) == len(rows)  # none twice
+    assert rows == want[0]  # none lost, same rows in the same order
+    assert side == want[1]
+    assert with_rows >= 2  # kills landed after shards were written too: those resumes really resumed

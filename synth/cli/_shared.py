@@ -165,11 +165,34 @@ def server_opts(
     }
 
 
-def preflight(out: Path, overwrite: bool, resume: bool, push_to_hub: str | None, private: bool = False) -> None:
-    """Fail before any model loads: a repo id the Hub refuses, a public repo for `--private`, an output
-    directory that cannot take the run."""
+def preflight(
+    out: Path,
+    overwrite: bool,
+    resume: bool,
+    push_to_hub: str | None,
+    source: Path | None = None,
+    columns: tuple[str, ...] = (),
+    inputs: tuple[str | Path | None, ...] = (),
+    sides: dict[str, Path | None] | None = None,
+    private: bool = False,
+) -> None:
+    """Every writing command's checks, before any model loads or anything is written: a repo id the
+    Hub refuses; an output (`out` and each side output, e.g. `{"--rejects": path}`) that overlaps an
+    input (`source` and `inputs`), another output, or cannot be claimed; a `source` synth cannot
+    read, without rows, or lacking one of the text `columns`; a public repo for `--private`."""
     check_repo(push_to_hub, private)
-    io.preflight(out, overwrite=overwrite, resume=resume)
+    reads = (source, *inputs)
+    outs = {"--out": out, **{flag: side for flag, side in (sides or {}).items() if side is not None}}
+    for flag, path in outs.items():
+        io.check_apart(path, reads, flag)
+        for other_flag, other in outs.items():
+            relation = io.overlap(path, other) if other_flag != flag else None
+            if relation:
+                raise SynthError(f"{flag} {path} {relation} {other_flag} {other}; give each output its own directory")
+    if source is not None:
+        io.check_input(source, columns)
+    for flag, path in outs.items():
+        io.preflight(path, overwrite=overwrite, resume=resume, inputs=reads, flag=flag)
 
 
 def check_repo(repo: str | None, private: bool = False) -> None:

@@ -91,7 +91,7 @@ def magpie(
     verbose: VerboseOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(out, overwrite, resume, push_to_hub, inputs=(personas,), private=private)
     recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
     if personas:
         persona.check_personas(personas, persona_column)
@@ -155,7 +155,7 @@ def respond(
     verbose: VerboseOpt = False,
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(out, overwrite, resume, push_to_hub, source, () if messages_column else (column,), private=private)
     recipes.chat.check_respond_input(source, column, messages_column)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.respond(
@@ -208,8 +208,12 @@ def stats(
     ] = False,
 ) -> None:
     """Counts, lengths, finish reasons, labels and duplicate rate of a dataset."""
+    from synth import io
     from synth import stats as stats_
 
+    io.check_input(path)
+    if out:
+        io.check_apart(out, [path])
     counter = None
     if tokens:
         from synth.backends.llamacpp import vocab_counter

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synth import io, recipes
+from synth import recipes
 from synth.backends import Sampling
 from synth.cli._shared import (
     ApiKeyEnvOpt,
@@ -97,9 +97,10 @@ def synthesize(
     verbose: VerboseOpt = False,
 ) -> None:
     """Instruction-response pairs grounded in each document of a raw corpus."""
-    preflight(out, overwrite, resume, push_to_hub, private)
-    if pretrain_out:
-        io.preflight(pretrain_out, overwrite=overwrite, resume=resume)
+    sides = {"--pretrain-out": pretrain_out}
+    preflight(
+        out, overwrite, resume, push_to_hub, source, (column,), inputs=(prompt_file,), sides=sides, private=private
+    )
     greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
     temp = temperature if temperature is not None else (0.0 if greedy else 0.7)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
@@ -152,7 +153,7 @@ def think(
     verbose: VerboseOpt = False,
 ) -> None:
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), inputs=(prompt_file,), private=private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.think(
         open_backend(model, backend, template, server),

@@ -76,7 +76,7 @@ def personas_from_text(
     verbose: VerboseOpt = False,
 ) -> None:
     """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), private=private)
     persona.check_documents(source, column)
     persona.dedup_personas(dedup)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
@@ -123,7 +123,7 @@ def personas_expand(
     verbose: VerboseOpt = False,
 ) -> None:
     """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(out, overwrite, resume, push_to_hub, inputs=(source,), private=private)
     persona.check_personas(source, persona_column)
     persona.dedup_personas(dedup)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
@@ -176,7 +176,7 @@ def personas_generate(
     verbose: VerboseOpt = False,
 ) -> None:
     """One prompt, problem or text per persona, from the persona-driven templates."""
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(out, overwrite, resume, push_to_hub, inputs=(personas,), private=private)
     persona.load_template(task)
     persona.check_personas(personas, persona_column)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)

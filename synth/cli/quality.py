@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from synth import io, recipes
+from synth import recipes
 from synth.backends import Backend, Sampling
 from synth.cli._shared import (
     ApiKeyEnvOpt,
@@ -35,7 +35,6 @@ from synth.cli._shared import (
     TensorParallelOpt,
     VerboseOpt,
     app,
-    check_repo,
     command_line,
     open_backend,
     preflight,
@@ -89,19 +88,23 @@ def judge(
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
     _check_swap(pairwise, swap)
-    preflight(out, overwrite, resume, push_to_hub, private)
+    rubrics = [r.strip() for r in (rubric or ("pairwise" if pairwise else "quality")).split(",") if r.strip()]
+    inputs = {
+        "instruction": column,
+        "response": response_column,
+        "text": text_column,
+        **({"response_a": response_a_column, "response_b": response_b_column} if pairwise else {}),
+    }
+    reads = recipes.quality.judge_columns(rubrics, inputs)
+    inputs_ = tuple(r for r in rubrics if Path(r).suffix)
+    preflight(out, overwrite, resume, push_to_hub, source, reads, inputs=inputs_, private=private)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
         _judges(model, jury, backend, template, server),
         source,
         out=out,
-        rubrics=[r.strip() for r in (rubric or ("pairwise" if pairwise else "quality")).split(",") if r.strip()],
-        inputs={
-            "instruction": column,
-            "response": response_column,
-            "text": text_column,
-            **({"response_a": response_a_column, "response_b": response_b_column} if pairwise else {}),
-        },
+        rubrics=rubrics,
+        inputs=inputs,
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
         max_error_rate=max_error_rate,
         overwrite=overwrite,
@@ -132,9 +135,9 @@ def filter_(
     private: PrivateOpt = False,
 ) -> None:
     """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
-    preflight(out, overwrite, resume, push_to_hub, private)
-    if rejects:
-        io.preflight(rejects, overwrite=overwrite, resume=resume)
+    preflight(
+        out, overwrite, resume, push_to_hub, source, inputs=(heuristics,), sides={"--rejects": rejects}, private=private
+    )
     recipes.filter_rows(
         source,
         out=out,
@@ -194,7 +197,9 @@ def prefs(
 ) -> None:
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores (--pairwise: its verdict)."""
     _check_swap(pairwise, swap)
-    preflight(out, overwrite, resume, push_to_hub, private)
+    preflight(
+        out, overwrite, resume, push_to_hub, source, (column,), inputs=(rubric,) if rubric else (), private=private
+    )
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = open_backend(model, backend, template, server)
     judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
@@ -257,7 +262,7 @@ def dedup(
     private: PrivateOpt = False,
 ) -> None:
     """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
-    check_repo(push_to_hub, private)  # the output directory is claimed by the recipe, once the input is checked
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
     recipes.dedup(
         source,
         out=out,

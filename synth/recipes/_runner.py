@@ -59,13 +59,15 @@ def pipeline(
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
+    inputs: Iterable[str | Path | None] = (),
 ) -> dict[str, Any]:
     """Run any chain of stages into a dataset directory, with the card, progress and resume
     that the built-in commands get. `settings` (models, prompts, sampling) go into the card and
-    must match on `--resume`; each stage's name, settings and counters are recorded too.
+    must match on `--resume`; each stage's name, settings and counters are recorded too. `inputs`: the
+    paths `source` reads, which the output may not overlap.
     """
     settings = {"stages": [stage_record(s) for s in stages], **(settings or {})}
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=inputs)
     rows = _resumable(source, output)
     meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
     tail = [take(n - output.rows)] if n else []

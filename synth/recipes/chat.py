@@ -263,7 +263,7 @@ def respond(
         "response_sampling": _plain(params),
         "n_responses": n_responses,
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend)), output)
     stages: list[Stage] = [
         _require(messages_column or column),

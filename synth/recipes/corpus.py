@@ -56,12 +56,12 @@ def synthesize(
     }
     gen, overhead = _synthesizer(llm, count, ctx, mode, params, rounds, pairs, prompt_file)
     stages: list[Stage] = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     if check:
         stages.append(GroundedCheck(llm, data_file("pipelines/synthesize/checks/grounded.txt").read_text()))
     if pretrain_out:
         layouts = json.loads(data_file("pipelines/synthesize/layouts.json").read_text())
-        side = open_output(pretrain_out, settings, overwrite=overwrite, resume=resume)
+        side = open_output(pretrain_out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
         card = {"command": command, **settings}
         stages.append(tee(side, lambda b: pretrain_rows(b, layouts, params.seed or 0), card=card))
     stages += [SftRows(), _constants({"mode": mode, "model": settings["model"]})]
@@ -118,7 +118,7 @@ def think(
     overhead = _chat_tokens(backend, count, [{"role": "user", "content": fill(prompt, text="")}])
     stages = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     stages.append(_constants({"model": settings["model"]}))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend)), output)
     return _run(rows, stages, output, settings, command, None, meters=(llm,))
 

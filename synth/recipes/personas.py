@@ -47,7 +47,7 @@ def personas_from_text(
         "dedup": dedup,
         "sampling": _plain(params),
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     rows = _resumable(read(source, batch_size), output)
     stages: list[Stage] = [
         TextToPersona(llm, params, column, str(source)),
@@ -83,7 +83,7 @@ def personas_expand(
         "dedup": dedup,
         "sampling": _plain(params),
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(personas,))
     rows = _resumable(people, output)
     stages: list[Stage] = [
         ExpandPersonas(llm, params, hops),
@@ -129,7 +129,7 @@ def personas_generate(
         "sampling": _plain(params),
         "response_sampling": _plain(responses),
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(personas,))
     rows = _resumable(take(n)(people) if n else people, output)
     stages: list[Stage] = [PersonaGenerate(llm, task, params)]
     if responses:

@@ -75,10 +75,10 @@ def dedup(
     if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
         first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
     batches = itertools.chain([first], batches)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     sink = None
     if rejects:
-        side = open_output(rejects, settings, overwrite=overwrite, resume=resume)
+        side = open_output(rejects, settings, overwrite=overwrite, resume=resume, inputs=(source,))
         sink = Sink(side, {"command": command})
         written = [side.rows]  # rejected rows the stopped run already wrote
 
@@ -170,7 +170,7 @@ def judge(
                 stage._prompts(first.slice(0, 0))
             else:
                 stage.check(first)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     stages: list[Stage] = [*judges, overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
 
     def notes(counts: dict[str, int]) -> dict[str, Any]:
@@ -183,6 +183,12 @@ def judge(
         return figures
 
     return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors, notes=notes)
+
+
+def judge_columns(rubrics: Sequence[str | Path], inputs: Mapping[str, str]) -> tuple[str, ...]:
+    """The input columns the rubrics read, named through `inputs` (slot -> column)."""
+    slots = dict.fromkeys(slot for r in rubrics for slot in load_rubric(r).reads)
+    return tuple(inputs.get(slot, slot) for slot in slots)
 
 
 def filter_rows(
@@ -212,16 +218,34 @@ def filter_rows(
     }
     first, batches = _peek(source, batch_size)
     if first is not None:  # a --where on a missing column, or of the wrong kind, fails before any output is made
+        _check_filter_input(first, source, instruction, response, heuristics != "none" and not where)
         for expr in where:
             where_rule(expr, scales).drops(first)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     with contextlib.ExitStack() as stack:
         side = None
         if rejects:
             card = {"command": command, **settings, "rows": "dropped by synth filter; `rejected_by` names the rule"}
-            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+            side = stack.enter_context(
+                Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume, inputs=(source,)), card)
+            )
         stages: list[Stage] = [Filter(tuple(rules), side)]
         return _run(_resumable(batches, output), stages, output, settings, command, None, meters=())
+
+
+def _check_filter_input(first: Batch, source: str | Path, instruction: str, response: str, needed: bool) -> None:
+    """The heuristics read the instruction and response columns where they exist: present, they must be
+    text; both absent with no --where, no rule would apply and every row would pass unread."""
+    present = [c for c in (instruction, response) if c in first.column_names]
+    for name in present:
+        kind = first.schema.field(name).type
+        if not (pa.types.is_null(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise SynthError(f"column {name!r} of {source} holds {kind}, not text; name a text column with --column")
+    if needed and not present:
+        raise SynthError(
+            f"{source} has neither {instruction!r} nor {response!r} (it has {', '.join(first.column_names)}), "
+            "so no heuristic would apply; name them with --column and --response-column, or filter with --where"
+        )
 
 
 def prefs(
@@ -282,7 +306,7 @@ def prefs(
     first, batches = _peek(source, max(batch_size, read_window(batch_size, backend) // k))
     if first is not None:  # a wrong --column fails before any output directory is made
         next(_require(column)([first]))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     models = {"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}
     stages: list[Stage] = [_require(column), _repeat(k), Respond(llm, params, column), *ranking, _constants(models)]
 

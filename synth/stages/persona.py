@@ -393,16 +393,25 @@ def _schema(columns: Sequence[str], persona_column: str | None, name: str) -> An
     if persona_column is not None:
         if persona_column not in columns:
             raise SynthError(f"persona set {name} has no column {persona_column!r}; its columns: {', '.join(columns)}")
-        return lambda b: _unified(b, b[persona_column].to_pylist(), name)
+        return lambda b: _unified(b, _texts(b, persona_column, name), name)
     if "professional_persona" in columns:  # Nemotron-Personas
         return lambda b: _unified(b, _nemotron(b), name, id_column="uuid" if "uuid" in columns else "id")
     for column in ("persona", "input persona"):  # FinePersonas, synth; Persona Hub's synthesized files
         if column in columns:
-            return lambda b, c=column: _unified(b, b[c].to_pylist(), name)
+            return lambda b, c=column: _unified(b, _texts(b, c, name), name)
     raise SynthError(
         f"cannot tell which column of persona set {name} holds the persona text (its columns: "
         f"{', '.join(columns)}); name it with --persona-column"
     )
+
+
+def _texts(batch: Batch, column: str, name: str) -> list[Any]:
+    kind = batch.schema.field(column).type
+    if not (pa.types.is_null(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise SynthError(
+            f"column {column!r} of persona set {name} holds {kind}, not text; name a text column with --persona-column"
+        )
+    return batch[column].to_pylist()
 
 
 def _unified(batch: Batch, texts: list[Any], name: str, id_column: str = "id") -> Batch:

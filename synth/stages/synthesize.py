@@ -329,8 +329,9 @@ class SftRows:
                     seen.add(key)
                     rows.append(_sft_row(chunk, k, pair, task))
             self.stats["kept"] += len(rows)
-            if rows:
-                yield pa.Table.from_pylist(rows, _sft_schema(task_column=any(r.get("task") for r in rows)))
+            # no pairs: still a batch with the columns, so a run that keeps none writes its full schema
+            task = any(r.get("task") for r in rows) if rows else "task" in batch.column_names
+            yield pa.Table.from_pylist(rows, _sft_schema(task_column=task))
 
     def _document(self, source_id: str) -> set[int]:
         if source_id not in self._seen:
