@@ -34,8 +34,10 @@ def calibrate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """A judge against people: accuracy, kappa, confusion matrix, per-label precision and recall, with 95% intervals."""
-    from synth import agreement
+    from synth import agreement, io
     from synth import calibrate as calibration
+
+    io.check_apart(out, [judged, labels])
 
     result = calibration.calibrate(
         judged, labels, out=out, fields=field or [], resamples=resamples, seed=seed, overwrite=overwrite

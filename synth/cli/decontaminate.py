@@ -24,9 +24,9 @@ from synth.cli._shared import (
     TemplateOpt,
     VerboseOpt,
     app,
-    check_repo,
     command_line,
     open_backend,
+    preflight,
     push_out,
     server_opts,
 )
@@ -101,7 +101,8 @@ def decontaminate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Drop rows that hold evaluation benchmark items: n-gram overlap, embedding similarity, LLM check."""
-    check_repo(push_to_hub)
+    local = tuple(a.split("=", 1)[-1] for a in against)  # benchmark files on disk are inputs too
+    preflight(out, overwrite, resume, push_to_hub, source, inputs=local, sides={"--rejects": rejects}, private=private)
     chosen = _split([methods])
     if "llm" in chosen and model is None:
         raise SynthError("--methods llm needs --model: the model that checks the embedding method's candidates")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synth import io, recipes
+from synth import recipes
 from synth.backends import Sampling
 from synth.cli._shared import (
     ApiKeyEnvOpt,
@@ -83,9 +83,7 @@ def code(
     private: PrivateOpt = False,
 ) -> None:
     """Run the Python in each row in a sandbox with its tests; keep the rows that pass."""
-    preflight(out, overwrite, resume, push_to_hub)
-    if rejects:
-        io.preflight(rejects, overwrite=overwrite, resume=resume)
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
     limits = Limits(timeout=timeout, memory_mb=memory_mb, file_mb=file_mb, processes=processes)
     if python is not None and not shutil.which(python):
         raise SynthError(f"--python {python} is not an executable; pass the path of a Python interpreter")
@@ -145,9 +143,7 @@ def math(
     verbose: VerboseOpt = False,
 ) -> None:
     """Keep rows whose final answer matches --reference-column, or that K samples agree on."""
-    preflight(out, overwrite, resume, push_to_hub)
-    if rejects:
-        io.preflight(rejects, overwrite=overwrite, resume=resume)
+    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
     llm = None
     if samples:
         recipes.verify.load_prompt(prompt)  # a bad prompt file fails before the model loads
