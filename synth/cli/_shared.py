@@ -84,7 +84,7 @@ BatchOpt = Annotated[
         "--batch-size",
         min=1,
         max=255,
-        help="Sequences the backend decodes together, one token each per step. Default: 16 on llama.cpp.",
+        help="Sequences the backend decodes together, one token each per step. llama.cpp: per model by default (-v).",
     ),
 ]
 ReadBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and processed at a time.")]

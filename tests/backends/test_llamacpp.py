@@ -144,13 +144,76 @@ def test_json_schema_holds_for_every_sequence_in_a_batch(embedded) -> None:
 
 
 def test_no_cache_slot_shrinks_the_batch_and_loses_no_row(embedded) -> None:
-    # A cache too small for four sequences at once: llama_decode returns 1 part way.
-    decoder = BatchDecoder(embedded.llm, n_ctx=256, slots=4, n_threads=2, cache_tokens=256)
+    # A cache too small for four sequences at once, and not allowed to grow: llama_decode returns 1 part way.
+    decoder = BatchDecoder(embedded.llm, n_ctx=256, slots=4, n_threads=2, max_cache_tokens=256)
     out = decoder.generate(
         _requests(embedded, [f"Story {i}: once upon a time" for i in range(4)], [100] * 4, temperature=0.0)
     )
     assert decoder.stats.shrinks >= 1
     assert [(c.finish_reason, c.completion_tokens) for c in out] == [("length", 100)] * 4
+
+
+def test_cache_is_sized_to_the_prompts_not_to_n_ctx_times_the_batch(embedded) -> None:
+    decoder = BatchDecoder(embedded.llm, n_ctx=2048, slots=8, n_threads=2)
+    lines: list[str] = []
+    decoder.report = lines.append
+    assert decoder.cache_tokens == 0  # nothing is allocated before the first call
+    requests = _requests(embedded, PROMPTS[:4], [8] * 4, temperature=0.0)
+    out = decoder.generate(requests)
+    assert [c.completion_tokens for c in out] == [8] * 4
+    # four prompts of about ten tokens, each with room for 8 more: one block of 256 cells, not 8 x 2048
+    assert decoder.cache_tokens == 256
+    assert len(lines) == 1 and "KV cache 256 tokens" in lines[0] and "4 sequences at once" in lines[0]
+    decoder.generate(requests)
+    assert decoder.cache_tokens == 256 and len(lines) == 1  # the open cache holds the next call: kept
+
+
+def test_full_cache_grows_and_moves_every_sequence_unchanged(embedded) -> None:
+    """Sequences outgrow a 256-token cache mid-call: it is reopened larger, with their cells moved
+    over (the shared prefix shared again), and every text is what a large cache gives."""
+    system = "Complete the list. Each list continues in the same pattern until it reaches twenty items. "
+    prompts = [system + p for p in PROMPTS[2:8]]
+    requests = _requests(embedded, prompts, [40] * 6, temperature=0.0)
+    roomy = BatchDecoder(embedded.llm, n_ctx=512, slots=6, n_threads=2, cache_tokens=2048)
+    small = BatchDecoder(embedded.llm, n_ctx=512, slots=6, n_threads=2, cache_tokens=256)
+    lines: list[str] = []
+    small.report = lines.append
+    expected, got = roomy.generate(requests), small.generate(requests)
+    assert small.stats.grows >= 1 and small.stats.shrinks == 0
+    assert small.cache_tokens > 256 and any("grown to" in line for line in lines)
+    assert small.stats.shared_prefix_tokens >= 15
+    assert [(c.text, c.finish_reason, c.completion_tokens) for c in got] == [
+        (c.text, c.finish_reason, c.completion_tokens) for c in expected
+    ]
+    assert all(c.completion_tokens == 40 for c in got)
+
+
+def test_default_batch_size_follows_threads_and_the_models_kv_cache() -> None:
+    from synth.backends.llamacpp import default_batch_size, kv_bytes_per_token
+
+    smollm2 = {  # SmolLM2-135M: 30 layers, 9 heads of 64, 3 KV heads
+        "general.architecture": "llama",
+        "llama.block_count": "30",
+        "llama.embedding_length": "576",
+        "llama.attention.head_count": "9",
+        "llama.attention.head_count_kv": "3",
+    }
+    gemma3 = {  # Gemma 3 270M: 18 layers, 4 heads, 1 KV head, head size 256 (not 640 / 4)
+        "general.architecture": "gemma3",
+        "gemma3.block_count": "18",
+        "gemma3.embedding_length": "640",
+        "gemma3.attention.head_count": "4",
+        "gemma3.attention.head_count_kv": "1",
+        "gemma3.attention.key_length": "256",
+        "gemma3.attention.value_length": "256",
+    }
+    assert kv_bytes_per_token(smollm2) == 30 * 3 * (64 + 64) * 2
+    assert kv_bytes_per_token(gemma3) == 18 * 1 * (256 + 256) * 2
+    small, why = default_batch_size(smollm2, threads=1)
+    assert small == 8 and "8 per thread x 1 threads" in why
+    assert default_batch_size(smollm2, threads=2)[0] == 11  # the KV budget binds: 128 MiB / (22.5 KiB x 512)
+    assert default_batch_size(gemma3, threads=2)[0] == 14
+    assert default_batch_size({"general.architecture": "x"}, threads=4)[0] == 32  # nothing known of the cache
 
 
 @pytest.mark.parametrize("size", [0, 256])
