@@ -70,7 +70,7 @@ def test_exact_reads_a_synth_output_and_parquet(source, tmp_path, monkeypatch) -
 
 def test_semantic_from_the_command_line(source, tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "out"
-    assert synth([source, "--out", out, "--method", "semantic"], monkeypatch) == 0
+    assert synth([source, "--out", out, "--method", "semantic", "--embedder", "minilm"], monkeypatch) == 0
     kept = rows_of(out)
     assert [r["source"] for r in kept] == ["a", "c", "d"]
     assert kept[0]["min_neighbor_distance"] is None and kept[1]["min_neighbor_distance"] > 0.15

@@ -41,7 +41,7 @@ def dedup(
 ) -> dict[str, Any]:
     """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
 
-    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `model`.
+    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `embedder`, `model`.
     A resumed run reads the input again from the start, because the stage must see every row
     kept before to judge the next; it writes only the kept (and rejected) rows past those the
     output already holds. The method is deterministic, so those are the rows the stopped run

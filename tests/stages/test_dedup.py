@@ -84,7 +84,7 @@ def test_each_method_catches_what_it_claims_and_keeps_distinct_texts(name, stage
 
 
 def test_semantic_catches_paraphrase_level_copies_and_adds_distance() -> None:
-    out, rejects = run(dedup_semantic(), corpus(), size=5)
+    out, rejects = run(dedup_semantic(embedder="minilm"), corpus(), size=5)
     assert set(rejects["id"].to_pylist()) == set(PLANTED)
     assert set(out["id"].to_pylist()) == set(ORIGINALS)
     distance = out["min_neighbor_distance"].to_pylist()
@@ -97,7 +97,7 @@ def test_semantic_catches_paraphrase_level_copies_and_adds_distance() -> None:
 
 
 def test_semantic_switches_to_an_approximate_index_and_says_so() -> None:
-    stage = dedup_semantic(exact_limit=3)
+    stage = dedup_semantic(embedder="minilm", exact_limit=3)
     out = pa.concat_tables(list(stage(batches(corpus(), 3))))
     assert set(out["id"].to_pylist()) == set(ORIGINALS)
     assert stage.notes["index"].startswith("approximate (FAISS HNSW")
@@ -110,10 +110,10 @@ def test_same_output_twice_and_for_any_batching(make) -> None:
 
 
 def test_semantic_gives_the_same_output_twice_and_the_same_rows_for_any_batching() -> None:
-    (out, rejects), (out2, rejects2) = (run(dedup_semantic(), corpus(), 4) for _ in range(2))
+    (out, rejects), (out2, rejects2) = (run(dedup_semantic(embedder="minilm"), corpus(), 4) for _ in range(2))
     assert out.to_pylist() == out2.to_pylist() and rejects.to_pylist() == rejects2.to_pylist()
     for size in (1, 13):  # other batches, other matrix shapes: the same decisions, distances to rounding
-        other, other_rejects = run(dedup_semantic(), corpus(), size)
+        other, other_rejects = run(dedup_semantic(embedder="minilm"), corpus(), size)
         for a, b in ((out, other), (rejects, other_rejects)):
             columns = ["id", "instruction", "dup_cluster"]
             assert a.select(columns).to_pylist() == b.select(columns).to_pylist()
@@ -279,7 +279,14 @@ def test_settling_a_batch_in_whole_array_rounds_matches_row_by_row(seed, monkeyp
 def test_ascii_words_are_the_unicode_kernels_words() -> None:
     rng = np.random.default_rng(3)
     alphabet = [chr(c) for c in range(128)]
-    texts = ["", "   ", "Hello, World!", "a_b-c", "x\x1fy\x07z", *("".join(rng.choice(alphabet, 30)) for _ in range(300))]
+    texts = [
+        "",
+        "   ",
+        "Hello, World!",
+        "a_b-c",
+        "x\x1fy\x07z",
+        *("".join(rng.choice(alphabet, 30)) for _ in range(300)),
+    ]
     words, offsets = word_lists(pa.array(texts[5:8] + texts))  # an offset into the buffers too
     expected = _words(pa.array(texts[5:8] + texts))
     assert offsets.tolist() == (expected.offsets.to_numpy() - expected.offsets[0].as_py()).tolist()
