@@ -207,7 +207,7 @@ def dedup(
     ] = None,
     embedder: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="semantic: static (default; distilled from MiniLM once, fast), minilm, or a model2vec folder."),
+        typer.Option(help="semantic: static (default; distilled from MiniLM once), minilm, or a model2vec folder."),
     ] = None,
     model: Annotated[Optional[str], typer.Option(help="semantic: sentence-transformers model name or path.")] = None,  # noqa: UP045
     rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045

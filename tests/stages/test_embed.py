@@ -35,9 +35,8 @@ def tiny_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("embed")
     tokenizer = AutoTokenizer.from_pretrained(embed_module._packaged_minilm(), local_files_only=True)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    )
+    sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    config = BertConfig(vocab_size=tokenizer.vocab_size, **sizes)
     source = root / "tiny-bert"
     BertModel(config).save_pretrained(source)
     tokenizer.save_pretrained(source)
