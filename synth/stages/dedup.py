@@ -554,8 +554,8 @@ def _ascii_words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     edge[0] = edge[-1] = True
     edge[offsets] = True
     cut = np.flatnonzero(edge)  # runs between cuts are all word or all separator bytes
-    runs = cut[:-1][inside[cut[:-1]]] if len(data) else cut[:0]
-    ends = cut[np.searchsorted(cut, runs, side="right")]
+    word_runs = np.flatnonzero(inside[cut[:-1]]) if len(data) else cut[:0]
+    runs, ends = cut[word_runs], cut[word_runs + 1]
     starts = np.concatenate([[0], np.cumsum(ends - runs)])  # each word's start in the words laid end to end
     row_offsets = np.searchsorted(runs, offsets)
     # A row with no words has one empty word, as Arrow's split gives it: an empty text is a shingle.
