@@ -323,10 +323,9 @@ def main() -> None:
     summary: dict = {"rows": args.rows, "cores": os.cpu_count(), "minhash": results, "semantic": semantic}
     if "synth" in results and "rensa" in results:
         s, b = results["synth"], results["rensa"]
-        summary["synth_vs_rensa"] = {"speed": b["seconds"] / s["seconds"], "memory": s["peak_mb"] / b["peak_mb"]}
-        print(
-            f"synth / rensa: {b['seconds'] / s['seconds']:.2f}x the speed, {s['peak_mb'] / b['peak_mb']:.2f}x the memory"
-        )
+        speed, memory = b["seconds"] / s["seconds"], s["peak_mb"] / b["peak_mb"]
+        summary["synth_vs_rensa"] = {"speed": speed, "memory": memory}
+        print(f"synth / rensa: {speed:.2f}x the speed, {memory:.2f}x the memory")
     for name in ("minilm", "static", "static_large"):
         if name in semantic:
             r = semantic[name]
