@@ -656,16 +656,16 @@ class SemanticDedup:
 
     `embedder`: "static" (default: a model2vec model distilled once from all-MiniLM-L6-v2,
     numpy only at run time), "minilm" (all-MiniLM-L6-v2 through sentence-transformers), or a
-    model name or path (`synth.stages.embed`). Search is exact (FAISS inner product) up to
-    `exact_limit` kept rows, then HNSW: approximate, and no longer bit-for-bit reproducible.
-    `notes["index"]` says which was used.
+    model name or path (`synth.stages.embed`). Search is exact up to `exact_limit` kept rows,
+    then HNSW (usearch): approximate, and no longer bit-for-bit reproducible. `notes["index"]`
+    says which was used.
     """
 
     column: str = "instruction"
     threshold: float = 0.15
     embedder: str = "static"
     model: str | None = None  # a sentence-transformers name or path: the embedder, if given
-    exact_limit: int = 100_000
+    exact_limit: int = 50_000
     device: str | None = None
     rejects: Rejects | None = field(default=None, repr=False, compare=False)
     stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
@@ -675,8 +675,8 @@ class SemanticDedup:
         check_threshold(self.threshold, "cosine distance")
         import importlib.util
 
-        if importlib.util.find_spec("faiss") is None:
-            raise SynthError("semantic dedup needs faiss: pip install 'synth[embed]'")
+        if importlib.util.find_spec("usearch") is None:
+            raise SynthError("semantic dedup needs usearch: pip install 'synth[embed]'")
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         encoder = load_embedder(self.model or self.embedder, self.device)
@@ -694,66 +694,107 @@ class SemanticDedup:
         return _stream(batches, self.column, self.stats, self.rejects, decide, store, ("min_neighbor_distance",))
 
 
-def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float, block: int = 512) -> Verdict:
+def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float, block: int = 1024) -> Verdict:
     """Each row against kept rows of earlier batches (the index) and of its own batch before it,
-    in row order. The batch is compared with itself a block of rows at a time, so the similarity
-    matrix held is `block` x rows, not rows x rows."""
+    in row order. The batch meets itself a block of rows at a time (a `block` x rows similarity
+    matrix, not rows x rows); within a block, only rows that have an earlier row of the block
+    closer than `threshold` are settled one by one, in order. The rest is whole-array work."""
     n = len(emb)
     best, prior = index.search(emb)
     owner = np.full(n, -1)
     keep = np.zeros(n, bool)
     for start in range(0, n, block):
         stop = min(n, start + block)
+        rows = np.arange(stop - start)
         sims = emb[start:stop] @ emb[:stop].T
-        earlier = sims[:, :start]
-        earlier[:, ~keep[:start]] = -np.inf  # rows before the block are settled
-        if start:
-            j = np.argmax(earlier, axis=1)
-            s = earlier[np.arange(stop - start), j]
-            better = s > best[start:stop]
-            best[start:stop][better], owner[start:stop][better] = s[better], j[better]
-            prior[start:stop][better] = -1
-        inside = sims[:, start:]
-        for r in range(stop - start):  # in order within the block: a row meets the rows kept before it
-            i = start + r
-            kept = np.flatnonzero(keep[start:i])
-            if len(kept):
-                k = kept[np.argmax(inside[r, kept])]
-                if inside[r, k] > best[i]:
-                    best[i], owner[i], prior[i] = inside[r, k], start + k, -1
-            keep[i] = 1 - best[i] >= threshold
+        sims[:, start:][np.triu_indices(stop - start)] = -np.inf  # a row meets only the rows before it
+        sims[:, :start][:, ~keep[:start]] = -np.inf  # earlier blocks are settled: their kept rows only
+        _closer(sims[:, :start], rows, start, 0, best, owner, prior)
+        close = 1 - sims[:, start:] < threshold
+        kept = 1 - best[start:stop] >= threshold
+        for r in np.flatnonzero(close.any(axis=1)):  # ascending: the rows before r are settled
+            kept[r] = kept[r] and not kept[close[r]].any()
+        sims[:, start:][:, ~kept] = -np.inf
+        _closer(sims[:, start:], rows, start, start, best, owner, prior)
+        keep[start:stop] = kept
     distance = np.where(np.isfinite(best), np.clip(1 - best, 0, 2), np.nan)  # NaN: no earlier row
     prior[keep], owner[keep] = -1, -1
     column = pa.array(distance, pa.float32(), from_pandas=True)
     return Verdict(keep, prior, owner, np.where(keep, np.nan, best), {"min_neighbor_distance": column})
 
 
+def _closer(
+    sims: np.ndarray, rows: np.ndarray, start: int, offset: int, best: np.ndarray, owner: np.ndarray, prior: np.ndarray
+) -> None:
+    """Where the most similar column of `sims` beats a row's best so far (strictly: on a tie
+    the earlier row wins), it becomes the row's match."""
+    if sims.shape[1] == 0:
+        return
+    j = np.argmax(sims, axis=1)
+    s = sims[rows, j]
+    better = np.flatnonzero(s > best[start : start + len(rows)])
+    best[start + better], owner[start + better], prior[start + better] = s[better], offset + j[better], -1
+
+
 class _VectorIndex:
-    """Kept rows' unit embeddings: exact inner-product search, then HNSW past `exact_limit` rows."""
+    """Kept rows' unit embeddings: exact search (numpy inner products, in blocks) up to
+    `exact_limit` rows, then an HNSW graph over 8-bit vectors (usearch): approximate, with
+    similarities within a few hundredths, and no longer bit-for-bit reproducible.
+
+    numpy's BLAS, not FAISS's flat index, for the exact part: 5x faster on the same two cores.
+    """
 
     def __init__(self, dim: int, exact_limit: int) -> None:
-        import faiss
-
-        self.faiss, self.dim, self.exact_limit = faiss, dim, exact_limit
-        self.index = faiss.IndexFlatIP(dim)
-        self.kind = "exact (FAISS IndexFlatIP)"
+        self.dim, self.exact_limit = dim, exact_limit
+        self.exact: list[np.ndarray] = []
+        self.ntotal = 0
+        self.graph: Any = None
+        self.kind = "exact (numpy inner products)"
 
     def search(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.index.ntotal == 0:
-            return np.full(len(emb), -np.inf), np.full(len(emb), -1)
-        sims, found = self.index.search(emb, 1)
-        return sims[:, 0].astype(np.float64), found[:, 0].astype(np.int64)
+        best, found = np.full(len(emb), -np.inf), np.full(len(emb), -1)
+        if self.ntotal == 0 or len(emb) == 0:
+            return best, found
+        if self.graph is not None:
+            matches = self.graph.search(emb, 1, threads=0)
+            counts = getattr(matches, "counts", None)  # one query gives a Matches, without counts
+            hit = np.asarray(counts).reshape(-1) > 0 if counts is not None else np.array([len(matches.keys) > 0])
+            if hit.any():
+                keys = np.asarray(matches.keys).reshape(len(emb), -1)[:, 0]
+                sims = 1 - np.asarray(matches.distances, np.float64).reshape(len(emb), -1)[:, 0]
+                best[hit], found[hit] = sims[hit], keys[hit]
+            return best, found
+        start = 0
+        for chunk in self.exact:
+            for q in range(0, len(emb), 1024):  # (1024, 4096) blocks: 16 MB of similarities at a time
+                for c in range(0, len(chunk), 4096):
+                    sims = emb[q : q + 1024] @ chunk[c : c + 4096].T
+                    j = np.argmax(sims, axis=1)
+                    s = sims[np.arange(len(j)), j].astype(np.float64)
+                    better = s > best[q : q + 1024]  # strict: the earliest row wins a tie
+                    best[q : q + 1024][better] = s[better]
+                    found[q : q + 1024][better] = start + c + j[better]
+            start += len(chunk)
+        return best, found
 
     def add(self, emb: np.ndarray) -> None:
-        if self.index.ntotal + len(emb) > self.exact_limit and self.kind.startswith("exact"):
-            hnsw = self.faiss.IndexHNSWFlat(self.dim, 32, self.faiss.METRIC_INNER_PRODUCT)
-            hnsw.hnsw.efSearch = 128
-            if self.index.ntotal:
-                hnsw.add(self.index.reconstruct_n(0, self.index.ntotal))
-            self.index = hnsw
-            self.kind = f"approximate (FAISS HNSW, from kept row {self.exact_limit + 1})"
-        if len(emb):
-            self.index.add(np.ascontiguousarray(emb, np.float32))
+        if len(emb) == 0:
+            return
+        if self.graph is None and self.ntotal + len(emb) > self.exact_limit:
+            from usearch.index import Index
+
+            self.graph = Index(ndim=self.dim, metric="cos", dtype="i8", connectivity=16, expansion_add=64)
+            self.graph.expansion_search = 64
+            for start, chunk in zip(np.cumsum([0] + [len(c) for c in self.exact]), self.exact):
+                self.graph.add(np.arange(start, start + len(chunk)), chunk, threads=0)
+            self.exact = []
+            self.kind = f"approximate (usearch HNSW, 8-bit, from kept row {self.exact_limit + 1})"
+        emb = np.ascontiguousarray(emb, np.float32)
+        if self.graph is not None:
+            self.graph.add(np.arange(self.ntotal, self.ntotal + len(emb)), emb, threads=0)
+        else:
+            self.exact.append(emb)
+        self.ntotal += len(emb)
 
 
 dedup_exact = ExactDedup  # the names the docs use: from synth.stages import dedup_exact

@@ -100,7 +100,7 @@ def test_semantic_switches_to_an_approximate_index_and_says_so() -> None:
     stage = dedup_semantic(embedder="minilm", exact_limit=3)
     out = pa.concat_tables(list(stage(batches(corpus(), 3))))
     assert set(out["id"].to_pylist()) == set(ORIGINALS)
-    assert stage.notes["index"].startswith("approximate (FAISS HNSW")
+    assert stage.notes["index"].startswith("approximate (usearch HNSW")
 
 
 @pytest.mark.parametrize("make", [dedup_exact, dedup_minhash])

@@ -23,7 +23,7 @@ from synth.stages import embed as embed_module
 from .test_dedup import ORIGINALS, PLANTED, corpus, run
 
 pytest.importorskip("model2vec.distill")
-pytest.importorskip("faiss")
+pytest.importorskip("usearch")
 
 
 @pytest.fixture(scope="module")
