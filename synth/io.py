@@ -186,6 +186,7 @@ def _jsonl_arrow(file: Path, batch_size: int) -> Iterator[Batch]:
         pending: list[pa.RecordBatch] = []
         held = 0
         for record_batch in reader:
+            record_batch.validate(full=True)  # Arrow's reader lets bad UTF-8 through; json would not
             pending.append(record_batch)
             held += record_batch.num_rows
             while held >= batch_size:
