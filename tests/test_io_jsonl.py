@@ -8,7 +8,6 @@ import pyarrow as pa
 import pytest
 
 from synth.core import SynthError
-
 from synth.io import _jsonl_python, read
 
 
