@@ -165,18 +165,20 @@ def _read_arrow(files: list[Path], batch_size: int) -> Iterator[Batch]:
 def _read_jsonl(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
         kinds: dict[str, pa.DataType] = {}  # each column's type in this file's batches so far
-        done = 0
-        for batch in _jsonl_arrow(file, batch_size):
+        done, finished = 0, []
+        for batch in _jsonl_arrow(file, batch_size, finished):
             done += batch.num_rows
             kinds.update(zip(batch.column_names, batch.schema.types))
             yield batch
-        yield from _jsonl_python(file, batch_size, skip=done, kinds=kinds)
+        if not finished:
+            yield from _jsonl_python(file, batch_size, skip=done, kinds=kinds)
 
 
-def _jsonl_arrow(file: Path, batch_size: int) -> Iterator[Batch]:
+def _jsonl_arrow(file: Path, batch_size: int, finished: list[bool]) -> Iterator[Batch]:
     """The file's rows through Arrow's JSON reader (C++, 10x Python's json), as long as it agrees
     with `_jsonl_python`: the first error, a type change between blocks or a text column that Arrow
-    would read as timestamps stops it, and `_jsonl_python` reads the rest, with its messages."""
+    would read as timestamps stops it, and `_jsonl_python` reads the rest, with its messages.
+    Appends True to `finished` when it has read the whole file."""
     import pyarrow.json as pajson
 
     try:
@@ -196,6 +198,7 @@ def _jsonl_arrow(file: Path, batch_size: int) -> Iterator[Batch]:
                 pending, held = rest.to_batches(), rest.num_rows
         if held:
             yield pa.Table.from_batches(pending).combine_chunks()
+        finished.append(True)
     except (pa.ArrowException, OSError, UnicodeDecodeError):
         return
 
