@@ -341,7 +341,10 @@ def main() -> None:
         )
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
-    name = "dedup.json" if args.rows <= 100_000 and args.static_rows <= 100_000 else f"dedup-{total}.json"
+    if only & {"synth", "rensa", "datasketch"}:
+        name = "dedup.json" if args.rows <= 100_000 else f"dedup-{args.rows}.json"
+    else:
+        name = f"dedup-semantic-{max(args.semantic_rows, args.static_rows)}.json"
     (results_dir / name).write_text(json.dumps(summary, indent=1) + "\n")
 
 
