@@ -1,14 +1,22 @@
-"""Dedup benchmark: synth's MinHash against datasketch's MinHashLSH in one run, plus semantic speed.
+r"""Dedup benchmark, one run: synth's MinHash against rensa and datasketch; semantic embedders.
 
-    python benchmarks/dedup.py                   # 50,000 rows: synth vs datasketch, semantic on 1,000
-    python benchmarks/dedup.py --rows 1000000 --only synth   # the million-row run
-
-synth's MinHash reads 8,192-row batches, as `synth dedup` does by default.
+    python benchmarks/dedup.py                                  # 54,209 rows, every method
+    python benchmarks/dedup.py --rows 1000000 --only synth      # the million-row MinHash run
+    python benchmarks/dedup.py --only static --semantic-rows 200000 --static-rows 200000
 
 Builds a corpus of short instructions with planted near-duplicates (exact copies, case and
-punctuation noise, one word changed), writes it to parquet, and runs each method in its own
-process so peak memory (max RSS) is that method's alone. Reports docs/s, precision and recall
-against the planted ground truth, peak memory, and ratios against datasketch.
+punctuation noise, one word changed or added) as jsonl, and runs each side as its own whole
+process (interpreter start, imports, reading, dedup, writing: wall time from the parent, peak
+memory from the child's VmHWM):
+- synth: `synth dedup corpus.jsonl --out ...`, the command itself;
+- rensa: a short script reading the jsonl (json module), RMinHash of lower-cased `\w+` words,
+  RMinHashLSH, candidates verified at Jaccard 0.7, kept ids written out;
+- datasketch: MinHash + MinHashLSH with synth's words and bands (slow: `--datasketch-rows`).
+Precision, recall and F1 against the planted copies; speed and memory as ratios to rensa.
+
+Semantic: the same rows through `synth dedup --method semantic` with the static embedder and with
+`--embedder minilm` (rows/s over dedup alone, model loading apart), the static path's recall on
+the (copy, kept row) pairs MiniLM finds, and a larger static run for rows/s and peak memory.
 """
 
 from __future__ import annotations
@@ -17,15 +25,11 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 NOUNS = (
     "garden river library market bridge lighthouse orchard database compiler telescope harbour glacier bakery "
@@ -103,188 +107,244 @@ def near_copy(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def build(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> None:
-    """Parquet of `rows` instructions; `truth` is the id of the earlier row a planted copy copies."""
+def build(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> dict[str, str | None]:
+    """`rows` instructions as jsonl; returns id -> the id of the earlier row a planted copy copies."""
     rng = random.Random(seed)
-    writer, originals = None, []
-    for start in range(0, rows, 50_000):
-        ids, texts, truth = [], [], []
-        for i in range(start, min(rows, start + 50_000)):
+    originals: list[tuple[str, str]] = []
+    truth: dict[str, str | None] = {}
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(rows):
             if originals and rng.random() < dup_rate:
                 source_id, source_text = rng.choice(originals)
-                ids.append(f"r{i}"), texts.append(near_copy(source_text, rng)), truth.append(source_id)
+                text, truth[f"r{i}"] = near_copy(source_text, rng), source_id
             else:
-                text = instruction(rng)
-                ids.append(f"r{i}"), texts.append(text), truth.append(None)
+                text, truth[f"r{i}"] = instruction(rng), None
                 if len(originals) < 200_000:
                     originals.append((f"r{i}", text))
-        table = pa.table({"id": ids, "instruction": texts, "truth": pa.array(truth, pa.string())})
-        writer = writer or pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
-    writer.close()
+            out.write(json.dumps({"id": f"r{i}", "instruction": text}) + "\n")
+    return truth
 
 
 def score(dropped: set[str], truth: dict[str, str | None]) -> dict[str, float]:
     planted = {k for k, v in truth.items() if v is not None}
     hits = len(dropped & planted)
-    return {"precision": hits / max(len(dropped), 1), "recall": hits / max(len(planted), 1)}
+    precision, recall = hits / max(len(dropped), 1), hits / max(len(planted), 1)
+    return {"precision": precision, "recall": recall, "f1": 2 * precision * recall / max(precision + recall, 1e-12)}
 
 
-def worker(method: str, path: Path, limit: int | None) -> dict:
-    from synth.core import pipe, take
-    from synth.io import read
-    from synth.stages import dedup_minhash, dedup_semantic
+def peak_mb() -> float:
+    """This process's peak RSS since exec (VmHWM): ru_maxrss would carry a forking parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("no /proc/self/status: this benchmark needs Linux")
 
+
+RENSA = r"""
+import json, re, sys
+from rensa import RMinHash, RMinHashLSH
+WORD = re.compile(r"\w+")
+lsh, sigs, kept = RMinHashLSH(threshold=0.7, num_perm=128, num_bands=16), {}, []
+with open(sys.argv[1], encoding="utf-8") as f:
+    for i, line in enumerate(f):
+        row = json.loads(line)
+        m = RMinHash(num_perm=128, seed=42)
+        m.update(WORD.findall(row["instruction"].lower()))
+        if not any(m.jaccard(sigs[c]) >= 0.7 for c in lsh.query(m)):
+            lsh.insert(i, m)
+            sigs[i] = m
+            kept.append(row["id"])
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    f.write("\n".join(kept))
+"""
+
+
+def worker(method: str, corpus: Path, out: Path, rows: int) -> dict:
+    """Runs in the child: one side, then what it kept (or dropped) and its peak memory."""
+    if method == "rensa":
+        sys.argv = ["rensa", str(corpus), str(out / "kept.txt")]
+        exec(compile(RENSA, "rensa_baseline", "exec"), {"__name__": "__main__"})
+        return {"kept_file": str(out / "kept.txt"), "peak_mb": peak_mb()}
     if method == "datasketch":
-        import datasketch  # noqa: F401  (imports are not dedup speed, on either side)
-    pa.array([0])  # nor is pandas, which pyarrow imports on its first array from Python values
+        dropped = _datasketch(corpus, rows)
+        return {"dropped": sorted(dropped), "peak_mb": peak_mb()}
     if method == "synth":
-        from synth.io import jemalloc_for_arrow
+        from synth.cli import main
 
-        jemalloc_for_arrow()  # as `synth dedup` does
-    if method == "semantic":
-        from synth.stages.dedup import load_encoder
+        sys.argv = ["synth", "dedup", str(corpus), "--out", str(out / "synth"), "--method", "minhash"]
+        main()
+        return {"kept_dir": str(out / "synth"), "peak_mb": peak_mb()}
+    return _semantic(method, corpus, rows)
 
-        load_encoder()  # nor is loading the model
-    dropped: set[str] = set()
-    matched: list[pa.Table] = []  # synth's dropped rows and the kept row each matched, held as Arrow
-    started, cpu = time.perf_counter(), time.process_time()
-    rows = 0
-    if method == "read":  # the floor: reading the file, holding nothing
-        for batch in read(path):
-            rows += batch.num_rows
-    elif method in ("synth", "semantic"):
-        factory = dedup_semantic if method == "semantic" else dedup_minhash
-        stage = factory(rejects=lambda b: matched.append(b.select(["id", "dup_cluster"])))
-        size = 8192 if method == "synth" else 1000  # what `synth dedup` reads at once; semantic: the usual
-        for batch in pipe(read(path, size), take(limit or 10**12), stage):
-            rows += batch.num_rows
-        rows += sum(t.num_rows for t in matched)
-    else:
-        rows = _datasketch(path, dropped)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    peak = _peak_mb()  # before the scoring below holds ids
-    pairs = pa.concat_tables(matched).to_pylist() if matched else []
-    dropped.update(p["id"] for p in pairs)
-    truth: dict[str, str | None] = {}
-    for batch in pipe(read(path), take(limit or 10**12)):
-        truth.update(zip(batch["id"].to_pylist(), batch["truth"].to_pylist()))
-    result = {"method": method, "rows": rows, "seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak}
-    result.update(score(dropped, truth))
-    if method == "synth":
-        result["precision_true_jaccard"] = _true_precision(path, pairs, truth)
+
+def _semantic(embedder: str, corpus: Path, rows: int) -> dict:
+    """`synth dedup --method semantic` on the first `rows` rows, timed apart from loading the model."""
+    from synth.core import pipe, take
+    from synth.io import arrow_without_pandas, jemalloc_for_arrow, read
+    from synth.stages import dedup_semantic
+    from synth.stages.embed import load_embedder
+
+    jemalloc_for_arrow(), arrow_without_pandas()  # as `synth dedup` does
+    load_embedder(embedder)
+    pairs: list[list[str]] = []
+    stage = dedup_semantic(
+        embedder=embedder, rejects=lambda b: pairs.extend(zip(b["id"].to_pylist(), b["dup_cluster"].to_pylist()))
+    )
+    started, done = time.perf_counter(), 0
+    for batch in pipe(read(corpus, 8192), take(rows), stage):
+        done += batch.num_rows
+    seconds = time.perf_counter() - started
+    return {
+        "rows": done + len(pairs),
+        "seconds": seconds,
+        "pairs": pairs,
+        "peak_mb": peak_mb(),
+        "index": stage.notes["index"],
+    }
+
+
+def _datasketch(corpus: Path, rows: int) -> set[str]:
+    """The slow baseline: datasketch MinHash + MinHashLSH, greedy, with synth's words and bands."""
+    import pyarrow as pa
+    from datasketch import MinHash, MinHashLSH
+
+    from synth.stages.dedup import _words, lsh_params
+
+    lsh, dropped = MinHashLSH(num_perm=128, params=lsh_params(0.7, 128)), set()
+    with corpus.open(encoding="utf-8") as f:
+        records = [json.loads(line) for line, _ in zip(f, range(rows))]
+    words = _words(pa.array([r["instruction"] for r in records])).to_pylist()
+    for record, tokens in zip(records, words):
+        m = MinHash(num_perm=128)
+        m.update_batch([t.encode() for t in set(tokens)])
+        if lsh.query(m):
+            dropped.add(record["id"])
+        else:
+            lsh.insert(record["id"], m)
+    return dropped
+
+
+def run(method: str, corpus: Path, rows: int, threads: int = 2) -> dict:
+    """One side in its own process; wall time is the whole process's, start to exit."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, __file__, "--worker", method, "--input", str(corpus), "--out", tmp, "--rows", str(rows)]
+        started = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(f"{method}: {done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if "kept_file" in result:
+            result["kept"] = Path(result.pop("kept_file")).read_text(encoding="utf-8").split("\n")
+        if "kept_dir" in result:
+            import pyarrow.parquet as pq
+
+            result["kept"] = pq.read_table(Path(result.pop("kept_dir")) / "data", columns=["id"])["id"].to_pylist()
+    result.setdefault("seconds", wall)
+    result["wall_seconds"] = wall
     return result
 
 
-def _peak_mb() -> float:
-    """This process's peak RSS since exec (VmHWM): ru_maxrss would carry the parent's size over a fork."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def minhash_side(method: str, corpus: Path, rows: int, truth: dict[str, str | None]) -> dict:
+    r = run(method, corpus, rows)
+    ids = [f"r{i}" for i in range(rows)]
+    dropped = set(r.pop("dropped")) if "dropped" in r else set(ids) - set(r.pop("kept"))
+    sub = {k: truth[k] for k in ids}
+    return {
+        "method": method,
+        "rows": rows,
+        "seconds": r["wall_seconds"],
+        "peak_mb": r["peak_mb"],
+        **score(dropped, sub),
+    }
 
 
-def _true_precision(path: Path, pairs: list[dict], truth: dict[str, str | None], threshold: float = 0.7) -> float:
-    """Precision counting as right a drop that is planted or whose word set (synth's shingles) has a
-    true Jaccard similarity of at least `threshold` with the row it matched: the generator's
-    small vocabulary makes chance near-duplicates among a million rows."""
-    from synth.io import read
-    from synth.stages.dedup import _words
-
-    wanted = {p["id"] for p in pairs} | {p["dup_cluster"] for p in pairs}
-    words: dict[str, set[str]] = {}
-    for batch in read(path):
-        for key, tokens in zip(batch["id"].to_pylist(), _words(batch["instruction"].combine_chunks()).to_pylist()):
-            if key in wanted:
-                words[key] = set(tokens)
-    right = 0
-    for p in pairs:
-        a, b = words[p["id"]], words[p["dup_cluster"]]
-        right += truth[p["id"]] is not None or len(a & b) / max(len(a | b), 1) >= threshold
-    return right / max(len(pairs), 1)
-
-
-def _datasketch(path: Path, dropped: set[str]) -> int:
-    """The baseline: datasketch MinHash + MinHashLSH, greedy, with synth's shingles and bands."""
-    from datasketch import MinHash, MinHashLSH
-
-    from synth.io import read
-    from synth.stages.dedup import _words, lsh_params
-
-    lsh = MinHashLSH(num_perm=128, params=lsh_params(0.7, 128))
-    rows = 0
-    for batch in read(path):
-        words = _words(batch["instruction"].combine_chunks()).to_pylist()
-        for key, tokens in zip(batch["id"].to_pylist(), words):
-            m = MinHash(num_perm=128)
-            m.update_batch([t.encode() for t in set(tokens)])
-            if lsh.query(m):
-                dropped.add(key)
-            else:
-                lsh.insert(key, m)
-        rows += batch.num_rows
-    return rows
-
-
-def run(method: str, path: Path, limit: int | None = None, threads: int = 2) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(Path(__file__).parents[1])}
-    args = [sys.executable, __file__, "--worker", method, "--input", str(path), "--limit", str(limit or 0)]
-    done = subprocess.run(args, capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def semantic_sides(corpus: Path, rows: int, static_rows: int, only: set[str]) -> dict:
+    out: dict = {}
+    if "minilm" in only:
+        out["minilm"] = run("minilm", corpus, rows)
+    if "static" in only:
+        out["static"] = run("static", corpus, rows)
+    if {"minilm", "static"} <= only:
+        theirs = {tuple(p) for p in out["minilm"]["pairs"]}
+        ours = {tuple(p) for p in out["static"]["pairs"]}
+        dropped = {p[0] for p in ours}
+        out["static_recall_of_minilm_pairs"] = len(theirs & ours) / max(len(theirs), 1)
+        out["static_recall_of_minilm_drops"] = len({p[0] for p in theirs} & dropped) / max(len(theirs), 1)
+        out["static_extra_drops"] = len(dropped - {p[0] for p in theirs})
+    for r in out.values():
+        if isinstance(r, dict):
+            r["pairs_found"] = len(r.pop("pairs", []))
+            r["rows_per_second"] = r["rows"] / r["seconds"]
+    if "static" in only and static_rows > rows:
+        big = run("static", corpus, static_rows)
+        big["pairs_found"] = len(big.pop("pairs"))
+        big["rows_per_second"] = big["rows"] / big["seconds"]
+        out["static_large"] = big
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--semantic-rows", type=int, default=1000)
-    parser.add_argument("--only", choices=["synth", "datasketch", "semantic"], action="append")
-    parser.add_argument("--worker"), parser.add_argument("--input"), parser.add_argument("--limit", type=int)
+    parser.add_argument("--rows", type=int, default=54_209)
+    parser.add_argument("--datasketch-rows", type=int, default=20_000)
+    parser.add_argument("--semantic-rows", type=int, default=2_000, help="rows both embedders dedup (MiniLM: ~200/s)")
+    parser.add_argument("--static-rows", type=int, default=54_209, help="rows of the larger static-only run")
+    parser.add_argument("--only", choices=["synth", "rensa", "datasketch", "static", "minilm"], action="append")
+    parser.add_argument("--worker"), parser.add_argument("--input"), parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, Path(args.input), args.limit or None)))
+        print(json.dumps(worker(args.worker, Path(args.input), Path(args.out), args.rows)))
         return
-    methods = args.only or ["synth", "datasketch", "semantic"]
+    only = set(args.only or ["synth", "rensa", "datasketch", "static", "minilm"])
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.parquet"
-        started = time.perf_counter()
-        build(args.rows, path)
-        print(f"corpus: {args.rows} rows, 10% planted copies, built in {time.perf_counter() - started:.1f}s")
-        results = {"read": run("read", path)}
-        for method in methods:
-            limit = args.semantic_rows if method == "semantic" else None
-            results[method] = run(method, path, limit)
-    header = f"{'method':<12}{'rows':>9}{'seconds':>9}{'cpu s':>8}{'docs/s':>10}"
-    print(f"{header}{'precision':>11}{'recall':>8}{'peak MB':>9}")
+        corpus, semantic_corpus = Path(tmp) / "corpus.jsonl", Path(tmp) / "semantic.jsonl"
+        truth = build(args.rows, corpus)  # the same generator: a longer corpus begins with this one
+        total = max(args.semantic_rows, args.static_rows if "static" in only else 0)
+        if only & {"static", "minilm"}:
+            build(total, semantic_corpus)
+        print(f"corpus: {args.rows} rows, 10% planted copies, jsonl; machine: {os.cpu_count()} cores")
+        results: dict = {}
+        for method in ("synth", "rensa"):
+            if method in only:
+                results[method] = minhash_side(method, corpus, args.rows, truth)
+        if "datasketch" in only:
+            results["datasketch"] = minhash_side("datasketch", corpus, min(args.rows, args.datasketch_rows), truth)
+        semantic = semantic_sides(semantic_corpus, args.semantic_rows, args.static_rows, only)
+    print(f"{'minhash':<12}{'rows':>9}{'wall s':>9}{'rows/s':>10}{'precision':>11}{'recall':>8}{'F1':>8}{'peak MB':>9}")
     for name, r in results.items():
-        rate = r["rows"] / max(r["seconds"], 1e-9)
-        quality = f"{r['precision']:>11.4f}{r['recall']:>8.4f}" if name != "read" else f"{'':>19}"
+        rate = r["rows"] / r["seconds"]
         print(
-            f"{name:<12}{r['rows']:>9}{r['seconds']:>9.2f}{r['cpu_seconds']:>8.2f}{rate:>10.0f}{quality}"
-            f"{r['peak_mb']:>9.0f}"
+            f"{name:<12}{r['rows']:>9}{r['seconds']:>9.2f}{rate:>10.0f}{r['precision']:>11.4f}{r['recall']:>8.4f}"
+            f"{r['f1']:>8.4f}{r['peak_mb']:>9.0f}"
         )
-    if "synth" in results:
+    summary: dict = {"rows": args.rows, "cores": os.cpu_count(), "minhash": results, "semantic": semantic}
+    if "synth" in results and "rensa" in results:
+        s, b = results["synth"], results["rensa"]
+        speed, memory = b["seconds"] / s["seconds"], s["peak_mb"] / b["peak_mb"]
+        summary["synth_vs_rensa"] = {"speed": speed, "memory": memory}
+        print(f"synth / rensa: {speed:.2f}x the speed, {memory:.2f}x the memory")
+    for name in ("minilm", "static", "static_large"):
+        if name in semantic:
+            r = semantic[name]
+            print(
+                f"semantic {name:<13}{r['rows']:>9} rows {r['seconds']:>8.2f} s {r['rows_per_second']:>9.0f} rows/s "
+                f"{r['pairs_found']:>7} pairs, peak {r['peak_mb']:.0f} MB, index {r['index']}"
+            )
+    if "static_recall_of_minilm_pairs" in semantic:
         print(
-            f"synth precision, chance near-duplicates (true Jaccard >= 0.7) counted right: "
-            f"{results['synth']['precision_true_jaccard']:.4f}"
-        )
-    summary: dict = {"rows": args.rows, "results": results}
-    if "synth" in results and "datasketch" in results:
-        s, d = results["synth"], results["datasketch"]
-        speed = (s["rows"] / s["seconds"]) / (d["rows"] / d["seconds"])
-        cpu = (s["rows"] / s["cpu_seconds"]) / (d["rows"] / d["cpu_seconds"])
-        summary.update(throughput_ratio=speed, cpu_throughput_ratio=cpu, peak_ratio=s["peak_mb"] / d["peak_mb"])
-        print(
-            f"synth / datasketch: throughput {speed:.1f}x (per CPU second {cpu:.1f}x), "
-            f"peak memory {s['peak_mb'] / d['peak_mb']:.2f}x"
+            f"static recall of MiniLM's pairs {semantic['static_recall_of_minilm_pairs']:.3f} "
+            f"(of its dropped rows {semantic['static_recall_of_minilm_drops']:.3f}); "
+            f"rows only static drops: {semantic['static_extra_drops']}"
         )
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
-    name = "dedup.json" if args.rows <= 100_000 else f"dedup-{args.rows}.json"
+    if only & {"synth", "rensa", "datasketch"}:
+        name = "dedup.json" if args.rows <= 100_000 else f"dedup-{args.rows}.json"
+    else:
+        name = f"dedup-semantic-{max(args.semantic_rows, args.static_rows)}.json"
     (results_dir / name).write_text(json.dumps(summary, indent=1) + "\n")
 
 

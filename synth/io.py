@@ -55,6 +55,28 @@ def jemalloc_for_arrow() -> None:
         pass
 
 
+def arrow_without_pandas() -> None:
+    """Have pyarrow settle now, with pandas out of reach, that it runs without pandas: its first
+    array from Python or numpy values would import pandas (35 MB and half a second) only to ask
+    whether the values are pandas objects. `synth dedup` calls it; a process that has pandas
+    loaded already keeps it. pyarrow still imports pandas later where a call needs it (`to_pandas`).
+    """
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])  # pyarrow tries pandas once, and remembers the answer
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _NoPandas:
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("synth dedup runs without pandas", name=name)
+
+
 def read(path: str | Path, batch_size: int = 1000) -> Iterator[Batch]:
     """Stream batches from a synth output, parquet, jsonl, csv, text files or a `save_to_disk` dir.
 
@@ -172,37 +194,86 @@ def _read_arrow(files: list[Path], batch_size: int) -> Iterator[Batch]:
 
 def _read_jsonl(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
-        rows: list[dict[str, Any]] = []
-        lines: list[int] = []
         kinds: dict[str, pa.DataType] = {}  # each column's type in this file's batches so far
-        noted: set[str] = set()  # the columns already said to be read as text
-        with file.open("rb") as handle:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    raise SynthError(
-                        f"{file}:{number} is not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
-                        "re-save the file as UTF-8"
-                    ) from None
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SynthError(f"{file}:{number} is not valid JSON ({exc.msg}); fix or remove it") from None
-                if not isinstance(row, dict):
-                    raise SynthError(
-                        f"{file}:{number} is a JSON {type(row).__name__}, not an object; "
-                        'write one {"column": value, ...} object per line'
-                    )
-                rows.append(row)
-                lines.append(number)
-                if len(rows) == batch_size:
-                    yield _jsonl_table(rows, lines, file, kinds, noted)
-                    rows, lines = [], []
-        if rows:
-            yield _jsonl_table(rows, lines, file, kinds, noted)
+        done, finished = 0, []
+        for batch in _jsonl_arrow(file, batch_size, finished):
+            done += batch.num_rows
+            kinds.update(zip(batch.column_names, batch.schema.types))
+            yield batch
+        if not finished:
+            yield from _jsonl_python(file, batch_size, skip=done, kinds=kinds)
+
+
+def _jsonl_arrow(file: Path, batch_size: int, finished: list[bool]) -> Iterator[Batch]:
+    """The file's rows through Arrow's JSON reader (C++, 10x Python's json), as long as it agrees
+    with `_jsonl_python`: the first error, a type change between blocks or a text column that Arrow
+    would read as timestamps stops it, and `_jsonl_python` reads the rest, with its messages.
+    Appends True to `finished` when it has read the whole file."""
+    import pyarrow.json as pajson
+
+    try:
+        reader = pajson.open_json(file, read_options=pajson.ReadOptions(block_size=1 << 20, use_threads=False))
+        if any(_has_timestamp(t) for t in reader.schema.types):
+            return
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for record_batch in reader:
+            record_batch.validate(full=True)  # Arrow's reader lets bad UTF-8 through; json would not
+            pending.append(record_batch)
+            held += record_batch.num_rows
+            while held >= batch_size:
+                table = pa.Table.from_batches(pending).combine_chunks()
+                yield table.slice(0, batch_size)
+                rest = table.slice(batch_size)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield pa.Table.from_batches(pending).combine_chunks()
+        finished.append(True)
+    except (pa.ArrowException, OSError, UnicodeDecodeError):
+        return
+
+
+def _has_timestamp(kind: pa.DataType) -> bool:
+    if pa.types.is_timestamp(kind):
+        return True
+    return any(_has_timestamp(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _jsonl_python(file: Path, batch_size: int, skip: int, kinds: dict[str, pa.DataType]) -> Iterator[Batch]:
+    """Line by line with `json`: exact messages for bad lines, mixed-type columns read as text."""
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    noted: set[str] = set()  # the columns already said to be read as text
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if skip:
+                skip -= bool(raw.strip())
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise SynthError(
+                    f"{file}:{number} is not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                    "re-save the file as UTF-8"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SynthError(f"{file}:{number} is not valid JSON ({exc.msg}); fix or remove it") from None
+            if not isinstance(row, dict):
+                raise SynthError(
+                    f"{file}:{number} is a JSON {type(row).__name__}, not an object; "
+                    'write one {"column": value, ...} object per line'
+                )
+            rows.append(row)
+            lines.append(number)
+            if len(rows) == batch_size:
+                yield _jsonl_table(rows, lines, file, kinds, noted)
+                rows, lines = [], []
+    if rows:
+        yield _jsonl_table(rows, lines, file, kinds, noted)
 
 
 def _jsonl_table(

@@ -253,6 +253,10 @@ def dedup(
         Optional[bool],  # noqa: UP045
         typer.Option("--ignore-punctuation", help="exact: compare texts without their punctuation."),
     ] = None,
+    embedder: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="semantic: static (default; distilled from MiniLM once), minilm, or a model2vec folder."),
+    ] = None,
     model: Annotated[Optional[str], typer.Option(help="semantic: sentence-transformers model name or path.")] = None,  # noqa: UP045
     rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and judged at once.")] = 8192,
@@ -277,6 +281,7 @@ def dedup(
         ngram=ngram,
         num_perm=num_perm,
         ignore_punctuation=ignore_punctuation,
+        embedder=embedder,
         model=model,
     )
     push_out(out, push_to_hub, private)

@@ -52,16 +52,17 @@ def dedup(
 ) -> dict[str, Any]:
     """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
 
-    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `model`.
+    `options` go to the method's stage: `ignore_punctuation`; `ngram`, `num_perm`; `embedder`, `model`.
     A resumed run reads the input again from the start, because the stage must see every row
     kept before to judge the next; it writes only the kept (and rejected) rows past those the
     output already holds. The method is deterministic, so those are the rows the stopped run
     would have written next, wherever it stopped: none lost, none twice.
     """
-    from synth.io import jemalloc_for_arrow
+    from synth.io import arrow_without_pandas, jemalloc_for_arrow
     from synth.recipes._runner import Interrupted, _skip
 
     jemalloc_for_arrow()  # this process only reads, judges and writes: keep what it frees small
+    arrow_without_pandas()
     stage = dedup_stage(method, column, threshold, **options)
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")

@@ -12,7 +12,7 @@ import pytest
 from synth.core import Batch, SynthError, from_rows, pipe
 from synth.stages import dedup as dedup_module
 from synth.stages import dedup_exact, dedup_minhash, dedup_semantic
-from synth.stages.dedup import _Index, _words, jaccard, lsh_params, minhash, shingle_hashes
+from synth.stages.dedup import _Index, _words, jaccard, low_bits, lsh_params, minhash, shingle_hashes, word_lists
 
 ORIGINALS = {
     "o1": "How do I reverse a linked list in Python without using extra memory?",
@@ -84,7 +84,7 @@ def test_each_method_catches_what_it_claims_and_keeps_distinct_texts(name, stage
 
 
 def test_semantic_catches_paraphrase_level_copies_and_adds_distance() -> None:
-    out, rejects = run(dedup_semantic(), corpus(), size=5)
+    out, rejects = run(dedup_semantic(embedder="minilm"), corpus(), size=5)
     assert set(rejects["id"].to_pylist()) == set(PLANTED)
     assert set(out["id"].to_pylist()) == set(ORIGINALS)
     distance = out["min_neighbor_distance"].to_pylist()
@@ -97,10 +97,10 @@ def test_semantic_catches_paraphrase_level_copies_and_adds_distance() -> None:
 
 
 def test_semantic_switches_to_an_approximate_index_and_says_so() -> None:
-    stage = dedup_semantic(exact_limit=3)
+    stage = dedup_semantic(embedder="minilm", exact_limit=3)
     out = pa.concat_tables(list(stage(batches(corpus(), 3))))
     assert set(out["id"].to_pylist()) == set(ORIGINALS)
-    assert stage.notes["index"].startswith("approximate (FAISS HNSW")
+    assert stage.notes["index"].startswith("approximate (usearch HNSW")
 
 
 @pytest.mark.parametrize("make", [dedup_exact, dedup_minhash])
@@ -110,10 +110,10 @@ def test_same_output_twice_and_for_any_batching(make) -> None:
 
 
 def test_semantic_gives_the_same_output_twice_and_the_same_rows_for_any_batching() -> None:
-    (out, rejects), (out2, rejects2) = (run(dedup_semantic(), corpus(), 4) for _ in range(2))
+    (out, rejects), (out2, rejects2) = (run(dedup_semantic(embedder="minilm"), corpus(), 4) for _ in range(2))
     assert out.to_pylist() == out2.to_pylist() and rejects.to_pylist() == rejects2.to_pylist()
     for size in (1, 13):  # other batches, other matrix shapes: the same decisions, distances to rounding
-        other, other_rejects = run(dedup_semantic(), corpus(), size)
+        other, other_rejects = run(dedup_semantic(embedder="minilm"), corpus(), size)
         for a, b in ((out, other), (rejects, other_rejects)):
             columns = ["id", "instruction", "dup_cluster"]
             assert a.select(columns).to_pylist() == b.select(columns).to_pylist()
@@ -179,21 +179,19 @@ def test_threshold_one_drops_only_identical_word_sets() -> None:
 
 def test_jaccard_estimate_tracks_the_true_value() -> None:
     rng = np.random.default_rng(7)
-    a, b = (rng.integers(0, 2**64, 128, np.uint64) | np.uint64(1) for _ in range(2))
+    a, b = (rng.integers(0, 2**32, 128, np.uint32) | np.uint32(1) for _ in range(2))
     vocab = [f"w{i}" for i in range(400)]
     for overlap in (10, 40, 70, 90):
         left = vocab[:100]
         right = vocab[100 - overlap : 200 - overlap]
         truth = overlap / (200 - overlap)
-        words = _words(pa.array([" ".join(left), " ".join(right)]))
-        sig = minhash(*shingle_hashes(words, 1), a, b)
-        est = jaccard(np.asarray(sig[0] & 0xFF, np.uint8), np.asarray(sig[1] & 0xFF, np.uint8))
+        sig = minhash(*shingle_hashes(*word_lists(pa.array([" ".join(left), " ".join(right)])), 1), a, b)
+        est = jaccard(low_bits(sig[0]), low_bits(sig[1]))
         assert abs(est - truth) < 0.12, (overlap, est, truth)
 
 
 def test_five_gram_shingles_separate_documents_that_share_words() -> None:
-    words = _words(pa.array(["a b c d e f", "f e d c b a", "a b"]))
-    hashes, offsets = shingle_hashes(words, 5)
+    hashes, offsets = shingle_hashes(*word_lists(pa.array(["a b c d e f", "f e d c b a", "a b"])), 5)
     assert offsets.tolist() == [0, 2, 4, 5]  # a row shorter than n is one shingle
     assert not set(hashes[:2].tolist()) & set(hashes[2:4].tolist())
 
@@ -276,3 +274,23 @@ def test_settling_a_batch_in_whole_array_rounds_matches_row_by_row(seed, monkeyp
         results.append((best.tolist(), owner.tolist(), prior.tolist(), keep.tolist()))
     assert results[0] == results[1] == results[2]
     assert 0 < sum(results[0][3]) < n and max(results[0][1]) >= 0  # some rows dropped within the batch
+
+
+def test_ascii_words_are_the_unicode_kernels_words() -> None:
+    rng = np.random.default_rng(3)
+    alphabet = [chr(c) for c in range(128)]
+    texts = [
+        "",
+        "   ",
+        "Hello, World!",
+        "a_b-c",
+        "x\x1fy\x07z",
+        *("".join(rng.choice(alphabet, 30)) for _ in range(300)),
+    ]
+    words, offsets = word_lists(pa.array(texts[5:8] + texts))  # an offset into the buffers too
+    expected = _words(pa.array(texts[5:8] + texts))
+    assert offsets.tolist() == (expected.offsets.to_numpy() - expected.offsets[0].as_py()).tolist()
+    assert words.to_pylist() == expected.flatten().to_pylist()
+    sliced = pa.array(["pad", *texts]).slice(1)
+    assert word_lists(sliced)[0].to_pylist() == _words(pa.array(texts)).flatten().to_pylist()
+    assert word_lists(pa.array(["Ünïcode, TEXT"]))[0].to_pylist() == ["ünïcode", "text"]
