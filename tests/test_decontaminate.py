@@ -197,3 +197,32 @@ def test_empty_benchmark_from_the_library_is_an_error(tmp_path) -> None:
     empty.write_text("")
     with pytest.raises(SynthError, match="has no items"):
         load_benchmark(f"gsm8k={empty}")
+
+
+def test_an_unreachable_hub_set_is_one_line_naming_the_way_around(monkeypatch) -> None:
+    datasets = pytest.importorskip("datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub\n(LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(SynthError, match=r"cannot read openai/gsm8k \(main, split test\).*pass NAME=PATH") as caught:
+        load_benchmark("gsm8k")
+    assert "\n" not in str(caught.value)
+
+
+def test_the_llm_check_from_the_command_line(tmp_path, monkeypatch) -> None:
+    import synth.cli._shared as shared
+
+    judge = ScriptedBackend(['{"rephrase": true}'] * 200)
+    monkeypatch.setattr(shared, "load_backend", lambda *a, **k: judge)
+    source = tmp_path / "rows.jsonl"
+    rows = [json.loads(line) for line in (FIXTURES / "pool.jsonl").read_text().splitlines()]
+    source.write_text("\n".join(json.dumps(r) for r in rows if r["kind"] in {"rephrase", "unrelated"}))
+    out = tmp_path / "out"
+    args = ["decontaminate", source, "--against", GSM8K, "--out", out, "--model", "judge", "--methods", "embedding"]
+    assert synth(args, monkeypatch) == 0
+    kept = [r for b in read(out) for r in b.to_pylist()]
+    assert {r["kind"] for r in kept} == {"unrelated"} and len(kept) == 20  # unrelated rows are never asked about
+    assert read_provenance(out)["counts"]["dropped_contaminated_gsm8k_llm"] == 15
+    assert sum(len(c) for c in judge.calls) == 15
