@@ -352,7 +352,6 @@ def _embedding_map(rows: list[dict[str, Any]], stratum: str | None) -> dict[str,
 
 def _embed(texts: list[str]) -> np.ndarray:
     """The embedder semantic dedup uses, so the map shows the neighbourhoods dedup acts on."""
-    from synth.stages import dedup
+    from synth.stages.embed import embed
 
-    encoder = dedup.load_encoder()
-    return encoder.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    return embed(texts)

@@ -49,12 +49,12 @@ _BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64: a window's hash i
 
 
 def _embed(texts: Sequence[str], model: str | None = None) -> np.ndarray:
-    """Unit-length float32 embeddings from the embedder semantic dedup uses: the one place to repoint."""
-    from synth.stages.dedup import load_encoder
+    """Unit-length float32 embeddings from semantic dedup's embedder module. By default its MiniLM
+    model: a benchmark is small, and catching rephrasings wants the stronger model; `model` may name
+    `static` (the fast default of dedup) or any other embedder it takes."""
+    from synth.stages.embed import MINILM, embed
 
-    encoder = load_encoder(model)
-    vectors = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    return np.ascontiguousarray(vectors, np.float32)
+    return np.ascontiguousarray(embed(list(texts), model or MINILM), np.float32)
 
 
 # ---------------------------------------------------------------- n-gram hashing
@@ -231,28 +231,24 @@ def numbers(text: str) -> frozenset[str]:
 
 
 class EmbeddingIndex:
-    """Benchmark items' unit embeddings: exact inner-product search, or HNSW past `exact_limit` items."""
+    """Benchmark items' unit embeddings in semantic dedup's vector index: exact inner products, then
+    an HNSW graph (usearch) past `exact_limit` items."""
 
     def __init__(self, texts: Sequence[str], model: str | None = None, exact_limit: int = 100_000) -> None:
-        import faiss
+        from synth.stages.dedup import _VectorIndex
 
         self.model = model
         vectors = _embed(texts, model)
-        if len(vectors) > exact_limit:
-            self.index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efSearch = 128
-            self.kind = "approximate (FAISS HNSW)"
-        else:
-            self.index = faiss.IndexFlatIP(vectors.shape[1])
-            self.kind = "exact (FAISS IndexFlatIP)"
+        self.index = _VectorIndex(vectors.shape[1], exact_limit)
         self.index.add(vectors)
+        self.kind = self.index.kind
 
     def best(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per text, the most similar item and the cosine similarity to it."""
         if not texts:
             return np.zeros(0, np.int64), np.zeros(0)
-        sims, found = self.index.search(_embed(texts, self.model), 1)
-        return found[:, 0].astype(np.int64), sims[:, 0].astype(np.float64)
+        sims, found = self.index.search(_embed(texts, self.model))
+        return found.astype(np.int64), sims.astype(np.float64)
 
 
 # ---------------------------------------------------------------- the stage
@@ -321,9 +317,10 @@ class Decontaminate:
         if "embedding" in self.methods or "llm" in self.methods:
             import importlib.util
 
-            missing = [m for m in ("sentence_transformers", "faiss") if importlib.util.find_spec(m) is None]
+            need = ("model2vec",) if self.model == "static" else ("sentence_transformers",)
+            missing = [m for m in need if importlib.util.find_spec(m) is None]
             if missing:
-                raise SynthError(f"the embedding method needs {' and '.join(missing)}: pip install 'synth[embed]'")
+                raise SynthError(f"the embedding method needs {missing[0]}: pip install 'synth[embed-torch]'")
         if "llm" in self.methods:
             load_check_rubric(self.rubric)  # a bad rubric fails before any row is read
 
