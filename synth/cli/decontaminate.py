@@ -70,7 +70,7 @@ def decontaminate(
     ] = 0.8,
     embedding_model: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="Embedder (sentence-transformers name or path). Default: semantic dedup's."),
+        typer.Option(help="Embedder: minilm (default), static (fast), or a model name or path."),
     ] = None,
     question_field: Annotated[
         ListOpt, typer.Option(help="For a set not in the catalogue: its question field(s).")
