@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from synth import io, recipes
+from synth import io, recipes, report
 from synth.backends import Backend, Sampling
 from synth.cli._shared import (
     ApiKeyEnvOpt,
@@ -25,6 +25,7 @@ from synth.cli._shared import (
     OverwriteOpt,
     PrivateOpt,
     PushOpt,
+    QuietOpt,
     ReadBatchOpt,
     ResponseColumnOpt,
     ResumeOpt,
@@ -70,8 +71,10 @@ def judge(
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
+    report.set_quiet(quiet)
     preflight(out, overwrite, resume, push_to_hub)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
@@ -157,8 +160,10 @@ def prefs(
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores."""
+    report.set_quiet(quiet)
     preflight(out, overwrite, resume, push_to_hub)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     llm = open_backend(model, backend, template, server)

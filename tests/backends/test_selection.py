@@ -17,7 +17,7 @@ NO_VLLM = importlib.util.find_spec("vllm") is None
 @pytest.mark.parametrize(
     ("model", "base_url", "kind", "why"),
     [
-        (None, None, "llamacpp", "embedded Gemma 3 270M"),
+        (None, None, "llamacpp", "embedded SmolLM2-135M-Instruct"),
         ("models/x.gguf", None, "llamacpp", "local GGUF file"),
         ("llama3:8b", None, "ollama", "Ollama name:tag"),
         ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", None, "ollama", "Ollama name:tag"),
