@@ -208,7 +208,7 @@ def check_magpie(
 def _base_model_stops(
     asker: Backend, answerer: Backend, instruction: Sampling, response: Sampling | None, turns: int
 ) -> tuple[Sampling, Sampling | None]:
-    """A base model (the embedded default) never writes an end-of-turn token: end its
+    """A base model (no chat template in its GGUF) never writes an end-of-turn token: end its
     instructions at their first paragraph instead of dropping nearly all as truncated. In a
     multi-turn run a cut-off answer ends the conversation, so its answers end at their first
     line break (at a paragraph it writes on for hundreds of tokens and is nearly always cut off)."""
