@@ -37,7 +37,13 @@ def progress(
             return
         from tqdm import tqdm
 
-        with tqdm(total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True) as bar:
+        # tqdm's own rate and ETA count rows per batch; the postfix has the live ones instead
+        shape = "{desc}: {n_fmt} [{elapsed}{postfix}]"
+        if total:
+            shape = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+        with tqdm(
+            total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True, bar_format=shape
+        ) as bar:
             line = _Line(bar, meter, stats, initial)
             stop = threading.Event()
             ticker = threading.Thread(target=line.every, args=(tick, stop), daemon=True)

@@ -96,7 +96,7 @@ def magpie(
     start = output.checkpoint.get("attempts", 0)
     # No more attempts per call than a few times the rows asked for: `--n 20` need not pay for 128.
     window = min(read_window(batch_size, backend, response_backend), max(2 * n, 16))
-    attempts = counter_source(window, start=start)
+    attempts = _ramped(window, start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     seen = _seen_instructions(output) if output.rows else KeySet()
     talk = functools.partial(
@@ -120,6 +120,14 @@ def magpie(
         stages.append(_give_up(stages, progress, instruction, response))
     stages.append(take(n - output.rows))
     return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
+
+
+def _ramped(window: int, start: int) -> Iterator[Batch]:
+    """Attempt ids in windows of `window`, the first a quarter of that: the first rows (and the
+    progress bar's rates and ETA) come within seconds rather than after a whole window."""
+    first = max(1, window // 4)
+    yield next(counter_source(first, start=start))
+    yield from counter_source(window, start=start + first)
 
 
 def _give_up(stages: list[Stage], progress: Any, instruction: Sampling, response: Sampling | None) -> GiveUp:
