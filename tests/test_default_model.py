@@ -98,11 +98,22 @@ def test_the_quality_judge_gives_structured_verdicts(embedded) -> None:
 
 
 def test_persona_prompts_and_the_synthesizers_prompt_mode(embedded) -> None:
-    persona = PersonaPrompt(embedded, load_template("instruction"), Sampling(max_tokens=96, seed=2))
-    people = [{"id": "p0", "persona": "A marine biologist who studies coral reefs."}]
+    persona = PersonaPrompt(embedded, load_template("instruction"), Sampling(max_tokens=96, temperature=0.0))
+    people = [
+        {"id": f"p{i}", "persona": text}
+        for i, text in enumerate(
+            [
+                "A marine biologist who studies coral reefs.",
+                "A retired teacher who loves gardening.",
+                "A teenage gamer learning to code.",
+                "A nurse working night shifts.",
+            ]
+        )
+    ]
     (out,) = pipe([from_rows(people)], persona)
-    assert out["instruction_raw"].to_pylist()[0]  # the model answered the persona prompt
-    assert out["instruction_status"].to_pylist()[0] in {"ok", "parse_error", "truncated", "empty"}
+    asked = [r["instruction"] for r in out.to_pylist() if r["instruction_status"] == "ok"]
+    # A 135M model follows the "User prompt:" format for some personas, not all; the others keep their raw text.
+    assert asked and all(asked), out["instruction_raw"].to_pylist()
 
     templates = (("qa", "Write {pairs} question and answer pairs about this text:\n\n{text}"),)
     chunk = "The Eiffel Tower is in Paris. It was finished in 1889 and is 330 metres tall."
