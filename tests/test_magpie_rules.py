@@ -42,7 +42,6 @@ def _rows(out) -> list[dict]:
     return [r for f in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
 
 
-
 def test_cut_off_answers_are_dropped_and_counted(tmp_path) -> None:
     result = recipes.magpie(Alternating([]), n=6, out=tmp_path / "o", max_attempts=40)
     rows = _rows(tmp_path / "o")
@@ -74,7 +73,7 @@ def test_a_later_turn_cut_off_ends_the_conversation_or_is_kept_on_request() -> N
         stage = MultiTurn(asker, answerer, asker.template, turns=2, keep_truncated=keep)
         (out,) = pipe([from_rows(rows)], stage)
         assert out["turns"].to_pylist() == [turns]
-        assert stage.stats["ended_response_truncated"] == 1
+        assert stage.stats["ended_response_truncated" if not keep else "kept_response_truncated"] == 1
 
 
 def test_a_run_that_cannot_succeed_stops_with_the_reason_and_the_fix(tmp_path) -> None:

@@ -157,7 +157,7 @@ class MultiTurn:
     conversation whose new user turn or its answer comes back empty, cut off or failed ends at
     its last whole exchange, counted by turn (`ended_at_turn_T`) and by reason
     (`ended_instruction_empty`, `ended_response_truncated`, ...); with `exact` it is dropped.
-    With `keep_truncated` a cut-off answer is kept as the conversation's last turn.
+    With `keep_truncated` a cut-off answer counts as a whole turn (and as `kept_response_truncated`).
     A row whose first answer failed (`response_finish_reason` `error`) is left as it is: the
     recipe drops it.
     """
@@ -177,8 +177,9 @@ class MultiTurn:
         for batch in batches:
             convs = [[dict(m) for m in conv or []] for conv in batch["messages"].to_pylist()]
             first = _column_or(batch, "response_finish_reason", "stop")
-            # A failed first answer is dropped downstream; after a cut-off one (kept on request) no turn follows.
-            live = [i for i, reason in enumerate(first) if reason not in ("error", "length")]
+            # A failed first answer is dropped downstream; a cut-off one goes on only if kept on request.
+            ended = ("error",) if self.keep_truncated else ("error", "length")
+            live = [i for i, reason in enumerate(first) if reason not in ended]
             for turn in range(2, self.turns + 1):
                 if not live:
                     break
@@ -216,8 +217,8 @@ class MultiTurn:
         for (i, q), a in zip(questions.items(), answers):
             reason = _failure(a.text.strip(), a.finish_reason)
             if reason == "truncated" and self.keep_truncated:
-                convs[i] += [_turn("user", q), _turn("assistant", a.text.strip())]
                 self.stats["kept_response_truncated"] += 1
+                reason = None
             if reason:
                 self._ended(turn, "response", reason)
                 continue
