@@ -29,6 +29,8 @@ def test_the_pre_query_text_comes_from_the_gguf_template_with_its_default_system
     steered = template.pre_query("You write math problems.")
     assert steered == "<|im_start|>system\nYou write math problems.<|im_end|>\n<|im_start|>user\n"
     assert "<|im_end|>" in template.instruction_stop
+    tokens = embedded.tokenize(template.pre_query())  # the template writes <|im_start|>, its BOS: not twice
+    assert tokens[0] == embedded.llm.token_bos() and tokens[1] != tokens[0]
 
 
 def test_instructions_end_on_the_end_of_turn_token(embedded) -> None:
