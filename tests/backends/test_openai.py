@@ -1,4 +1,4 @@
-"""The OpenAI-compatible backend against `python -m llama_cpp.server` serving the Gemma 3 270M base model on loopback."""
+"""The OpenAI-compatible backend against `python -m llama_cpp.server` serving Gemma 3 270M base on loopback."""
 
 from __future__ import annotations
 
