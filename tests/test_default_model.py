@@ -123,17 +123,3 @@ def test_persona_prompts_and_the_synthesizers_prompt_mode(embedded) -> None:
     (got,) = pipe([from_rows([{"id": "k0", "text": chunk}])], pairs)
     found = got["pairs"].to_pylist()[0]
     assert found and all(p["instruction"] and p["response"] for p in found), got["synthesis_raw"].to_pylist()
-
-
-def test_a_magpie_run_on_the_default_model_keeps_whole_rows(embedded, tmp_path) -> None:
-    result = recipes.magpie(
-        embedded,
-        n=3,
-        out=tmp_path / "m",
-        instruction=Sampling(max_tokens=64, temperature=1.0, seed=1),
-        response=Sampling(max_tokens=160, temperature=0.7, seed=1),
-    )
-    rows = pq.read_table(tmp_path / "m" / "data").to_pylist()
-    assert len(rows) == 3 and result["counts"]["attempts"] <= 16, result["counts"]
-    assert {r["instruction_finish_reason"] for r in rows} == {"stop"}
-    assert {r["response_finish_reason"] for r in rows} == {"stop"}
