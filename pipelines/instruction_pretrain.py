@@ -24,7 +24,7 @@ from synth.tokens import context_size, token_counter
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--corpus", required=True, help="A folder of .txt/.md files, jsonl, parquet, ...")
 parser.add_argument("--out", required=True)
-parser.add_argument("--model", default=None, help="Default: the embedded Gemma 3 270M.")
+parser.add_argument("--model", default=None, help="Default: the embedded SmolLM2-135M-Instruct.")
 parser.add_argument("--n", type=int, default=None, help="Stop after this many SFT rows.")
 parser.add_argument("--rounds", type=int, default=2)
 parser.add_argument("--max-tokens", type=int, default=256)

@@ -29,7 +29,7 @@ from synth.stages.judge import shipped_scales
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument(
-    "--model", default=None, help="Ollama tag, GGUF path, HF id (vLLM). Default: embedded Gemma 3 270M."
+    "--model", default=None, help="Ollama tag, GGUF path, HF id (vLLM). Default: the embedded SmolLM2-135M-Instruct."
 )
 parser.add_argument("--n", type=int, default=1000, help="Rows to keep.")
 parser.add_argument("--out", required=True)

@@ -3,37 +3,101 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from synth.core import Batch, Stage
 
+_QUIET = {"on": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    """`-q`: no progress bars (the closing summary and errors still print)."""
+    _QUIET["on"] = quiet
+
 
 def progress(
-    total: int | None, meter: Any = None, initial: int = 0, desc: str = "rows", stats: Mapping[str, int] | None = None
+    total: int | None,
+    meter: Any = None,
+    initial: int = 0,
+    desc: str = "rows",
+    stats: Mapping[str, int] | None = None,
+    tick: float = 1.0,
 ) -> Stage:
-    """A pass-through stage drawing a tqdm bar: rows kept per second, generated tokens per second,
-    and the yield (kept / attempts) when `stats` counts them."""
+    """A pass-through stage drawing a tqdm bar: the rows kept so far, generated tokens per second
+    and kept rows per second since the start, the yield (kept / attempts) when `stats` counts
+    them, and an ETA. A thread redraws it every `tick` seconds, so the rates move while a batch
+    is still generating; `meter.live_tokens()`, where there is one, counts tokens as they come."""
 
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        if _QUIET["on"]:
+            yield from batches
+            return
         from tqdm import tqdm
 
-        start = time.monotonic()
-        tokens0 = getattr(meter, "completion_tokens", 0)
-        with tqdm(total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True) as bar:
-            for batch in batches:
-                bar.update(batch.num_rows)
-                parts = []
-                if meter is not None:
-                    rate = (meter.completion_tokens - tokens0) / max(time.monotonic() - start, 1e-9)
-                    parts.append(f"{rate:.0f} tok/s")
-                if stats and stats.get("attempts"):
-                    parts.append(f"yield {stats['kept'] / stats['attempts']:.0%}")
-                bar.set_postfix_str(", ".join(parts))
-                yield batch
+        # tqdm's own rate and ETA count rows per batch; the postfix has the live ones instead
+        shape = "{desc}: {n_fmt} [{elapsed}{postfix}]"
+        if total:
+            shape = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+        with tqdm(
+            total=total, initial=initial, unit="row", desc=desc, file=sys.stderr, dynamic_ncols=True, bar_format=shape
+        ) as bar:
+            line = _Line(bar, meter, stats, initial)
+            stop = threading.Event()
+            ticker = threading.Thread(target=line.every, args=(tick, stop), daemon=True)
+            ticker.start()
+            try:
+                for batch in batches:
+                    with line.lock:
+                        bar.update(batch.num_rows)
+                    line.draw()
+                    yield batch
+            finally:
+                stop.set()
+                ticker.join()
 
     return stage
+
+
+class _Line:
+    """The bar's rates, redrawn from the run's own thread and from a ticker thread."""
+
+    def __init__(self, bar: Any, meter: Any, stats: Mapping[str, int] | None, initial: int) -> None:
+        self.bar, self.meter, self.stats, self.initial = bar, meter, stats, initial
+        self.lock = threading.Lock()
+        self.start = time.monotonic()
+        self.tokens0 = self._tokens()
+
+    def _tokens(self) -> int:
+        live = getattr(self.meter, "live_tokens", None)
+        if callable(live):
+            return live()
+        return getattr(self.meter, "completion_tokens", 0)
+
+    def every(self, tick: float, stop: threading.Event) -> None:
+        while not stop.wait(tick):
+            self.draw()
+
+    def draw(self) -> None:
+        with self.lock:
+            seconds = max(time.monotonic() - self.start, 1e-9)
+            rows = self.bar.n - self.initial
+            parts = []
+            if self.meter is not None:
+                parts.append(f"{(self._tokens() - self.tokens0) / seconds:.0f} tok/s")
+            parts.append(f"{rows / seconds:.2f} rows/s")
+            if self.stats and self.stats.get("attempts"):
+                parts.append(f"yield {rows / self.stats['attempts']:.0%}")
+            if self.bar.total and rows:
+                parts.append(f"ETA {_clock((self.bar.total - self.bar.n) * seconds / rows)}")
+            self.bar.set_postfix_str(", ".join(parts), refresh=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
 def summary(rows: int, path: Any, seconds: float, counts: Mapping[str, int], tokens: int = 0) -> str:

@@ -38,10 +38,18 @@ class ScriptedBackend:
 
 @pytest.fixture(scope="session")
 def embedded():
-    """The real embedded Gemma 3 270M through llama.cpp, loaded once per test session."""
+    """The real embedded default, SmolLM2-135M-Instruct (a chat model), through llama.cpp, loaded once per session."""
     from synth.backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def base_model():
+    """A real base model, Gemma 3 270M (its GGUF has no chat template, and it never ends a turn), once per session."""
+    from synth.backends.llamacpp import LlamaCppBackend, base_model_path
+
+    return LlamaCppBackend(base_model_path(), n_ctx=2048)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,6 @@
 """A test double that answers each prompt in the format the prompt asks for (tests only, never a default).
 
-For the tests that must see rows: the embedded base model often yields none that parse, so a
+For the tests that must see rows: the small embedded model often yields none that parse, so a
 test on it alone cannot tell a working pipeline from one that writes nothing.
 """
 

@@ -72,15 +72,15 @@ def test_the_read_window_keeps_a_batching_backend_busy() -> None:
 
 
 def test_magpie_hands_the_backend_four_times_its_batch_size(tmp_path) -> None:
-    llm = BatchingBackend([f"Q{i}?" for i in range(256)], batch_size=64)
-    recipes.magpie(llm, n=1000, out=tmp_path / "o", response=None, max_attempts=256)
-    assert [len(c) for c in llm.calls] == [256]
+    llm = BatchingBackend([f"Q{i}?" for i in range(320)], batch_size=64)
+    recipes.magpie(llm, n=1000, out=tmp_path / "o", response=None, max_attempts=320)
+    assert [len(c) for c in llm.calls] == [64, 256]  # a quarter window first: rows within seconds
 
 
 def test_magpie_asks_for_no_more_than_a_few_times_the_rows_wanted(tmp_path) -> None:
     llm = BatchingBackend([f"Q{i}?" for i in range(256)], batch_size=64)
     recipes.magpie(llm, n=3, out=tmp_path / "o", response=None)
-    assert [len(c) for c in llm.calls] == [16]  # not 256 instructions for three rows
+    assert [len(c) for c in llm.calls] == [4]  # not 256 instructions for three (a quarter of a 16 window)
 
 
 def test_respond_reads_four_times_the_backend_batch_size(tmp_path) -> None:

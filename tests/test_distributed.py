@@ -78,6 +78,7 @@ def test_cli_executor_ray_with_the_embedded_model(tmp_path) -> None:
             "24",
             "--response-max-tokens",
             "8",
+            "--keep-truncated",  # 8-token answers are cut off; dropped, no row would ever be kept
             "--seed",
             "3",
             "--batch-size",

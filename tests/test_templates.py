@@ -163,11 +163,13 @@ def test_chat_templates_run_sandboxed() -> None:
         from_jinja(evil).render([{"role": "user", "content": "hi"}])
 
 
-def test_embedded_model_gets_exactly_one_bos(embedded) -> None:
-    tokens = embedded.tokenize(embedded.template.pre_query())
-    bos = embedded.llm.token_bos()
+def test_a_model_with_a_distinct_bos_gets_exactly_one(base_model) -> None:
+    # Gemma's <bos> starts the text only; SmolLM2's BOS is <|im_start|>, which opens every turn
+    # (tests/test_default_model.py checks it is not doubled at the start).
+    tokens = base_model.tokenize(base_model.template.pre_query())
+    bos = base_model.llm.token_bos()
     assert tokens[0] == bos and tokens[1] != bos
-    chat = embedded.tokenize([{"role": "user", "content": "Hi"}])
+    chat = base_model.tokenize([{"role": "user", "content": "Hi"}])
     assert chat.count(bos) == 1
 
 

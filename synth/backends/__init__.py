@@ -139,7 +139,7 @@ def load_backend(
     template: str | None = None,
     **options: Any,
 ) -> Backend:
-    """Open a backend. No `model` means the embedded Gemma 3 270M GGUF through llama.cpp.
+    """Open a backend. No `model` means the embedded SmolLM2-135M-Instruct GGUF through llama.cpp.
 
     `backend="auto"` picks one from the model's shape (see `choose`); options left at None
     are dropped, so callers can pass every option they have and each backend gets its own.
@@ -188,7 +188,7 @@ def _auto_kind(model: str | Path | None, base_url: str | None = None) -> tuple[s
     if base_url:
         return "openai", f"--base-url {base_url} names an OpenAI-compatible server"
     if model is None:
-        return "llamacpp", "no --model: the embedded Gemma 3 270M runs in-process with llama.cpp"
+        return "llamacpp", "no --model: the embedded SmolLM2-135M-Instruct runs in-process with llama.cpp"
     name = str(model)
     path = Path(name).expanduser()
     if name.endswith(".gguf") or path.is_file():

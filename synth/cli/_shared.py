@@ -29,7 +29,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="A .gguf path, an Ollama name:tag, a Hugging Face id or directory (vLLM), or a server's model name. "
-        "Default: the embedded Gemma 3 270M.",
+        "Default: the embedded SmolLM2-135M-Instruct.",
     ),
 ]
 BackendOpt = Annotated[
@@ -90,6 +90,7 @@ BatchOpt = Annotated[
 ReadBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and processed at a time.")]
 ColumnOpt = Annotated[str, typer.Option("--column", "-c", help="The text column to read.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (the summary still prints).")]
 PushOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--push-to-hub", help="When done, upload to this Hub dataset repo (ORG/NAME)."),
@@ -116,7 +117,11 @@ SourceArg = Annotated[Path, typer.Argument(help="Any dataset synth reads: a synt
 ResponseColumnOpt = Annotated[str, typer.Option(help="Column holding the response.")]
 JudgesOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
-    typer.Option("--model", "-m", help="Judge model, a local .gguf path; repeat with --jury. Default: embedded."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Judge model, a local .gguf path; repeat with --jury. Default: the embedded SmolLM2-135M-Instruct.",
+    ),
 ]
 JuryOpt = Annotated[bool, typer.Option("--jury", help="Several --model judges: average scores, majority labels.")]
 

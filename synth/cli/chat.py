@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synth import recipes
+from synth import recipes, report
 from synth.backends import Sampling, load_backend
 from synth.cli._shared import (
     ActorsOpt,
@@ -29,6 +29,7 @@ from synth.cli._shared import (
     PersonaColumnOpt,
     PrivateOpt,
     PushOpt,
+    QuietOpt,
     RayAddressOpt,
     ResumeOpt,
     SeedOpt,
@@ -80,7 +81,15 @@ def magpie(
     seed: SeedOpt = None,
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
     batch_size: BatchOpt = None,
-    max_attempts: Annotated[int, typer.Option(min=0, help="Cap on instructions tried; 0: no cap.")] = 0,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Cap on instructions tried; 0: no cap, but a run keeping almost nothing after 64 stops."
+        ),
+    ] = 0,
+    keep_truncated: Annotated[
+        bool, typer.Option("--keep-truncated", help="Keep answers cut off by max tokens (dropped by default).")
+    ] = False,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     actors: ActorsOpt = 2,
@@ -89,8 +98,10 @@ def magpie(
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
+    report.set_quiet(quiet)
     preflight(out, overwrite, resume, push_to_hub, inputs=(personas,), private=private)
     recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
     if personas:
@@ -114,6 +125,7 @@ def magpie(
         personas=personas,
         persona_column=persona_column,
         max_attempts=max_attempts or None,
+        keep_truncated=keep_truncated,
         executor=make_executor(executor, ray_address, actors, llm),
         make_backend=functools.partial(load_backend, model, backend, template=template, **server),
         make_response_backend=functools.partial(load_backend, response_model, backend, **server)
@@ -153,8 +165,10 @@ def respond(
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
+    report.set_quiet(quiet)
     preflight(out, overwrite, resume, push_to_hub, source, () if messages_column else (column,), private=private)
     recipes.chat.check_respond_input(source, column, messages_column)
     server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)

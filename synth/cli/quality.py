@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from synth import recipes
+from synth import recipes, report
 from synth.backends import Backend, Sampling
 from synth.cli._shared import (
     ApiKeyEnvOpt,
@@ -26,6 +26,7 @@ from synth.cli._shared import (
     OverwriteOpt,
     PrivateOpt,
     PushOpt,
+    QuietOpt,
     ReadBatchOpt,
     ResponseColumnOpt,
     ResumeOpt,
@@ -85,8 +86,10 @@ def judge(
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
+    report.set_quiet(quiet)
     _check_swap(pairwise, swap)
     rubrics = [r.strip() for r in (rubric or ("pairwise" if pairwise else "quality")).split(",") if r.strip()]
     inputs = {
@@ -194,7 +197,9 @@ def prefs(
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
+    report.set_quiet(quiet)
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores (--pairwise: its verdict)."""
     _check_swap(pairwise, swap)
     preflight(

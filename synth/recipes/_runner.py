@@ -144,7 +144,7 @@ def _run(
         marks = {"sides": [side.commit() for side in sides]} if sides else {}
         return {"attempts": handled["rows"], "stats": stats(), **marks}
 
-    bar = report.progress(total, _Tokens(tokens), initial=output.rows, stats=progress_stats)
+    bar = report.progress(total, _Tokens(tokens, meters), initial=output.rows, stats=progress_stats)
     started = time.monotonic()
     try:
         stream = delivered(pipe(source, *stages, bar))
@@ -185,10 +185,20 @@ def _failures(meters: tuple[Metered, ...]) -> dict[str, Any]:
 @dataclasses.dataclass
 class _Tokens:
     count: Callable[[], int]
+    meters: tuple[Metered, ...] = ()
 
     @property
     def completion_tokens(self) -> int:
         return self.count()
+
+    def live_tokens(self) -> int:
+        """Tokens generated so far, within calls still running where a backend counts them live
+        (llama.cpp does, per token); elsewhere as each call returns."""
+        total = 0
+        for meter in {id(getattr(m, "inner", m)): m for m in self.meters}.values():
+            live = getattr(getattr(meter, "inner", meter), "live_tokens", None)
+            total += live() if callable(live) else meter.completion_tokens
+        return total
 
 
 def _describe(backend: Backend) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from synth.backends import Backend, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.distributed import RayExecutor
 from synth.io import Output, open_output, read
+from synth.recipes._giveup import GiveUp
 from synth.recipes._runner import (
     Cursor,
     _constants,
@@ -28,7 +30,7 @@ from synth.recipes._runner import (
     read_window,
 )
 from synth.resources import data_file, read_choice
-from synth.stages.magpie import KeySet, Magpie, MultiTurn, Respond, instruction_key
+from synth.stages.magpie import DropTruncated, KeySet, Magpie, MultiTurn, Respond, instruction_key
 from synth.stages.persona import (
     with_personas,
 )
@@ -63,6 +65,7 @@ def magpie(
     persona_column: str | None = None,
     batch_size: int = 128,
     max_attempts: int | None = None,
+    keep_truncated: bool = False,
     shard_rows: int = 10_000,
     executor: RayExecutor | None = None,
     make_backend: Callable[[], Backend] | None = None,
@@ -75,7 +78,9 @@ def magpie(
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
     Each backend call gets `read_window(batch_size, ...)` prompts. `max_attempts` caps the
-    instructions tried (resumed runs included). With a Ray `executor` the LLM stages run in Ray
+    instructions tried (resumed runs included); without it, a run whose yield stays near zero
+    stops and names the fix (see `_giveup`). Answers cut off by max tokens are dropped and
+    counted (`dropped_response_truncated`) unless `keep_truncated`. With a Ray `executor` the LLM stages run in Ray
     actors, each opening its backends with `make_backend()` and `make_response_backend()`.
     Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
     `personas` (a persona set) puts one persona per row into the system prompt.
@@ -87,12 +92,12 @@ def magpie(
     instruction, response = _base_model_stops(backend, response_backend or backend, instruction, response, turns)
     steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
     settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
-    settings.update(exact_turns=exact_turns, persona_column=persona_column)
+    settings.update(exact_turns=exact_turns, persona_column=persona_column, keep_truncated=keep_truncated)
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
     start = output.checkpoint.get("attempts", 0)
     # No more attempts per call than a few times the rows asked for: `--n 20` need not pay for 128.
     window = min(read_window(batch_size, backend, response_backend), max(2 * n, 16))
-    attempts = counter_source(window, start=start)
+    attempts = _ramped(window, start)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     seen = _seen_instructions(output) if output.rows else KeySet()
     talk = functools.partial(
@@ -102,6 +107,7 @@ def magpie(
         response=response,
         turns=turns,
         exact_turns=exact_turns,
+        keep_truncated=keep_truncated,
         seen=seen,
     )
     stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v})]
@@ -109,9 +115,43 @@ def magpie(
         stages.append(with_personas(personas, start, persona_column))
     remote = (make_backend, make_response_backend if response_backend else None)
     stages += _llm_stages(talk, llm, answerer, seen, executor, remote)
-    stages += [_drop_failed("response"), _constants({"model": settings["model"]}), take(n - output.rows)]
+    stages += [_drop_failed("response"), _constants({"model": settings["model"]})]
     progress = next((s.stats for s in stages if isinstance(s, Magpie)), None)
+    if progress is not None and max_attempts is None:
+        stages.append(_give_up(stages, progress, instruction, response))
+    stages.append(take(n - output.rows))
     return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
+
+
+def _ramped(window: int, start: int) -> Iterator[Batch]:
+    """Attempt ids in windows of `window`, the first a quarter of that: the first rows (and the
+    progress bar's rates and ETA) come within seconds rather than after a whole window."""
+    first = max(1, window // 4)
+    yield next(counter_source(first, start=start))
+    yield from counter_source(window, start=start + first)
+
+
+def _give_up(stages: list[Stage], progress: Any, instruction: Sampling, response: Sampling | None) -> GiveUp:
+    """Stops a run that keeps almost nothing, naming the setting behind its commonest drop."""
+
+    def counts() -> Counter[str]:
+        merged: Counter[str] = Counter()
+        for stage in stages:
+            merged.update(getattr(stage, "stats", {}))
+        return merged
+
+    answer_cap = response.max_tokens if response else 0
+    fixes = {
+        "truncated": f"no instruction ended within --instruction-max-tokens {instruction.max_tokens}: raise it, "
+        "pass --template FAMILY if the model's template is not its own, or use a chat model",
+        "response_truncated": f"answers run past --response-max-tokens {answer_cap}: raise it, "
+        "or pass --keep-truncated to keep cut-off answers",
+        "empty": "the model writes empty instructions: pass --template FAMILY, or use a chat model",
+        "duplicate": "the model repeats itself: raise --instruction-temperature, or steer with --system-prompt "
+        "or --task",
+        "short": "conversations end early: drop --exact-turns, or raise --response-max-tokens",
+    }
+    return GiveUp(attempts=lambda: progress.get("attempts", 0), counts=counts, fixes=fixes)
 
 
 def _magpie_settings(
@@ -177,7 +217,7 @@ def check_magpie(
 def _base_model_stops(
     asker: Backend, answerer: Backend, instruction: Sampling, response: Sampling | None, turns: int
 ) -> tuple[Sampling, Sampling | None]:
-    """A base model (the embedded default) never writes an end-of-turn token: end its
+    """A base model (no chat template in its GGUF) never writes an end-of-turn token: end its
     instructions at their first paragraph instead of dropping nearly all as truncated. In a
     multi-turn run a cut-off answer ends the conversation, so its answers end at their first
     line break (at a paragraph it writes on for hundreds of tokens and is nearly always cut off)."""
@@ -198,13 +238,14 @@ def _conversations(
     turns: int,
     exact_turns: bool,
     seen: KeySet | None,
+    keep_truncated: bool = False,
 ) -> list[Stage]:
     """Magpie's LLM stages: instruction, response, then further turns."""
     stages: list[Stage] = [Magpie(ask, template, instruction, seen=None if seen is None else KeySet(seen))]
     if response:
-        stages.append(Respond(answer, response))
+        stages += [Respond(answer, response), DropTruncated(keep_truncated)]
     if response and turns > 1:
-        stages.append(MultiTurn(ask, answer, template, turns, instruction, response, exact_turns))
+        stages.append(MultiTurn(ask, answer, template, turns, instruction, response, exact_turns, keep_truncated))
     return stages
 
 

@@ -12,7 +12,7 @@ from synth.stages.dedup import (
 )
 from synth.stages.filters import Filter, Rule, heuristic_rules, load_heuristics, where
 from synth.stages.judge import Judge, PreferencePairs, Rubric, load_rubric
-from synth.stages.magpie import Magpie, MultiTurn, Respond
+from synth.stages.magpie import DropTruncated, Magpie, MultiTurn, Respond
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows
 from synth.stages.think import Think
 from synth.stages.verify import CheckAnswer, SelfConsistency, VerifyCode
@@ -21,6 +21,7 @@ __all__ = [
     "CheckAnswer",
     "Chunk",
     "Decontaminate",
+    "DropTruncated",
     "ExactDedup",
     "Filter",
     "GroundedCheck",

@@ -82,10 +82,19 @@ class Rubric:
         if completion.finish_reason == "error":
             return Verdict("backend_error", raw=completion.error or completion.text)
         values = _json_object(completion.text)
-        if values is not None and not any(True for _ in self._validator.iter_errors(values)):
+        if values is not None and self._valid(values):
             return Verdict("ok", values=values)
+        if completion.finish_reason == "length":
+            # Cut off inside a trailing free-text field (rubrics ask for the label first): the
+            # fields before the cut are whole, so the verdict stands; the raw answer shows the cut.
+            values = _closed(completion.text)
+            if values is not None and self._valid(values):
+                return Verdict("ok", values=values, raw=completion.text)
         status = "truncated" if completion.finish_reason == "length" else "parse_error"
         return Verdict(status, raw=completion.text)
+
+    def _valid(self, values: Mapping[str, Any]) -> bool:
+        return not any(True for _ in self._validator.iter_errors(values))
 
 
 @dataclass(frozen=True)
@@ -363,6 +372,18 @@ def _json_object(text: str) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _closed(text: str) -> dict[str, Any] | None:
+    """A JSON object cut off inside its last string value, closed there (None if it was cut elsewhere)."""
+    text = text.strip()
+    if not text.startswith("{") or text.endswith("\\"):
+        return None
+    try:
+        value = json.loads(text + '"}')
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None

@@ -131,6 +131,25 @@ class Respond:
 
 
 @dataclass(frozen=True)
+class DropTruncated:
+    """Reads `response_finish_reason`; drops rows whose answer was cut off by max tokens
+    (finish reason `length`), counted as `dropped_response_truncated`. A cut-off answer is not a
+    training row; with `keep` they are kept (and still counted, as `kept_response_truncated`)."""
+
+    keep: bool = False
+    stats: Counter[str] = field(default_factory=Counter, compare=False)
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            if "response_finish_reason" not in batch.column_names:
+                yield batch
+                continue
+            cut = [reason == "length" for reason in batch["response_finish_reason"].to_pylist()]
+            self.stats[f"{'kept' if self.keep else 'dropped'}_response_truncated"] += sum(cut)
+            yield batch if self.keep else batch.filter(pa.array([not c for c in cut], pa.bool_()))
+
+
+@dataclass(frozen=True)
 class MultiTurn:
     """Reads `messages` (one finished exchange); adds turns until each conversation has `turns`,
     and the `turns` column.
@@ -140,6 +159,7 @@ class MultiTurn:
     conversation whose new user turn or its answer comes back empty, cut off or failed ends at
     its last whole exchange, counted by turn (`ended_at_turn_T`) and by reason
     (`ended_instruction_empty`, `ended_response_truncated`, ...); with `exact` it is dropped.
+    With `keep_truncated` a cut-off answer counts as a whole turn (and as `kept_response_truncated`).
     A row whose first answer failed (`response_finish_reason` `error`) is left as it is: the
     recipe drops it.
     """
@@ -151,6 +171,7 @@ class MultiTurn:
     instruction: Sampling = Sampling(max_tokens=256, temperature=1.0)
     response: Sampling = Sampling(max_tokens=1024, temperature=0.7)
     exact: bool = False
+    keep_truncated: bool = False
     stats: Counter[str] = field(default_factory=Counter, compare=False)
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
@@ -158,7 +179,9 @@ class MultiTurn:
         for batch in batches:
             convs = [[dict(m) for m in conv or []] for conv in batch["messages"].to_pylist()]
             first = _column_or(batch, "response_finish_reason", "stop")
-            live = [i for i, reason in enumerate(first) if reason != "error"]  # failed: dropped downstream
+            # A failed first answer is dropped downstream; a cut-off one goes on only if kept on request.
+            ended = ("error",) if self.keep_truncated else ("error", "length")
+            live = [i for i, reason in enumerate(first) if reason not in ended]
             for turn in range(2, self.turns + 1):
                 if not live:
                     break
@@ -195,6 +218,9 @@ class MultiTurn:
         going = []
         for (i, q), a in zip(questions.items(), answers):
             reason = _failure(a.text.strip(), a.finish_reason)
+            if reason == "truncated" and self.keep_truncated:
+                self.stats["kept_response_truncated"] += 1
+                reason = None
             if reason:
                 self._ended(turn, "response", reason)
                 continue

@@ -1,4 +1,4 @@
-"""Servers for the backend tests: a fake Ollama backed by the embedded model, on loopback."""
+"""Servers for the backend tests: a fake Ollama backed by the real base model, on loopback."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from tests.backends.ollama_server import Model, delayed_echo, embedded_responder
 
 
 @pytest.fixture(scope="session")
-def ollama_server(embedded):
-    """`gemma3:270m` is the embedded model as a base model; `echo:latest` answers instantly."""
-    base = embedded_responder(embedded)
+def ollama_server(base_model):
+    """`gemma3:270m` is the real Gemma 3 270M base model; `echo:latest` answers instantly."""
+    base = embedded_responder(base_model)
     models = {"gemma3:270m": Model(base, family="gemma3"), "echo:latest": Model(delayed_echo(0.0))}
     with serve(models) as server:
         yield server

@@ -24,6 +24,12 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def embedded(base_model):
+    """These decoder tests run on the base model: their prompts were picked for its greedy continuations."""
+    return base_model
+
+
 def _requests(backend, prompts, max_tokens, **sampling):
     return [Request(tokens=backend.tokenize(p), max_tokens=m, **sampling) for p, m in zip(prompts, max_tokens)]
 

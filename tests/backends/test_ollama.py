@@ -1,4 +1,4 @@
-"""The Ollama backend against a fake Ollama server on loopback, backed by the embedded model."""
+"""The Ollama backend against a fake Ollama server on loopback, backed by the real Gemma 3 270M base model."""
 
 from __future__ import annotations
 
@@ -254,12 +254,12 @@ def test_no_default_system_prompt_means_none_is_added(ollama) -> None:
     assert overridden.template.pre_query() == "<|im_start|>user\n"
 
 
-def test_tokens_are_counted_by_the_server(ollama, embedded) -> None:
+def test_tokens_are_counted_by_the_server(ollama, base_model) -> None:
     llm = load_backend("gemma3:270m", host=ollama.url)
     text = "Photosynthesis turns light, water and carbon dioxide into sugar."
     assert token_counter(llm) == llm.count_tokens  # no fallback to the byte bound
     ollama.requests.clear()
-    assert llm.count_tokens(text) == embedded.count_tokens(text) + 1  # Ollama's count includes the BOS it adds
+    assert llm.count_tokens(text) == base_model.count_tokens(text) + 1  # Ollama's count includes the BOS it adds
     (sent,) = ollama.generations()
     assert (sent["prompt"], sent["raw"], sent["options"]["num_predict"]) == (text, True, 1)
     assert llm.count_tokens("") == 0 and len(ollama.generations()) == 1  # nothing sent for an empty text

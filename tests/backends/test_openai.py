@@ -1,4 +1,4 @@
-"""The OpenAI-compatible backend against `python -m llama_cpp.server` serving the embedded model on loopback."""
+"""The OpenAI-compatible backend against `python -m llama_cpp.server` serving Gemma 3 270M base on loopback."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ def _free_port() -> int:
 def openai_server(tmp_path_factory):
     """llama-cpp-python's OpenAI-compatible server, started once and stopped at the end."""
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
-    from synth.backends.llamacpp import default_model_path
+    from synth.backends.llamacpp import base_model_path
 
     port = _free_port()
     # `python -m llama_cpp.server`, after synth's guard against ggml's AMX kernels (see avoid_amx_kernels)
     launch = "from synth.backends.llamacpp import avoid_amx_kernels as a; a(); import runpy; "
     launch += "runpy.run_module('llama_cpp.server', run_name='__main__')"
-    cmd = [sys.executable, "-c", launch, "--model", str(default_model_path()), "--model_alias", ALIAS]
+    cmd = [sys.executable, "-c", launch, "--model", str(base_model_path()), "--model_alias", ALIAS]
     # The GGUF carries no chat template, so the server is told the format for /v1/chat/completions.
     cmd += ["--chat_format", "gemma", "--n_ctx", "512", "--n_threads", "2", "--verbose", "False"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -94,13 +94,13 @@ def test_no_server_says_so(dead_url) -> None:
         load_backend(None, base_url=f"{dead_url}/v1")
 
 
-def test_tokens_are_counted_by_the_servers_tokenize_endpoint(openai_server, embedded) -> None:
+def test_tokens_are_counted_by_the_servers_tokenize_endpoint(openai_server, base_model) -> None:
     from synth.tokens import context_size, token_counter
 
     llm = load_backend(ALIAS, base_url=openai_server)
     assert token_counter(llm) == llm.count_tokens
     text = "Photosynthesis turns light, water and carbon dioxide into sugar."
     # llama-cpp-python's /extras/tokenize/count counts the BOS it adds
-    assert llm.count_tokens(text) == embedded.count_tokens(text) + 1
+    assert llm.count_tokens(text) == base_model.count_tokens(text) + 1
     with pytest.raises(SynthError, match="pass --context-tokens N"):  # this server does not say its context
         context_size(llm)

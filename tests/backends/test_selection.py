@@ -17,7 +17,7 @@ NO_VLLM = importlib.util.find_spec("vllm") is None
 @pytest.mark.parametrize(
     ("model", "base_url", "kind", "why"),
     [
-        (None, None, "llamacpp", "embedded Gemma 3 270M"),
+        (None, None, "llamacpp", "embedded SmolLM2-135M-Instruct"),
         ("models/x.gguf", None, "llamacpp", "local GGUF file"),
         ("llama3:8b", None, "ollama", "Ollama name:tag"),
         ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", None, "ollama", "Ollama name:tag"),
@@ -148,6 +148,6 @@ def test_magpie_recipe_stops_past_the_error_rate(tmp_path) -> None:
     from synth import recipes
 
     fail = Completion("", "error", error="server answered 500: boom")
-    llm = ScriptedBackend([fail] * 64)
+    llm = ScriptedBackend([fail] * 128)
     with pytest.raises(SynthError, match="--max-error-rate"):
         recipes.magpie(llm, n=10, out=tmp_path / "o", response=None, batch_size=64, max_error_rate=0.05)

@@ -182,3 +182,21 @@ def test_prefs_recipe_writes_dpo_pairs(tmp_path) -> None:
     assert row["prompt"] == "Name a colour." and (row["chosen"], row["rejected"]) == ("blue", "red")
     assert (row["chosen_score"], row["rejected_score"]) == (8, 2) and row["judge_model"] == "judge"
     assert len(answerer.calls) == 1 and len(judge.calls) == 1
+
+
+def test_an_answer_cut_off_in_its_trailing_explanation_keeps_its_label() -> None:
+    cut = Completion('{"input_quality": "good", "explanation": "The query is clear but it la', "length")
+    out, llm = _judge([cut])
+    row = out.to_pylist()[0]
+    assert row["quality_status"] == "ok" and row["input_quality"] == "good"
+    assert row["input_quality_explanation"] == "The query is clear but it la" and row["quality_raw"] == cut.text
+    assert len(llm.calls) == 1
+
+
+def test_shipped_rubrics_ask_for_the_label_before_the_free_text() -> None:
+    # A small model's explanation runs to the token cap; asked first, it would cut off the label.
+    for name in ("quality", "response", "junk", "edu", "difficulty"):
+        rubric = load_rubric(name)
+        first = next(iter(rubric.schema["properties"]))
+        assert rubric.columns[first] == rubric.score, name
+        assert rubric.schema["required"][0] == first
