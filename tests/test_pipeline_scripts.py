@@ -23,7 +23,7 @@ TINY = {
     ],
     "instruction_pretrain.py": ["--corpus", str(CORPUS), "--n", "2", "--max-tokens", "48"],
     "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"],
-    "code_instruct.py": ["--n", "2", "--max-tokens", "48", "--max-attempts", "4", "--timeout", "5"],
+    "code_instruct.py": ["--n", "2", "--max-tokens", "32", "--max-attempts", "2", "--batch-size", "2"],
 }
 # Scripts whose every input row reaches the output on any model (none now: persona_math keeps only
 # problems whose sampled solutions agree, and the base model's rarely do).
