@@ -29,7 +29,7 @@ TINY = {
     "instruction_pretrain.py": ["--corpus", str(CORPUS), "--n", "2", "--max-tokens", "48"],
     "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"]
     + ["--against", GSM8K, "--decontaminate-methods", "ngram"],
-    "code_instruct.py": ["--n", "2", "--max-tokens", "48", "--max-attempts", "4", "--timeout", "5"],
+    "code_instruct.py": ["--n", "2", "--max-tokens", "32", "--max-attempts", "2", "--batch-size", "2"],
 }
 # Rows each script keeps on any working model. magpie_air: at
 # least one (with no quality bar, its dedup may still drop a near-repeat: 1 on Gemma 3 270M base).
