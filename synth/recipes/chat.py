@@ -126,7 +126,7 @@ def magpie(
 def _ramped(window: int, start: int) -> Iterator[Batch]:
     """Attempt ids in windows of `window`, the first a quarter of that: the first rows (and the
     progress bar's rates and ETA) come within seconds rather than after a whole window."""
-    first = max(1, window // 4)
+    first = window // 4 if window >= 16 else window  # a small window is quick already
     yield next(counter_source(first, start=start))
     yield from counter_source(window, start=start + first)
 

@@ -98,7 +98,7 @@ def test_tokens_are_counted_by_the_servers_tokenize_endpoint(openai_server, base
     from synth.tokens import context_size, token_counter
 
     llm = load_backend(ALIAS, base_url=openai_server)
-    assert token_counter(llm) == llm.count_tokens
+    assert token_counter(llm).count == llm.count_tokens  # its own count, not the byte bound
     text = "Photosynthesis turns light, water and carbon dioxide into sugar."
     # llama-cpp-python's /extras/tokenize/count counts the BOS it adds
     assert llm.count_tokens(text) == base_model.count_tokens(text) + 1

@@ -122,7 +122,7 @@ def test_messages_are_rendered_with_response_stops_and_schema(fake_vllm) -> None
 
 def test_tokens_are_counted_with_the_model_tokenizer(fake_vllm) -> None:
     llm = load_backend("org/llama-3-model", "vllm")
-    assert token_counter(llm) == llm.count_tokens
+    assert token_counter(llm).count == llm.count_tokens  # its own count, not the byte bound
     assert llm.count_tokens("three short words") == 3  # no BOS: the text alone, as llama.cpp counts it
 
 
