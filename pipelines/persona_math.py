@@ -36,7 +36,7 @@ from synth.stages.verify import SelfConsistency, passed
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--personas", default="starter", help="starter (shipped), a file or folder, or a Hub id.")
-parser.add_argument("--model", default=None, help="Ollama tag, GGUF path or HF id. Default: the embedded SmolLM2-135M-Instruct.")
+parser.add_argument("--model", default=None, help="Ollama tag, GGUF path or HF id. Default: embedded SmolLM2-135M.")
 parser.add_argument("--n", type=int, default=None, help="Personas to use (default: all).")
 parser.add_argument("--out", required=True)
 parser.add_argument("--max-tokens", type=int, default=512)
