@@ -4,16 +4,11 @@ One module a command family; shared options and helpers live in `_shared`, decla
 A new command is a module here, imported below so that it registers on `app`.
 """
 
-from synth.cli import (  # noqa: F401  (each registers its commands)
-    calibrate,
-    chat,
-    corpus,
-    decontaminate,
-    personas,
-    quality,
-    verify,
-    view,
-)
+# isort: off
+# In the order `synth --help` lists them: generation, quality, corpora, personas, checks, reading.
+from synth.cli import chat, quality, corpus, personas, decontaminate, verify, calibrate, view  # noqa: F401
+
+# isort: on
 from synth.cli._shared import app, main
 
 __all__ = ["app", "main"]
