@@ -131,7 +131,7 @@ def turns_figures(path: Path) -> dict[str, Any]:
     counts = card(path)["counts"]
     whole = sum(r["turns"] == 2 for r in data)
     return {
-        "rows": len(data),
+        "turn_rows": len(data),
         "two_whole_exchanges_share": round(whole / len(data), 3) if data else None,
         "ended": {k: v for k, v in sorted(counts.items()) if k.startswith("ended_")},
     }
