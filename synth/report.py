@@ -11,6 +11,7 @@ from typing import Any
 from synth.core import Batch, Stage
 
 _QUIET = {"on": False}
+_BARS: list[_Line] = []  # the bars drawing now; `row_finished` moves them
 
 
 def set_quiet(quiet: bool) -> None:
@@ -29,7 +30,9 @@ def progress(
     """A pass-through stage drawing a tqdm bar: the rows kept so far, generated tokens per second
     and kept rows per second since the start, the yield (kept / attempts) when `stats` counts
     them, and an ETA. A thread redraws it every `tick` seconds, so the rates move while a batch
-    is still generating; `meter.live_tokens()`, where there is one, counts tokens as they come."""
+    is still generating; `meter.live_tokens()`, where there is one, counts tokens as they come.
+    Between batches, `row_finished()` moves the bar as each row's last answer ends; a batch
+    passing through sets it to the rows that are really kept."""
 
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
         if _QUIET["on"]:
@@ -48,13 +51,14 @@ def progress(
             stop = threading.Event()
             ticker = threading.Thread(target=line.every, args=(tick, stop), daemon=True)
             ticker.start()
+            _BARS.append(line)
             try:
                 for batch in batches:
-                    with line.lock:
-                        bar.update(batch.num_rows)
+                    line.settle(batch.num_rows)
                     line.draw()
                     yield batch
             finally:
+                _BARS.remove(line)
                 stop.set()
                 ticker.join()
 
@@ -69,6 +73,23 @@ class _Line:
         self.lock = threading.Lock()
         self.start = time.monotonic()
         self.tokens0 = self._tokens()
+        self.kept, self.ahead = initial, 0  # rows through the bar; rows finished since the last batch
+        self.drawn = 0.0
+
+    def settle(self, rows: int) -> None:
+        with self.lock:
+            self.kept += rows
+            self.ahead = 0
+            self.bar.n = self.kept
+
+    def finished(self, rows: int) -> None:
+        with self.lock:
+            self.ahead += rows
+            shown = self.kept + self.ahead
+            self.bar.n = min(shown, self.bar.total) if self.bar.total else shown
+            due = time.monotonic() - self.drawn >= 0.1  # at most ten redraws a second
+        if due:
+            self.draw()
 
     def _tokens(self) -> int:
         live = getattr(self.meter, "live_tokens", None)
@@ -82,6 +103,7 @@ class _Line:
 
     def draw(self) -> None:
         with self.lock:
+            self.drawn = time.monotonic()
             seconds = max(time.monotonic() - self.start, 1e-9)
             rows = self.bar.n - self.initial
             parts = []
@@ -93,6 +115,13 @@ class _Line:
             if self.bar.total and rows:
                 parts.append(f"ETA {_clock((self.bar.total - self.bar.n) * seconds / rows)}")
             self.bar.set_postfix_str(", ".join(parts), refresh=True)
+
+
+def row_finished(rows: int = 1) -> None:
+    """A row's last answer has ended: the bars drawing now count it before its batch arrives
+    (the batch then sets them to the rows really kept)."""
+    for line in tuple(_BARS):
+        line.finished(rows)
 
 
 def _clock(seconds: float) -> str:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth import recipes, report
-from synth.backends import Completion, Prompt, Sampling
+from synth.backends import Completion, Prompt, Sampling, completed
 from synth.core import SynthError, from_rows, pipe
 from synth.recipes._giveup import GiveUp
 from synth.stages import DropTruncated, MultiTurn
@@ -152,3 +152,47 @@ def test_quiet_silences_the_bar() -> None:
     finally:
         report.set_quiet(False)
     assert len(out) == 1 and err.getvalue() == ""
+
+
+@dataclass
+class LiveAnswers(ScriptedBackend):
+    """Instructions at once; answers one by one, each announced as it ends (as llama.cpp does)."""
+
+    live_completions = True
+
+    def generate(self, prompts: list[Prompt], params: Sampling) -> list[Completion]:
+        out = []
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                out.append(Completion(f"Question {len(self.calls)}-{i}?", "stop", 3, 2))
+                continue
+            time.sleep(0.12)
+            out.append(Completion("An answer.", "stop", 3, 2))
+            completed(out[-1])
+        self.calls.append(list(prompts))
+        return out
+
+
+def test_the_bar_moves_as_rows_finish_not_once_per_window(tmp_path) -> None:
+    err = io.StringIO()
+    with redirect_stderr(err):
+        result = recipes.magpie(LiveAnswers([]), n=8, out=tmp_path / "o", batch_size=16)
+    assert result["rows"] == 8
+    # windows of 4 then 16 attempts: the counts in between come from answers ending mid-window
+    shown = {int(n) for n in re.findall(r"\| *(\d+)/8", err.getvalue())}
+    assert {1, 2, 3, 5, 6, 7} <= shown, err.getvalue()
+    assert max(shown) == 8
+
+
+def test_a_batch_sets_the_bar_to_the_rows_really_kept() -> None:
+    err = io.StringIO()
+
+    def stream():
+        report.row_finished(3)  # three answers ended, but one of their rows is then dropped
+        time.sleep(0.15)
+        yield from_rows([{"id": "0"}, {"id": "1"}])
+
+    with redirect_stderr(err):
+        list(pipe(stream(), report.progress(10, _SlowCounter(), tick=0.05)))
+    text = err.getvalue()
+    assert re.search(r"\| *3/10", text) and re.findall(r"\| *(\d+)/10", text)[-1] == "2"

@@ -11,10 +11,11 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, Union
+from typing import Any, ClassVar, Literal, Protocol, Union
 
 from synth.core import SynthError
 from synth.templates import ChatTemplate
@@ -54,6 +55,27 @@ class Completion:
     error: str | None = None
 
 
+_WATCHERS: list[Callable[[Completion], None]] = []
+
+
+@contextmanager
+def watching(callback: Callable[[Completion], None]) -> Iterator[None]:
+    """While inside, `callback` sees each completion as it is ready: mid-call where the backend
+    can tell (llama.cpp, as each sequence ends), else as its `Metered` wrapper's call returns.
+    Progress bars use it to move as rows finish, not once per window."""
+    _WATCHERS.append(callback)
+    try:
+        yield
+    finally:
+        _WATCHERS.remove(callback)
+
+
+def completed(completion: Completion) -> None:
+    """Backends call this as each completion is ready (see `watching`)."""
+    for callback in tuple(_WATCHERS):
+        callback(completion)
+
+
 class Backend(Protocol):
     """Anything with this one method is a backend."""
 
@@ -79,9 +101,13 @@ class Metered:
     requests: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    live_completions: ClassVar[bool] = True  # announced here if the inner backend does not
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
         out = self.inner.generate(prompts, params)
+        if not getattr(self.inner, "live_completions", False):
+            for completion in out:
+                completed(completion)
         with self._lock:
             self.calls += 1
             self.requests += len(out)

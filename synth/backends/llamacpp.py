@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.backends import Completion, Prompt, Sampling
+from synth.backends import Completion, Prompt, Sampling, completed
 from synth.core import SynthError
 from synth.templates import ChatTemplate, resolve
 
@@ -70,6 +70,7 @@ class LlamaCppBackend:
 
     name = "llamacpp"
     reason = "chosen with --backend llamacpp"
+    live_completions = True  # each completion is announced as its sequence ends (see `completed`)
 
     def __init__(self, model: str | Path | None = None, template: str | None = None, **options: Any) -> None:
         self.options = LlamaCppOptions(**options)
@@ -164,6 +165,7 @@ class LlamaCppBackend:
             if len(tokens) + 1 > n_ctx:
                 reason = f"prompt has {len(tokens)} tokens, over the per-sequence context of {n_ctx}"
                 out[i] = Completion("", "error", len(tokens), 0, error=reason)
+                completed(out[i])
                 continue
             stop = params.stop if isinstance(prompt, str) else params.with_stop(*self.template.response_stop).stop
             seed = int.from_bytes(os.urandom(4), "little") if params.seed is None else params.seed + i

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from synth.backends import Completion, FinishReason
+from synth.backends import Completion, FinishReason, completed
 from synth.backends.sampling import sample
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
@@ -371,7 +371,9 @@ class BatchDecoder:
     def _finish(self, seq: _Seq, reason: FinishReason, error: str | None = None) -> Completion:
         self._free(seq)
         text = "" if error else seq.text.decode("utf-8", errors="replace")
-        return Completion(text, reason, len(seq.request.tokens), len(seq.out), error=error)
+        completion = Completion(text, reason, len(seq.request.tokens), len(seq.out), error=error)
+        completed(completion)  # live progress: this sequence's row may be done
+        return completion
 
     def _free(self, seq: _Seq) -> None:
         if self._mem:  # None only after a failed reopen

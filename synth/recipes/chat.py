@@ -11,7 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth.backends import Backend, Metered, Sampling, template_of
+from synth import report
+from synth.backends import Backend, Completion, Metered, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.distributed import RayExecutor
 from synth.io import Output, open_output, read
@@ -240,13 +241,23 @@ def _conversations(
     seen: KeySet | None,
     keep_truncated: bool = False,
 ) -> list[Stage]:
-    """Magpie's LLM stages: instruction, response, then further turns."""
-    stages: list[Stage] = [Magpie(ask, template, instruction, seen=None if seen is None else KeySet(seen))]
+    """Magpie's LLM stages: instruction, response, then further turns. The last answer of each
+    conversation moves the progress bar as it ends."""
+    ends = functools.partial(_row_end, ("stop", "length") if keep_truncated else ("stop",))
+    keys = None if seen is None else KeySet(seen)
+    stages: list[Stage] = [Magpie(ask, template, instruction, seen=keys, on_answer=None if response else ends)]
     if response:
-        stages += [Respond(answer, response), DropTruncated(keep_truncated)]
+        stages += [Respond(answer, response, on_answer=ends if turns == 1 else None), DropTruncated(keep_truncated)]
     if response and turns > 1:
-        stages.append(MultiTurn(ask, answer, template, turns, instruction, response, exact_turns, keep_truncated))
+        stages.append(
+            MultiTurn(ask, answer, template, turns, instruction, response, exact_turns, keep_truncated, on_answer=ends)
+        )
     return stages
+
+
+def _row_end(kept: tuple[str, ...], completion: Completion) -> None:
+    if completion.finish_reason in kept and completion.text.strip():
+        report.row_finished()
 
 
 def _remote(
@@ -309,7 +320,8 @@ def respond(
     stages: list[Stage] = [
         _require(messages_column or column),
         _repeat(n_responses),
-        Respond(llm, params, column, messages_column, errors=True),
+        # every row is kept, answered or failed: each answer's end moves the bar
+        Respond(llm, params, column, messages_column, errors=True, on_answer=lambda _: report.row_finished()),
         _constants({"model": settings["model"]}),
     ]
     return _run(rows, stages, output, settings, command, None, meters=(llm,))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from synth.backends import Backend, Completion, Sampling
+from synth.backends import Backend, Completion, Sampling, watching
 from synth.core import Batch, add_columns
 from synth.templates import ChatTemplate
 
@@ -35,13 +36,15 @@ class Magpie:
     system_prompt: str | None = None
     stats: Counter[str] = field(default_factory=Counter, compare=False)
     seen: KeySet | None = field(default_factory=lambda: KeySet(), compare=False, repr=False)  # None: no check
+    on_answer: Callable[[Completion], None] | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         params = self.params.with_stop(*self.template.instruction_stop)
         for batch in batches:
             systems = _column_or(batch, "system_prompt", self.system_prompt)
             prompts = [self.template.pre_query(s) for s in systems]
-            out = self.backend.generate(prompts, _seeded(params, batch))
+            with _watching(self.on_answer):
+                out = self.backend.generate(prompts, _seeded(params, batch))
             texts = [c.text.strip() for c in out]
             keep = [self._verdict(text, c.finish_reason) for text, c in zip(texts, out)]
             self.stats["attempts"] += batch.num_rows
@@ -75,7 +78,7 @@ class Respond:
     A row with nothing to answer (a null or non-text instruction, a conversation without a
     user turn) is not sent: like a request that failed, it gets finish reason `error` and null
     `messages` (never a conversation ending in an empty answer), counted in `stats` as
-    `response_no_input`.
+    `response_no_input`. `on_answer` sees each answer as it ends (a recipe moves its progress bar with it).
     """
 
     backend: Backend
@@ -84,6 +87,7 @@ class Respond:
     messages_column: str | None = None
     errors: bool = False
     stats: Counter[str] = field(default_factory=Counter, compare=False)
+    on_answer: Callable[[Completion], None] | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
@@ -115,7 +119,9 @@ class Respond:
             self.stats["response_no_input"] += len(problems) - len(asked)
         out = [Completion("", "error", error=problem) for problem in problems]
         if asked:
-            for i, c in zip(asked, self.backend.generate([convs[i] for i in asked], _seeded(self.params, batch))):
+            with _watching(self.on_answer):
+                answers = self.backend.generate([convs[i] for i in asked], _seeded(self.params, batch))
+            for i, c in zip(asked, answers):
                 out[i] = c
         return out
 
@@ -173,6 +179,7 @@ class MultiTurn:
     exact: bool = False
     keep_truncated: bool = False
     stats: Counter[str] = field(default_factory=Counter, compare=False)
+    on_answer: Callable[[Completion], None] | None = field(default=None, compare=False, repr=False)  # last turn
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         asking = self.instruction.with_stop(*self.template.instruction_stop)
@@ -214,7 +221,8 @@ class MultiTurn:
         if not questions:
             return []
         histories = [[*convs[i], _turn("user", q)] for i, q in questions.items()]
-        answers = self.responder.generate(histories, _seeded(self.response, batch, turn))
+        with _watching(self.on_answer if turn == self.turns else None):
+            answers = self.responder.generate(histories, _seeded(self.response, batch, turn))
         going = []
         for (i, q), a in zip(questions.items(), answers):
             reason = _failure(a.text.strip(), a.finish_reason)
@@ -330,6 +338,10 @@ def _column_or(batch: Batch, name: str, default: Any) -> Sequence[Any]:
     if name in batch.column_names:
         return batch[name].to_pylist()
     return [default] * batch.num_rows
+
+
+def _watching(callback: Callable[[Completion], None] | None) -> Any:
+    return nullcontext() if callback is None else watching(callback)
 
 
 def _seeded(params: Sampling, batch: Batch, turn: int = 1) -> Sampling:
