@@ -17,9 +17,11 @@ approves anything: `--min-quality none` keeps the judge's labels without filteri
 
 import argparse
 
+import pyarrow as pa
+
 from synth import Sampling, load_backend
 from synth.backends import Metered, template_of
-from synth.core import counter_source, pipe, take
+from synth.core import add_columns, counter_source, pipe, take
 from synth.recipes import pipeline
 from synth.recipes.decontaminate import benchmarks
 from synth.stages import Filter, Judge, Magpie, Respond, dedup_minhash, heuristic_rules, load_heuristics, load_rubric
@@ -38,6 +40,7 @@ parser.add_argument("--threshold", type=float, default=0.7, help="MinHash Jaccar
 parser.add_argument("--max-tokens", type=int, default=512)
 parser.add_argument("--judge-max-tokens", type=int, default=256)
 parser.add_argument("--max-attempts", type=int, default=None, help="Cap on instructions tried.")
+parser.add_argument("--system-prompt", default=None, help="Steer the instructions and answers (Magpie's steering).")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--overwrite", action="store_true")
 parser.add_argument("--resume", action="store_true")
@@ -66,6 +69,12 @@ def llm_stages(llm: Metered) -> list:
     ]
 
 
+def steer(batches):
+    """The system prompt as a column: Magpie writes instructions under it, Respond answers under it."""
+    for batch in batches:
+        yield add_columns(batch, system_prompt=pa.array([args.system_prompt] * batch.num_rows, pa.string()))
+
+
 def on_actor():  # runs inside each actor: its own backend
     stages = llm_stages(Metered(load_backend(args.model)))
     return lambda batches: pipe(batches, *stages)
@@ -87,13 +96,19 @@ if args.min_quality != "none":
 
 pipeline(
     take(args.max_attempts)(counter_source(batch_size=64)) if args.max_attempts else counter_source(batch_size=64),
+    *([steer] if args.system_prompt else []),
     *generate,
     *decontaminate,
     Filter(tuple(rules)),
     dedup_minhash("instruction", threshold=args.threshold),
     out=args.out,
     n=args.n,
-    settings={"model": llm.model, "template": template_of(llm).family, "min_quality": args.min_quality},
+    settings={
+        "model": llm.model,
+        "template": template_of(llm).family,
+        "min_quality": args.min_quality,
+        "system_prompt": args.system_prompt,
+    },
     overwrite=args.overwrite,
     resume=args.resume,
 )

