@@ -3,8 +3,13 @@ command body calls (backend options, preflight checks, push, the command line fo
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import shlex
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -138,36 +143,57 @@ def _root(
         raise typer.Exit()
 
 
-def open_backend(model: str | None, backend: str, template: str | None, server: dict[str, Any]) -> Backend:
-    llm = load_backend(model, backend, template=template, **server)
-    reason = getattr(llm, "reason", "")
-    family = getattr(llm, "template_family", None) or llm.template.family  # a server's own template: no family
-    print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {family}", file=sys.stderr)
-    return llm
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """The backend options every model-running command takes, declared once: a command names one
+    parameter `server: Server = Server()` and `@server_options` puts these in its place, from
+    --backend to --verbose. Those left unset fall to each backend's default (load_backend drops
+    None), and one set for a backend that lacks it is refused there."""
+
+    backend: BackendOpt = "auto"
+    base_url: BaseUrlOpt = None
+    api_key_env: ApiKeyEnvOpt = None
+    concurrency: ConcurrencyOpt = None
+    tensor_parallel_size: TensorParallelOpt = None
+    gpu_memory_utilization: GpuMemoryOpt = None
+    max_model_len: MaxModelLenOpt = None
+    batch_size: BatchOpt = None
+    verbose: VerboseOpt = False
+
+    def options(self) -> dict[str, Any]:
+        """What `load_backend` takes beside the model, the backend name and the template."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "backend"}
+
+    def load(self, model: str | None, template: str | None = None) -> Backend:
+        """Open `model` on these options, saying on stderr which backend, model and template run."""
+        llm = load_backend(model, self.backend, template=template, **self.options())
+        reason = getattr(llm, "reason", "")
+        family = getattr(llm, "template_family", None) or llm.template.family  # a server's own template: no family
+        print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {family}", file=sys.stderr)
+        return llm
+
+    def loader(self, model: str | None, template: str | None = None) -> Callable[[], Backend]:
+        """`load` for later and elsewhere (a Ray actor opens its own backend), without the stderr line."""
+        return functools.partial(load_backend, model, self.backend, template=template, **self.options())
 
 
-def server_opts(
-    base_url: str | None,
-    api_key_env: str | None,
-    concurrency: int | None,
-    verbose: bool,
-    batch_size: int | None = None,
-    tensor_parallel_size: int | None = None,
-    gpu_memory_utilization: float | None = None,
-    max_model_len: int | None = None,
-) -> dict[str, Any]:
-    """Backend options from the shared flags; those left unset fall to each backend's default
-    (load_backend drops None), and one set for a backend that lacks it is refused there."""
-    return {
-        "base_url": base_url,
-        "api_key_env": api_key_env,
-        "concurrency": concurrency,
-        "verbose": verbose,
-        "batch_size": batch_size,
-        "tensor_parallel_size": tensor_parallel_size,
-        "gpu_memory_utilization": gpu_memory_utilization,
-        "max_model_len": max_model_len,
-    }
+def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Replace `command`'s `server` parameter with Server's fields as options; call it with a Server."""
+    signature = inspect.signature(command, eval_str=True)
+    names = [f.name for f in dataclasses.fields(Server)]
+    hints = typing.get_type_hints(Server, include_extras=True)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    shared = [inspect.Parameter(n, keyword, default=getattr(Server, n), annotation=hints[n]) for n in names]
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        params.extend(shared if param.name == "server" else [param.replace(kind=keyword)])
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        return command(server=Server(**{n: kwargs.pop(n) for n in names}), **kwargs)
+
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
 
 
 def preflight(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,19 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from synth import recipes, report
-from synth.backends import Sampling, load_backend
+from synth.backends import Sampling
 from synth.cli._shared import (
     ActorsOpt,
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    BatchOpt,
     ColumnOpt,
-    ConcurrencyOpt,
     ExecutorOpt,
-    GpuMemoryOpt,
     MaxErrorRateOpt,
-    MaxModelLenOpt,
     ModelOpt,
     OutOpt,
     OverwriteOpt,
@@ -33,32 +25,25 @@ from synth.cli._shared import (
     RayAddressOpt,
     ResumeOpt,
     SeedOpt,
+    Server,
     SourceArg,
     TemplateOpt,
-    TensorParallelOpt,
-    VerboseOpt,
     app,
     command_line,
     make_executor,
-    open_backend,
     preflight,
     push_out,
-    server_opts,
+    server_options,
 )
 from synth.core import SynthError
 from synth.stages import persona
 
 
 @app.command()
+@server_options
 def magpie(
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
@@ -80,7 +65,6 @@ def magpie(
     response_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     seed: SeedOpt = None,
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
-    batch_size: BatchOpt = None,
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -97,7 +81,6 @@ def magpie(
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
@@ -106,8 +89,7 @@ def magpie(
     recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
     if personas:
         persona.check_personas(personas, persona_column)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
-    llm = open_backend(model, backend, template, server)
+    llm = server.load(model, template)
     recipes.magpie(
         llm,
         n=n,
@@ -119,7 +101,7 @@ def magpie(
         response=None
         if no_responses
         else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
-        response_backend=open_backend(response_model, backend, None, server) if response_model else None,
+        response_backend=server.load(response_model) if response_model else None,
         turns=turns,
         exact_turns=exact_turns,
         personas=personas,
@@ -127,10 +109,8 @@ def magpie(
         max_attempts=max_attempts or None,
         keep_truncated=keep_truncated,
         executor=make_executor(executor, ray_address, actors, llm),
-        make_backend=functools.partial(load_backend, model, backend, template=template, **server),
-        make_response_backend=functools.partial(load_backend, response_model, backend, **server)
-        if response_model
-        else None,
+        make_backend=server.loader(model, template),
+        make_response_backend=server.loader(response_model) if response_model else None,
         max_error_rate=max_error_rate,
         overwrite=overwrite,
         resume=resume,
@@ -140,17 +120,12 @@ def magpie(
 
 
 @app.command()
+@server_options
 def respond(
     source: SourceArg,
     out: OutOpt = Path("data/responses"),
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "instruction",
@@ -159,21 +134,18 @@ def respond(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
     report.set_quiet(quiet)
     preflight(out, overwrite, resume, push_to_hub, source, () if messages_column else (column,), private=private)
     recipes.chat.check_respond_input(source, column, messages_column)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.respond(
-        open_backend(model, backend, template, server),
+        server.load(model, template),
         source,
         out=out,
         column=column,

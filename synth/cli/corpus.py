@@ -11,15 +11,8 @@ import typer
 from synth import recipes
 from synth.backends import Sampling
 from synth.cli._shared import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    BatchOpt,
     ColumnOpt,
-    ConcurrencyOpt,
-    GpuMemoryOpt,
     MaxErrorRateOpt,
-    MaxModelLenOpt,
     ModelOpt,
     OutOpt,
     OverwriteOpt,
@@ -27,15 +20,13 @@ from synth.cli._shared import (
     PushOpt,
     ResumeOpt,
     SeedOpt,
+    Server,
     TemplateOpt,
-    TensorParallelOpt,
-    VerboseOpt,
     app,
     command_line,
-    open_backend,
     preflight,
     push_out,
-    server_opts,
+    server_options,
 )
 
 InputArg = Annotated[
@@ -62,17 +53,12 @@ class Check(str, Enum):
 
 
 @app.command()
+@server_options
 def synthesize(
     source: InputArg,
     out: OutOpt = Path("data/synthesize"),
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "text",
@@ -89,12 +75,10 @@ def synthesize(
     temperature: Optional[float] = None,  # noqa: UP045
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
 ) -> None:
     """Instruction-response pairs grounded in each document of a raw corpus."""
     sides = {"--pretrain-out": pretrain_out}
@@ -103,9 +87,8 @@ def synthesize(
     )
     greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
     temp = temperature if temperature is not None else (0.0 if greedy else 0.7)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.synthesize(
-        open_backend(model, backend, template, server),
+        server.load(model, template),
         source,
         out=out,
         mode=mode.value,
@@ -126,17 +109,12 @@ def synthesize(
 
 
 @app.command()
+@server_options
 def think(
     source: InputArg,
     out: OutOpt = Path("data/think"),
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "text",
@@ -145,18 +123,15 @@ def think(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 2048,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
 ) -> None:
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
     preflight(out, overwrite, resume, push_to_hub, source, (column,), inputs=(prompt_file,), private=private)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.think(
-        open_backend(model, backend, template, server),
+        server.load(model, template),
         source,
         out=out,
         column=column,

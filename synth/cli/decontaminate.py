@@ -20,15 +20,14 @@ from synth.cli._shared import (
     PrivateOpt,
     PushOpt,
     ResumeOpt,
+    Server,
     SourceArg,
     TemplateOpt,
     VerboseOpt,
     app,
     command_line,
-    open_backend,
     preflight,
     push_out,
-    server_opts,
 )
 from synth.core import SynthError
 from synth.recipes.decontaminate import benchmarks as load_benchmarks
@@ -110,7 +109,7 @@ def decontaminate(
     sets = load_benchmarks(against, fields, split)  # a bad --against fails before any model loads
     judge = None
     if model is not None:
-        judge = open_backend(model, backend, template, server_opts(base_url, api_key_env, concurrency, verbose))
+        judge = Server(backend, base_url, api_key_env, concurrency, verbose=verbose).load(model, template)
     recipes.decontaminate(
         source,
         sets,

@@ -10,15 +10,8 @@ import typer
 from synth import recipes
 from synth.backends import Sampling
 from synth.cli._shared import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    BatchOpt,
-    ConcurrencyOpt,
     DedupOpt,
-    GpuMemoryOpt,
     MaxErrorRateOpt,
-    MaxModelLenOpt,
     MaxTokensOpt,
     ModelOpt,
     OutOpt,
@@ -29,16 +22,14 @@ from synth.cli._shared import (
     PushOpt,
     ResumeOpt,
     SeedOpt,
+    Server,
     TemperatureOpt,
     TemplateOpt,
-    TensorParallelOpt,
-    VerboseOpt,
     app,
     command_line,
-    open_backend,
     preflight,
     push_out,
-    server_opts,
+    server_options,
 )
 from synth.stages import persona
 
@@ -50,17 +41,12 @@ app.add_typer(personas_app, name="personas")
 
 
 @personas_app.command("from-text")
+@server_options
 def personas_from_text(
     source: Annotated[Path, typer.Argument(help="Documents: jsonl, parquet, csv, text files or a dataset folder.")],
     out: OutOpt = Path("data/personas"),
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: Annotated[str, typer.Option(help="Column holding the document text.")] = "text",
@@ -68,20 +54,17 @@ def personas_from_text(
     temperature: TemperatureOpt = 0.7,
     max_tokens: MaxTokensOpt = 128,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
 ) -> None:
     """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
     preflight(out, overwrite, resume, push_to_hub, source, (column,), private=private)
     persona.check_documents(source, column)
     persona.dedup_personas(dedup)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.personas_from_text(
-        open_backend(model, backend, template, server),
+        server.load(model, template),
         source,
         out=out,
         column=column,
@@ -96,17 +79,12 @@ def personas_from_text(
 
 
 @personas_app.command("expand")
+@server_options
 def personas_expand(
     source: Annotated[str, typer.Argument(help="Persona set: starter, a file or folder, or a Hub id.")],
     out: OutOpt = Path("data/personas-expanded"),
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     hops: Annotated[int, typer.Option(min=1, help="Rounds of expansion; each expands the last round's personas.")] = 1,
@@ -115,20 +93,17 @@ def personas_expand(
     temperature: TemperatureOpt = 0.9,
     max_tokens: MaxTokensOpt = 160,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
 ) -> None:
     """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
     preflight(out, overwrite, resume, push_to_hub, inputs=(source,), private=private)
     persona.check_personas(source, persona_column)
     persona.dedup_personas(dedup)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.personas_expand(
-        open_backend(model, backend, template, server),
+        server.load(model, template),
         source,
         out=out,
         hops=hops,
@@ -144,6 +119,7 @@ def personas_expand(
 
 
 @personas_app.command("generate")
+@server_options
 def personas_generate(
     personas: PersonasOpt = "starter",
     task: Annotated[
@@ -151,13 +127,7 @@ def personas_generate(
     ] = "instruction",
     out: OutOpt = Path("data/persona-data"),
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=0, help="Use the first N personas; 0: all.")] = 0,
@@ -168,20 +138,17 @@ def personas_generate(
     response_temperature: TemperatureOpt = 0.7,
     response_max_tokens: MaxTokensOpt = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
 ) -> None:
     """One prompt, problem or text per persona, from the persona-driven templates."""
     preflight(out, overwrite, resume, push_to_hub, inputs=(personas,), private=private)
     persona.load_template(task)
     persona.check_personas(personas, persona_column)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.personas_generate(
-        open_backend(model, backend, template, server),
+        server.load(model, template),
         personas,
         out=out,
         task=task,

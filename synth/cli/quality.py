@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from synth import recipes, report
 from synth.backends import Backend, Sampling
 from synth.cli._shared import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    BatchOpt,
     ColumnOpt,
-    ConcurrencyOpt,
-    GpuMemoryOpt,
     JudgesOpt,
     JuryOpt,
     MaxErrorRateOpt,
-    MaxModelLenOpt,
     ModelOpt,
     OutOpt,
     OverwriteOpt,
@@ -31,16 +24,14 @@ from synth.cli._shared import (
     ResponseColumnOpt,
     ResumeOpt,
     SeedOpt,
+    Server,
     SourceArg,
     TemplateOpt,
-    TensorParallelOpt,
-    VerboseOpt,
     app,
     command_line,
-    open_backend,
     preflight,
     push_out,
-    server_opts,
+    server_options,
 )
 from synth.core import SynthError
 
@@ -53,18 +44,13 @@ SwapOpt = Annotated[
 
 
 @app.command()
+@server_options
 def judge(
     source: SourceArg,
     out: OutOpt = Path("data/judged"),
     model: JudgesOpt = None,
     jury: JuryOpt = False,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     rubric: Annotated[
@@ -80,12 +66,10 @@ def judge(
     response_b_column: Annotated[str, typer.Option(help="--pairwise: the second response's column.")] = "response_b",
     max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     temperature: float = 0.0,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
@@ -101,9 +85,8 @@ def judge(
     reads = recipes.quality.judge_columns(rubrics, inputs)
     inputs_ = tuple(r for r in rubrics if Path(r).suffix)
     preflight(out, overwrite, resume, push_to_hub, source, reads, inputs=inputs_, private=private)
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
     recipes.judge(
-        _judges(model, jury, backend, template, server),
+        _judges(model, jury, template, server),
         source,
         out=out,
         rubrics=rubrics,
@@ -158,6 +141,7 @@ def filter_(
 
 
 @app.command()
+@server_options
 def prefs(
     source: SourceArg,
     out: OutOpt = Path("data/prefs"),
@@ -167,13 +151,7 @@ def prefs(
         typer.Option(help="Judge model(s); repeat with --jury. Default: the --model."),
     ] = None,
     jury: JuryOpt = False,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     k: Annotated[
@@ -191,12 +169,10 @@ def prefs(
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     judge_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     report.set_quiet(quiet)
@@ -205,9 +181,8 @@ def prefs(
     preflight(
         out, overwrite, resume, push_to_hub, source, (column,), inputs=(rubric,) if rubric else (), private=private
     )
-    server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
-    llm = open_backend(model, backend, template, server)
-    judges = _judges(judge_model, jury, backend, template, server) if judge_model else [llm]
+    llm = server.load(model, template)
+    judges = _judges(judge_model, jury, template, server) if judge_model else [llm]
     recipes.prefs(
         llm,
         judges,
@@ -233,13 +208,11 @@ def _check_swap(pairwise: bool, swap: bool) -> None:
         raise SynthError("--swap judges a pair in both orders; it needs --pairwise")
 
 
-def _judges(
-    models: list[str] | None, jury: bool, backend: str, template: str | None, server: dict[str, Any]
-) -> list[Backend]:
+def _judges(models: list[str] | None, jury: bool, template: str | None, server: Server) -> list[Backend]:
     models = models or [None]  # type: ignore[list-item]
     if len(models) > 1 and not jury:
         raise SynthError(f"{len(models)} judge models given; pass --jury to combine them, or give one --model")
-    return [open_backend(m, backend, template, server) for m in models]
+    return [server.load(m, template) for m in models]
 
 
 @app.command()

@@ -12,13 +12,6 @@ import typer
 from synth import recipes
 from synth.backends import Sampling
 from synth.cli._shared import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    BaseUrlOpt,
-    BatchOpt,
-    ConcurrencyOpt,
-    GpuMemoryOpt,
-    MaxModelLenOpt,
     ModelOpt,
     OutOpt,
     OverwriteOpt,
@@ -26,16 +19,14 @@ from synth.cli._shared import (
     PushOpt,
     ResumeOpt,
     SeedOpt,
+    Server,
     SourceArg,
     TemplateOpt,
-    TensorParallelOpt,
-    VerboseOpt,
     app,
     command_line,
-    open_backend,
     preflight,
     push_out,
-    server_opts,
+    server_options,
 )
 from synth.core import SynthError
 from synth.sandbox import Limits, Sandbox, default_cache
@@ -105,6 +96,7 @@ def code(
 
 
 @verify_app.command("math")
+@server_options
 def math(
     source: SourceArg,
     out: OutOpt = Path("data/verified"),
@@ -124,31 +116,22 @@ def math(
     ] = None,
     rejects: RejectsOpt = None,
     model: ModelOpt = None,
-    backend: BackendOpt = "auto",
-    base_url: BaseUrlOpt = None,
-    api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    tp: TensorParallelOpt = None,
-    gpu_mem: GpuMemoryOpt = None,
-    max_len: MaxModelLenOpt = None,
+    server: Server = Server(),  # --backend ... --verbose: @server_options
     template: TemplateOpt = None,
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    batch_size: BatchOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     push_to_hub: PushOpt = None,
     private: PrivateOpt = False,
-    verbose: VerboseOpt = False,
 ) -> None:
     """Keep rows whose final answer matches --reference-column, or that K samples agree on."""
     preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
     llm = None
     if samples:
         recipes.verify.load_prompt(prompt)  # a bad prompt file fails before the model loads
-        server = server_opts(base_url, api_key_env, concurrency, verbose, batch_size, tp, gpu_mem, max_len)
-        llm = open_backend(model, backend, template, server)
+        llm = server.load(model, template)
     recipes.verify_math(
         source,
         out=out,
