@@ -146,7 +146,7 @@ def _root(
 @dataclasses.dataclass(frozen=True)
 class Server:
     """The backend options every model-running command takes, declared once: a command names one
-    parameter `server: Server = Server()` and `@server_options` puts these in its place, from
+    parameter `server: Server = Server()` and `@shared_options` puts these in its place, from
     --backend to --verbose. Those left unset fall to each backend's default (load_backend drops
     None), and one set for a backend that lacks it is refused there."""
 
@@ -177,20 +177,58 @@ class Server:
         return functools.partial(load_backend, model, self.backend, template=template, **self.options())
 
 
-def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Replace `command`'s `server` parameter with Server's fields as options; call it with a Server."""
+@dataclasses.dataclass(frozen=True)
+class Saving:
+    """The output options every writing command takes, declared once like `Server`: a command names
+    `save: Saving = Saving()` and `@shared_options` puts --overwrite, --resume, --push-to-hub and
+    --private in its place (`--out` stays the command's own: each has its default folder)."""
+
+    overwrite: OverwriteOpt = False
+    resume: ResumeOpt = False
+    push_to_hub: PushOpt = None
+    private: PrivateOpt = False
+
+    def preflight(
+        self,
+        out: Path,
+        source: Path | None = None,
+        columns: tuple[str, ...] = (),
+        inputs: tuple[str | Path | None, ...] = (),
+        sides: dict[str, Path | None] | None = None,
+    ) -> None:
+        """`preflight` with these options."""
+        preflight(out, self.overwrite, self.resume, self.push_to_hub, source, columns, inputs, sides, self.private)
+
+    def push(self, out: Path) -> None:
+        """Upload `out` where --push-to-hub says, if it says."""
+        push_out(out, self.push_to_hub, self.private)
+
+
+GROUPS = {"server": Server, "save": Saving}
+
+
+def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Replace `command`'s `server` and `save` parameters with the fields of `Server` and `Saving` as
+    options (in their place, so `--help` lists them together), and call it with one of each."""
     signature = inspect.signature(command, eval_str=True)
-    names = [f.name for f in dataclasses.fields(Server)]
-    hints = typing.get_type_hints(Server, include_extras=True)
     keyword = inspect.Parameter.KEYWORD_ONLY
-    shared = [inspect.Parameter(n, keyword, default=getattr(Server, n), annotation=hints[n]) for n in names]
+    fields: dict[str, list[str]] = {}
     params: list[inspect.Parameter] = []
     for param in signature.parameters.values():
-        params.extend(shared if param.name == "server" else [param.replace(kind=keyword)])
+        group = GROUPS.get(param.name)
+        if group is None:
+            params.append(param.replace(kind=keyword))
+            continue
+        hints = typing.get_type_hints(group, include_extras=True)
+        fields[param.name] = [f.name for f in dataclasses.fields(group)]
+        params += [
+            inspect.Parameter(n, keyword, default=getattr(group, n), annotation=hints[n]) for n in fields[param.name]
+        ]
 
     @functools.wraps(command)
     def run(**kwargs: Any) -> Any:
-        return command(server=Server(**{n: kwargs.pop(n) for n in names}), **kwargs)
+        groups = {name: GROUPS[name](**{n: kwargs.pop(n) for n in names}) for name, names in fields.items()}
+        return command(**groups, **kwargs)
 
     run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     return run

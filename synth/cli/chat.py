@@ -17,13 +17,10 @@ from synth.cli._shared import (
     MaxErrorRateOpt,
     ModelOpt,
     OutOpt,
-    OverwriteOpt,
     PersonaColumnOpt,
-    PrivateOpt,
-    PushOpt,
     QuietOpt,
     RayAddressOpt,
-    ResumeOpt,
+    Saving,
     SeedOpt,
     Server,
     SourceArg,
@@ -31,19 +28,18 @@ from synth.cli._shared import (
     app,
     command_line,
     make_executor,
-    preflight,
     push_out,
-    server_options,
+    shared_options,
 )
 from synth.core import SynthError
 from synth.stages import persona
 
 
 @app.command()
-@server_options
+@shared_options
 def magpie(
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=1, help="Rows to keep (not attempts).")] = 1000,
@@ -77,15 +73,12 @@ def magpie(
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     actors: ActorsOpt = 2,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     quiet: QuietOpt = False,
 ) -> None:
     """Sample N instructions with Magpie, answer them, and write a Hugging Face dataset."""
     report.set_quiet(quiet)
-    preflight(out, overwrite, resume, push_to_hub, inputs=(personas,), private=private)
+    save.preflight(out, inputs=(personas,))
     recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
     if personas:
         persona.check_personas(personas, persona_column)
@@ -112,20 +105,20 @@ def magpie(
         make_backend=server.loader(model, template),
         make_response_backend=server.loader(response_model) if response_model else None,
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @app.command()
-@server_options
+@shared_options
 def respond(
     source: SourceArg,
     out: OutOpt = Path("data/responses"),
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "instruction",
@@ -134,15 +127,12 @@ def respond(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     quiet: QuietOpt = False,
 ) -> None:
     """Answer the last user turn of every row of a dataset, keeping all its columns."""
     report.set_quiet(quiet)
-    preflight(out, overwrite, resume, push_to_hub, source, () if messages_column else (column,), private=private)
+    save.preflight(out, source, () if messages_column else (column,))
     recipes.chat.check_respond_input(source, column, messages_column)
     recipes.respond(
         server.load(model, template),
@@ -153,11 +143,11 @@ def respond(
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         n_responses=n_responses,
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

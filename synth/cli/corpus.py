@@ -15,18 +15,13 @@ from synth.cli._shared import (
     MaxErrorRateOpt,
     ModelOpt,
     OutOpt,
-    OverwriteOpt,
-    PrivateOpt,
-    PushOpt,
-    ResumeOpt,
+    Saving,
     SeedOpt,
     Server,
     TemplateOpt,
     app,
     command_line,
-    preflight,
-    push_out,
-    server_options,
+    shared_options,
 )
 
 InputArg = Annotated[
@@ -53,12 +48,12 @@ class Check(str, Enum):
 
 
 @app.command()
-@server_options
+@shared_options
 def synthesize(
     source: InputArg,
     out: OutOpt = Path("data/synthesize"),
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "text",
@@ -75,16 +70,11 @@ def synthesize(
     temperature: Optional[float] = None,  # noqa: UP045
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Instruction-response pairs grounded in each document of a raw corpus."""
     sides = {"--pretrain-out": pretrain_out}
-    preflight(
-        out, overwrite, resume, push_to_hub, source, (column,), inputs=(prompt_file,), sides=sides, private=private
-    )
+    save.preflight(out, source, (column,), inputs=(prompt_file,), sides=sides)
     greedy = mode is Mode.instruction_pretrain  # the released synthesizer decodes greedily
     temp = temperature if temperature is not None else (0.0 if greedy else 0.7)
     recipes.synthesize(
@@ -101,20 +91,20 @@ def synthesize(
         pretrain_out=pretrain_out,
         context_tokens=context_tokens or None,
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @app.command()
-@server_options
+@shared_options
 def think(
     source: InputArg,
     out: OutOpt = Path("data/think"),
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: ColumnOpt = "text",
@@ -123,13 +113,10 @@ def think(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 2048,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
-    preflight(out, overwrite, resume, push_to_hub, source, (column,), inputs=(prompt_file,), private=private)
+    save.preflight(out, source, (column,), inputs=(prompt_file,))
     recipes.think(
         server.load(model, template),
         source,
@@ -139,8 +126,8 @@ def think(
         prompt_file=prompt_file,
         context_tokens=context_tokens or None,
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)

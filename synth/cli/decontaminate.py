@@ -16,18 +16,14 @@ from synth.cli._shared import (
     BaseUrlOpt,
     ConcurrencyOpt,
     OutOpt,
-    OverwriteOpt,
-    PrivateOpt,
-    PushOpt,
-    ResumeOpt,
+    Saving,
     Server,
     SourceArg,
     TemplateOpt,
     VerboseOpt,
     app,
     command_line,
-    preflight,
-    push_out,
+    shared_options,
 )
 from synth.core import SynthError
 from synth.recipes.decontaminate import benchmarks as load_benchmarks
@@ -40,6 +36,7 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
 
 
 @app.command()
+@shared_options
 def decontaminate(
     source: SourceArg,
     against: Annotated[
@@ -93,15 +90,12 @@ def decontaminate(
         typer.Option(help="LLM check: a copy of filters/decontamination/rephrase.yaml to use instead."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and checked at once.")] = 8192,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     verbose: VerboseOpt = False,
 ) -> None:
     """Drop rows that hold evaluation benchmark items: n-gram overlap, embedding similarity, LLM check."""
     local = tuple(a.split("=", 1)[-1] for a in against)  # benchmark files on disk are inputs too
-    preflight(out, overwrite, resume, push_to_hub, source, inputs=local, sides={"--rejects": rejects}, private=private)
+    save.preflight(out, source, inputs=local, sides={"--rejects": rejects})
     chosen = _split([methods])
     if "llm" in chosen and model is None:
         raise SynthError("--methods llm needs --model: the model that checks the embedding method's candidates")
@@ -119,8 +113,8 @@ def decontaminate(
         methods=chosen,
         judge=judge,
         batch_size=batch_size,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
         ngram=ngram,
         ngram_threshold=ngram_threshold,
@@ -130,4 +124,4 @@ def decontaminate(
         rubric=str(rubric) if rubric else None,
         judge_params=Sampling(max_tokens=32, temperature=0.0),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)

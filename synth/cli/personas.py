@@ -15,21 +15,16 @@ from synth.cli._shared import (
     MaxTokensOpt,
     ModelOpt,
     OutOpt,
-    OverwriteOpt,
     PersonaColumnOpt,
     PersonasOpt,
-    PrivateOpt,
-    PushOpt,
-    ResumeOpt,
+    Saving,
     SeedOpt,
     Server,
     TemperatureOpt,
     TemplateOpt,
     app,
     command_line,
-    preflight,
-    push_out,
-    server_options,
+    shared_options,
 )
 from synth.stages import persona
 
@@ -41,12 +36,12 @@ app.add_typer(personas_app, name="personas")
 
 
 @personas_app.command("from-text")
-@server_options
+@shared_options
 def personas_from_text(
     source: Annotated[Path, typer.Argument(help="Documents: jsonl, parquet, csv, text files or a dataset folder.")],
     out: OutOpt = Path("data/personas"),
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     column: Annotated[str, typer.Option(help="Column holding the document text.")] = "text",
@@ -54,13 +49,10 @@ def personas_from_text(
     temperature: TemperatureOpt = 0.7,
     max_tokens: MaxTokensOpt = 128,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Text-to-Persona: for each document, the person most likely to read, write, like or dislike it."""
-    preflight(out, overwrite, resume, push_to_hub, source, (column,), private=private)
+    save.preflight(out, source, (column,))
     persona.check_documents(source, column)
     persona.dedup_personas(dedup)
     recipes.personas_from_text(
@@ -71,20 +63,20 @@ def personas_from_text(
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @personas_app.command("expand")
-@server_options
+@shared_options
 def personas_expand(
     source: Annotated[str, typer.Argument(help="Persona set: starter, a file or folder, or a Hub id.")],
     out: OutOpt = Path("data/personas-expanded"),
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     hops: Annotated[int, typer.Option(min=1, help="Rounds of expansion; each expands the last round's personas.")] = 1,
@@ -93,13 +85,10 @@ def personas_expand(
     temperature: TemperatureOpt = 0.9,
     max_tokens: MaxTokensOpt = 160,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Persona-to-Persona: people in close relationship with each persona, the relation kept."""
-    preflight(out, overwrite, resume, push_to_hub, inputs=(source,), private=private)
+    save.preflight(out, inputs=(source,))
     persona.check_personas(source, persona_column)
     persona.dedup_personas(dedup)
     recipes.personas_expand(
@@ -111,15 +100,15 @@ def personas_expand(
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @personas_app.command("generate")
-@server_options
+@shared_options
 def personas_generate(
     personas: PersonasOpt = "starter",
     task: Annotated[
@@ -127,7 +116,7 @@ def personas_generate(
     ] = "instruction",
     out: OutOpt = Path("data/persona-data"),
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     n: Annotated[int, typer.Option(min=0, help="Use the first N personas; 0: all.")] = 0,
@@ -138,13 +127,10 @@ def personas_generate(
     response_temperature: TemperatureOpt = 0.7,
     response_max_tokens: MaxTokensOpt = 1024,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """One prompt, problem or text per persona, from the persona-driven templates."""
-    preflight(out, overwrite, resume, push_to_hub, inputs=(personas,), private=private)
+    save.preflight(out, inputs=(personas,))
     persona.load_template(task)
     persona.check_personas(personas, persona_column)
     recipes.personas_generate(
@@ -159,8 +145,8 @@ def personas_generate(
         if responses
         else None,
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)

@@ -16,22 +16,17 @@ from synth.cli._shared import (
     MaxErrorRateOpt,
     ModelOpt,
     OutOpt,
-    OverwriteOpt,
-    PrivateOpt,
-    PushOpt,
     QuietOpt,
     ReadBatchOpt,
     ResponseColumnOpt,
-    ResumeOpt,
+    Saving,
     SeedOpt,
     Server,
     SourceArg,
     TemplateOpt,
     app,
     command_line,
-    preflight,
-    push_out,
-    server_options,
+    shared_options,
 )
 from synth.core import SynthError
 
@@ -44,13 +39,13 @@ SwapOpt = Annotated[
 
 
 @app.command()
-@server_options
+@shared_options
 def judge(
     source: SourceArg,
     out: OutOpt = Path("data/judged"),
     model: JudgesOpt = None,
     jury: JuryOpt = False,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     rubric: Annotated[
@@ -66,10 +61,7 @@ def judge(
     response_b_column: Annotated[str, typer.Option(help="--pairwise: the second response's column.")] = "response_b",
     max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     temperature: float = 0.0,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     quiet: QuietOpt = False,
 ) -> None:
     """Judge every row with LLM rubrics: one column per rubric field, and judge_status."""
@@ -84,7 +76,7 @@ def judge(
     }
     reads = recipes.quality.judge_columns(rubrics, inputs)
     inputs_ = tuple(r for r in rubrics if Path(r).suffix)
-    preflight(out, overwrite, resume, push_to_hub, source, reads, inputs=inputs_, private=private)
+    save.preflight(out, source, reads, inputs=inputs_)
     recipes.judge(
         _judges(model, jury, template, server),
         source,
@@ -93,16 +85,17 @@ def judge(
         inputs=inputs,
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
         pairwise=pairwise,
         swap=swap,
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @app.command("filter")
+@shared_options
 def filter_(
     source: SourceArg,
     out: OutOpt = Path("data/filtered"),
@@ -115,15 +108,10 @@ def filter_(
     column: ColumnOpt = "instruction",
     response_column: ResponseColumnOpt = "response",
     batch_size: ReadBatchOpt = 1000,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Keep rows that pass the heuristic rules and every --where condition on judge columns."""
-    preflight(
-        out, overwrite, resume, push_to_hub, source, inputs=(heuristics,), sides={"--rejects": rejects}, private=private
-    )
+    save.preflight(out, source, inputs=(heuristics,), sides={"--rejects": rejects})
     recipes.filter_rows(
         source,
         out=out,
@@ -133,15 +121,15 @@ def filter_(
         instruction=column,
         response=response_column,
         batch_size=batch_size,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @app.command()
-@server_options
+@shared_options
 def prefs(
     source: SourceArg,
     out: OutOpt = Path("data/prefs"),
@@ -151,7 +139,7 @@ def prefs(
         typer.Option(help="Judge model(s); repeat with --jury. Default: the --model."),
     ] = None,
     jury: JuryOpt = False,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     max_error_rate: MaxErrorRateOpt = 0.05,
     template: TemplateOpt = None,
     k: Annotated[
@@ -169,18 +157,13 @@ def prefs(
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     judge_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     quiet: QuietOpt = False,
 ) -> None:
-    report.set_quiet(quiet)
     """Best-of-k preference pairs: prompt, chosen, rejected, with the judge's scores (--pairwise: its verdict)."""
+    report.set_quiet(quiet)
     _check_swap(pairwise, swap)
-    preflight(
-        out, overwrite, resume, push_to_hub, source, (column,), inputs=(rubric,) if rubric else (), private=private
-    )
+    save.preflight(out, source, (column,), inputs=(rubric,) if rubric else ())
     llm = server.load(model, template)
     judges = _judges(judge_model, jury, template, server) if judge_model else [llm]
     recipes.prefs(
@@ -194,13 +177,13 @@ def prefs(
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
         max_error_rate=max_error_rate,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
         pairwise=pairwise,
         swap=swap,
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 def _check_swap(pairwise: bool, swap: bool) -> None:
@@ -216,6 +199,7 @@ def _judges(models: list[str] | None, jury: bool, template: str | None, server: 
 
 
 @app.command()
+@shared_options
 def dedup(
     source: Annotated[Path, typer.Argument(help="A synth output, parquet, jsonl, csv or save_to_disk folder.")],
     out: OutOpt = Path("data/dedup"),
@@ -238,13 +222,10 @@ def dedup(
     model: Annotated[Optional[str], typer.Option(help="semantic: sentence-transformers model name or path.")] = None,  # noqa: UP045
     rejects: Annotated[Optional[Path], typer.Option(help="Write dropped rows (and what they duplicate) here.")] = None,  # noqa: UP045
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and judged at once.")] = 8192,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
-    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
+    save.preflight(out, source, (column,), sides={"--rejects": rejects})
     recipes.dedup(
         source,
         out=out,
@@ -252,8 +233,8 @@ def dedup(
         column=column,
         threshold=threshold,
         rejects=rejects,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         batch_size=batch_size,
         command=command_line(),
         ngram=ngram,
@@ -262,4 +243,4 @@ def dedup(
         embedder=embedder,
         model=model,
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)

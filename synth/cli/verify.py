@@ -14,19 +14,14 @@ from synth.backends import Sampling
 from synth.cli._shared import (
     ModelOpt,
     OutOpt,
-    OverwriteOpt,
-    PrivateOpt,
-    PushOpt,
-    ResumeOpt,
+    Saving,
     SeedOpt,
     Server,
     SourceArg,
     TemplateOpt,
     app,
     command_line,
-    preflight,
-    push_out,
-    server_options,
+    shared_options,
 )
 from synth.core import SynthError
 from synth.sandbox import Limits, Sandbox, default_cache
@@ -44,6 +39,7 @@ RejectsOpt = Annotated[
 
 
 @verify_app.command("code")
+@shared_options
 def code(
     source: SourceArg,
     out: OutOpt = Path("data/verified"),
@@ -68,13 +64,10 @@ def code(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every program, even those run before.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and run at a time.")] = 256,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Run the Python in each row in a sandbox with its tests; keep the rows that pass."""
-    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
+    save.preflight(out, source, (column,), sides={"--rejects": rejects})
     limits = Limits(timeout=timeout, memory_mb=memory_mb, file_mb=file_mb, processes=processes)
     if python is not None and not shutil.which(python):
         raise SynthError(f"--python {python} is not an executable; pass the path of a Python interpreter")
@@ -88,15 +81,15 @@ def code(
         tests_column=tests_column,
         rejects=rejects,
         batch_size=batch_size,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
 
 
 @verify_app.command("math")
-@server_options
+@shared_options
 def math(
     source: SourceArg,
     out: OutOpt = Path("data/verified"),
@@ -116,18 +109,15 @@ def math(
     ] = None,
     rejects: RejectsOpt = None,
     model: ModelOpt = None,
-    server: Server = Server(),  # --backend ... --verbose: @server_options
+    server: Server = Server(),  # --backend ... --verbose: @shared_options
     template: TemplateOpt = None,
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
-    overwrite: OverwriteOpt = False,
-    resume: ResumeOpt = False,
-    push_to_hub: PushOpt = None,
-    private: PrivateOpt = False,
+    save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Keep rows whose final answer matches --reference-column, or that K samples agree on."""
-    preflight(out, overwrite, resume, push_to_hub, source, (column,), sides={"--rejects": rejects}, private=private)
+    save.preflight(out, source, (column,), sides={"--rejects": rejects})
     llm = None
     if samples:
         recipes.verify.load_prompt(prompt)  # a bad prompt file fails before the model loads
@@ -144,8 +134,8 @@ def math(
         prompt=prompt,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         rejects=rejects,
-        overwrite=overwrite,
-        resume=resume,
+        overwrite=save.overwrite,
+        resume=save.resume,
         command=command_line(),
     )
-    push_out(out, push_to_hub, private)
+    save.push(out)
