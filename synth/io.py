@@ -212,7 +212,7 @@ def _jsonl_arrow(file: Path, batch_size: int, finished: list[bool]) -> Iterator[
     import pyarrow.json as pajson
 
     try:
-        reader = pajson.open_json(file, read_options=pajson.ReadOptions(block_size=1 << 20, use_threads=False))
+        reader = pajson.open_json(file, read_options=pajson.ReadOptions(block_size=1 << 18, use_threads=False))
         if any(_has_timestamp(t) for t in reader.schema.types):
             return
         pending: list[pa.RecordBatch] = []

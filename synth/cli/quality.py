@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from synth import recipes, report
+from synth import io, recipes, report
 from synth.backends import Backend, Sampling
 from synth.cli._shared import (
     ColumnOpt,
@@ -225,6 +225,7 @@ def dedup(
     save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Drop duplicate rows: exact, MinHash near-duplicates, or semantic (embeddings)."""
+    io.jemalloc_for_arrow()  # before Arrow's first buffer: the preflight's reader would size the default pool
     save.preflight(out, source, (column,), sides={"--rejects": rejects})
     recipes.dedup(
         source,
