@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from synth.core import SynthError
-from synth.io import _jsonl_python, read
+from synth.io import read
+from synth.io._reading import _jsonl_python
 
 
 def rows_of(path, size: int) -> list[pa.Table]:
