@@ -326,11 +326,14 @@ def _punctuation() -> dict[int, None]:
 
 @dataclass(frozen=True)
 class MinHashDedup:
-    """Reads `column`; adds `dup_cluster`. Drops rows whose word n-gram set has an estimated
-    Jaccard similarity of at least `threshold` with a kept row that LSH banding proposes.
+    """Reads `column`; adds `dup_cluster`. Drops rows whose word n-gram set has a Jaccard
+    similarity of at least `threshold` with a kept row that LSH banding proposes.
 
-    Only kept rows' signatures are held, as the low 8 bits of each of `num_perm` minimums
-    (b-bit MinHash, Li and König 2010: 128 bytes a row, with the chance collisions corrected).
+    Each kept row is held in `num_perm` bytes (`_Held`): a short row (at most `num_perm // 4`
+    distinct shingles, as instructions are) as its shingles, so that its pairs are verified
+    exactly; a longer one as the low 8 bits of each of its minimums (b-bit MinHash, Li and König
+    2010, the chance collisions corrected), so that its pairs are estimated. The exact check is
+    what keeps rows at true Jaccard 0.6-0.7 whose 128 minimums happen to agree at 0.7 or more.
     Each batch is judged whole, so large batches are faster: numpy and Arrow work per call (a
     regex compiled, an index run searched) then costs little against the rows it covers;
     `synth dedup` reads 8,192 rows at a time. Inside an LLM pipeline, batches stay as they come:
@@ -361,23 +364,39 @@ class MinHashDedup:
         index, store = _Index(), _Store()
         self.notes.update(method="minhash", num_perm=self.num_perm, bands=bands, rows_per_band=rows)
 
+        held = _Held(a, b)
+
         def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
             words, offsets = word_lists(texts)
             if "ngram" not in self.notes:
                 self.notes["ngram"] = self.ngram or (1 if float(np.median(np.diff(offsets))) < 50 else 5)
-            sig = minhash(*shingle_hashes(words, offsets, self.notes["ngram"]), a, b)
+            hashes, offsets = shingle_hashes(words, offsets, self.notes["ngram"])
+            x = fold(hashes)
+            sig = minhash_folded(x, offsets, a, b)
             keys = band_keys(sig, bands, rows, mix)
-            return _match_minhash(low_bits(sig), keys, ids, index, store, self.threshold)
+            rows_held = held.rows(x, offsets, low_bits(sig))
+            return _match_minhash(rows_held, keys, ids, index, store, self.threshold, held.similar)
 
         return _stream(batches, self.column, self.stats, self.rejects, decide, store)
 
 
+Similar = Callable[[np.ndarray, np.ndarray], np.ndarray]  # rows of two held arrays, pairwise -> Jaccard
+
+
 def _match_minhash(
-    sig: np.ndarray, keys: np.ndarray, ids: pa.Array, index: _Index, store: _Store, threshold: float
+    sig: np.ndarray,
+    keys: np.ndarray,
+    ids: pa.Array,
+    index: _Index,
+    store: _Store,
+    threshold: float,
+    similar: Similar | None = None,
 ) -> Verdict:
+    """`sig`: the batch's rows as held (`_Held.rows`), or bare 8-bit signatures with `similar` None."""
+    similar = similar or jaccard
     n = len(sig)
     hit = index.get(keys.ravel()).reshape(keys.shape)
-    best, prior = _best_prior(sig, hit, store)
+    best, prior = _best_prior(sig, hit, store, similar)
     owner = np.full(n, -1)
     keep = best < threshold
     # Keys no kept row owns yet but two rows of this batch share: settle those rows in order,
@@ -389,7 +408,7 @@ def _match_minhash(
     group = np.cumsum(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) - 1
     shared = np.empty(len(free_keys), bool)
     shared[by_key] = np.bincount(group)[group] > 1
-    _settle_within(sig, free_rows[shared], free_keys[shared], threshold, best, owner, prior, keep)
+    _settle_within(sig, free_rows[shared], free_keys[shared], threshold, best, owner, prior, keep, similar=similar)
     prior[keep], owner[keep] = -1, -1
     kept = by_key[keep[free_rows[by_key]]]  # kept rows' new keys, by key then row: each key's first
     first = kept[np.r_[True, free_keys[kept[1:]] != free_keys[kept[:-1]]]] if len(kept) else kept
@@ -409,6 +428,7 @@ def _settle_within(
     prior: np.ndarray,
     keep: np.ndarray,
     rounds: int = 16,
+    similar: Similar = None,  # type: ignore[assignment]  # None: `jaccard` on 8-bit signatures
 ) -> None:
     """Settle the rows holding new keys that other rows of the batch share (`rows` ascending,
     `keys` beside them) as if in row order: each against the first kept row of the batch that
@@ -434,7 +454,7 @@ def _settle_within(
         has[has] = row[first[has]] < row[has]  # a kept row of the group before this one
         pairs = np.unique(row[has] * np.int64(len(sig)) + row[first[has]])
         i, holder = pairs // len(sig), pairs % len(sig)
-        sims = jaccard(sig[i], sig[holder])
+        sims = (similar or jaccard)(sig[i], sig[holder])
         pick = np.lexsort((-sims, i))  # per row: most similar, then earliest (pairs are sorted)
         pick = pick[np.r_[True, i[pick[1:]] != i[pick[:-1]]]] if len(pick) else pick
         new_best, new_owner = start_best.copy(), owner.copy()
@@ -447,7 +467,7 @@ def _settle_within(
             best[:], owner[:], keep[:] = new_best, new_owner, decided
             return
         alive = decided
-    _settle_in_order(sig, rows, keys, threshold, best, owner, prior, keep)
+    _settle_in_order(sig, rows, keys, threshold, best, owner, prior, keep, similar)
 
 
 def _settle_in_order(
@@ -459,6 +479,7 @@ def _settle_in_order(
     owner: np.ndarray,
     prior: np.ndarray,
     keep: np.ndarray,
+    similar: Similar | None = None,
 ) -> None:
     """`_settle_within` one row at a time: the reference, and the way out of long chains."""
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist() + [len(rows)]
@@ -469,7 +490,7 @@ def _settle_in_order(
         row_keys = keys_list[starts[n] : starts[n + 1]]
         candidates = sorted({holder[k] for k in row_keys if k in holder})
         if candidates:
-            sims = jaccard(sig[i], sig[candidates])
+            sims = (similar or jaccard)(sig[np.full(len(candidates), i)], sig[candidates])
             j = int(sims.argmax())
             if sims[j] > best_list[i]:  # strict: on a tie the earlier row (a previous batch's) wins
                 best_list[i], owner[i], prior[i] = float(sims[j]), candidates[j], -1
@@ -480,7 +501,7 @@ def _settle_in_order(
     best[:] = best_list
 
 
-def _best_prior(sig: np.ndarray, hit: np.ndarray, store: _Store) -> tuple[np.ndarray, np.ndarray]:
+def _best_prior(sig: np.ndarray, hit: np.ndarray, store: _Store, similar: Similar) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the most similar kept row of earlier batches among its LSH candidates."""
     best, prior = np.full(len(sig), -np.inf), np.full(len(sig), -1)
     rows, bands = np.nonzero(hit >= 0)
@@ -491,7 +512,7 @@ def _best_prior(sig: np.ndarray, hit: np.ndarray, store: _Store) -> tuple[np.nda
         sims = np.empty(len(pairs))
         for start in range(0, len(pairs), 8192):  # in pieces: a chunk can have 100,000 candidate pairs
             part = slice(start, start + 8192)
-            sims[part] = jaccard(sig[row[part]], store.sigs(kept[part]))
+            sims[part] = similar(sig[row[part]], store.sigs(kept[part]))
         order = np.lexsort((-sims, row))  # stable, per row: most similar, then earliest
         first = order[np.r_[True, row[order[1:]] != row[order[:-1]]]]
         best[row[first]], prior[row[first]] = sims[first], kept[first]
@@ -606,18 +627,30 @@ def _odd_constants(k: int) -> np.ndarray:
     return np.random.default_rng(12345).integers(0, 2**64, k, np.uint64) | np.uint64(1)
 
 
+def fold(hashes: np.ndarray) -> np.ndarray:
+    """64-bit shingle hashes folded to the 32 bits MinHash permutes (and `_Held` keeps); never 0
+    or all-ones, the values `_Held` pads sets with."""
+    x = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)
+    return np.clip(x, 1, 0xFFFFFFFE, out=x)
+
+
 def minhash(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(rows, len(a)) uint32 MinHash signatures: a*x + b mod 2**32 over each shingle hash x folded
-    to 32 bits, vectorised in chunks. 32-bit lanes: twice the values per SIMD step and half the
-    memory traffic of 64-bit ones (2.3x faster); the order, which is all a minimum needs, comes
-    from the high bits, where multiplication mixes every bit of x.
+    """(rows, len(a)) uint32 MinHash signatures of 64-bit shingle hashes: `minhash_folded` of `fold`."""
+    return minhash_folded(fold(hashes), offsets, a, b)
+
+
+def minhash_folded(x: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(rows, len(a)) uint32 MinHash signatures: a*x + b mod 2**32 over each row's 32-bit
+    shingle hashes x (row i's are x[offsets[i]:offsets[i + 1]]), vectorised in chunks. 32-bit
+    lanes: twice the values per SIMD step and half the memory traffic of 64-bit ones (2.3x
+    faster); the order, which is all a minimum needs, comes from the high bits, where
+    multiplication mixes every bit of x.
 
     A row with no shingles (an empty text) gets all-ones: equal to other empty texts only.
     """
     n = len(offsets) - 1
     sig = np.full((n, len(a)), np.iinfo(np.uint32).max, np.uint32)
     rows = np.repeat(np.arange(n), np.diff(offsets))
-    x = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)
     step = 8192  # bounds the temporary to 4 MB at 128 permutations
     h = np.empty((len(a), min(len(x), step)), np.uint32)
     for start in range(0, len(x), step):
@@ -629,6 +662,81 @@ def minhash(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarra
         r = rs[seg]
         sig[r] = np.minimum(sig[r], np.minimum.reduceat(part, seg, axis=1).T)
     return sig
+
+
+class _Held:
+    """How MinHash holds a row and compares two: `num_perm` bytes and a 2-byte count a row.
+
+    A row of at most `num_perm // 4` distinct shingles holds them (32-bit, sorted) and its count;
+    a longer one holds its 8-bit signature and count 0. Two short rows are compared exactly (the
+    Jaccard similarity of their shingle sets); a pair with a long row is estimated from 8-bit
+    signatures, a short row's made again from its shingles, the very signature it had. So a
+    short row costs the bytes of a signature, and the same pair gets the same figure whichever
+    batch either row came in.
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.a, self.b = a, b
+        self.width = len(a) // 4  # shingles a row's bytes hold
+
+    def rows(self, x: np.ndarray, offsets: np.ndarray, sig8: np.ndarray) -> np.ndarray:
+        """(rows, num_perm + 2) uint8: each row as held, from its folded shingle hashes and signature."""
+        n, perms = len(offsets) - 1, len(self.a)
+        row = np.repeat(np.arange(n, dtype=np.uint64), np.diff(offsets))
+        distinct = np.sort((row << np.uint64(32)) | x)  # by row, then value (np.unique: 100x slower here)
+        distinct = distinct[np.r_[True, distinct[1:] != distinct[:-1]]]
+        urow, value = (distinct >> np.uint64(32)).astype(np.intp), distinct.astype(np.uint32)
+        counts = np.bincount(urow, minlength=n)
+        short = counts <= self.width
+        sets = np.zeros((n, self.width), np.uint32)
+        place = np.arange(len(urow)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[urow]
+        take = short[urow]
+        sets[urow[take], place[take]] = value[take]
+        out = np.zeros((n, perms + 2), np.uint8)
+        out[~short, :perms] = sig8[~short]
+        out[short, : 4 * self.width] = sets[short].view(np.uint8)
+        out[:, perms:] = np.where(short, counts, 0).astype("<u2").view(np.uint8).reshape(n, 2)
+        return out
+
+    def similar(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Jaccard similarity of each row of `left` with the row of `right` beside it."""
+        cl, cr = self._count(left), self._count(right)
+        both = (cl > 0) & (cr > 0)
+        sims = np.empty(len(left))
+        if both.any():
+            sims[both] = self._exact(left[both], cl[both], right[both], cr[both])
+        if not both.all():
+            sims[~both] = jaccard(self._sig(left[~both], cl[~both]), self._sig(right[~both], cr[~both]))
+        return sims
+
+    def _count(self, held: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(held[:, len(self.a) :]).view("<u2").ravel().astype(np.int64)
+
+    def _sets(self, held: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(held[:, : 4 * self.width]).view(np.uint32)
+
+    def _sig(self, held: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        sig = held[:, : len(self.a)].copy()
+        short = np.flatnonzero(counts > 0)
+        if len(short):
+            n = counts[short]
+            values = self._sets(held[short])[np.arange(self.width) < n[:, None]]
+            sig[short] = low_bits(minhash_folded(values, np.concatenate([[0], np.cumsum(n)]), self.a, self.b))
+        return sig
+
+    def _exact(self, left: np.ndarray, cl: np.ndarray, right: np.ndarray, cr: np.ndarray) -> np.ndarray:
+        # Each pair's two sets side by side, sorted along the row: a shared shingle is two equal
+        # neighbours. Padding is 0 on the left and all-ones on the right (no shingle is either,
+        # see `fold`), so it only meets itself, and those neighbours are taken off.
+        width = int(max(cl.max(), cr.max()))
+        a = self._sets(left)[:, :width]
+        b = np.where(np.arange(width) < cr[:, None], self._sets(right)[:, :width], np.uint32(0xFFFFFFFF))
+        both = np.concatenate([a, b], axis=1)
+        both.sort(axis=1)
+        inter = (
+            (both[:, 1:] == both[:, :-1]).sum(axis=1) - np.maximum(width - cl - 1, 0) - np.maximum(width - cr - 1, 0)
+        )
+        return inter / (cl + cr - inter)
 
 
 def low_bits(sig: np.ndarray) -> np.ndarray:

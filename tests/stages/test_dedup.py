@@ -190,6 +190,45 @@ def test_jaccard_estimate_tracks_the_true_value() -> None:
         assert abs(est - truth) < 0.12, (overlap, est, truth)
 
 
+def test_short_rows_are_compared_exactly_long_ones_by_their_signatures() -> None:
+    rng = np.random.default_rng(11)
+    a, b = (rng.integers(0, 2**32, 128, np.uint32) | np.uint32(1) for _ in range(2))
+    vocab = [f"w{i}" for i in range(500)]
+    texts, sets = [], []
+    for size in [*rng.integers(1, 33, 60), 33, 40, 70]:  # 32 distinct words fit a row's 128 bytes
+        words = list(rng.choice(vocab, size, replace=False))
+        texts.append(" ".join(words + words[: size // 3]))  # repeated words count once
+        sets.append(set(words))
+    x, offsets = shingle_hashes(*word_lists(pa.array(texts)), 1)
+    x = dedup_module.fold(x)
+    sig = low_bits(dedup_module.minhash_folded(x, offsets, a, b))
+    held = dedup_module._Held(a, b)
+    rows = held.rows(x, offsets, sig)
+    i, j = np.triu_indices(len(texts), 1)
+    got = held.similar(rows[i], rows[j])
+    for p, q, value in zip(i, j, got):
+        if len(sets[p]) <= 32 and len(sets[q]) <= 32:
+            assert value == len(sets[p] & sets[q]) / len(sets[p] | sets[q])
+        else:  # a long row in the pair: the b-bit estimate from the signatures the rows had
+            assert value == jaccard(sig[p], sig[q])
+
+
+def test_minhash_keeps_rows_below_the_threshold_that_128_minimums_would_pass() -> None:
+    rng = np.random.default_rng(5)
+    vocab = [f"w{i}" for i in range(100_000)]
+    rows, near, far = [], [], []
+    for k in range(400):  # 20 words each; a copy shares 16 (Jaccard 0.67) or 18 (0.82) of them
+        words = [vocab[int(w)] for w in rng.choice(len(vocab), 24, replace=False)]
+        shared = 18 if k % 2 else 16
+        rows.append({"id": f"o{k}", "instruction": " ".join(words[:20])})
+        rows.append({"id": f"c{k}", "instruction": " ".join(words[:shared] + words[24 - (20 - shared) :])})
+        (far if k % 2 else near).append(f"c{k}")
+    out, rejects = run(dedup_minhash(threshold=0.7), rows)
+    dropped = set(rejects["id"].to_pylist())
+    assert not dropped & set(near)  # estimated, about one in eight of these would go
+    assert len(dropped & set(far)) >= 190
+
+
 def test_five_gram_shingles_separate_documents_that_share_words() -> None:
     hashes, offsets = shingle_hashes(*word_lists(pa.array(["a b c d e f", "f e d c b a", "a b"])), 5)
     assert offsets.tolist() == [0, 2, 4, 5]  # a row shorter than n is one shingle
