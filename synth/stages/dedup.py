@@ -428,7 +428,7 @@ def _settle_within(
     prior: np.ndarray,
     keep: np.ndarray,
     rounds: int = 16,
-    similar: Similar = None,  # type: ignore[assignment]  # None: `jaccard` on 8-bit signatures
+    similar: Similar | None = None,  # None: `jaccard`, for bare 8-bit signatures
 ) -> None:
     """Settle the rows holding new keys that other rows of the batch share (`rows` ascending,
     `keys` beside them) as if in row order: each against the first kept row of the batch that
@@ -441,6 +441,7 @@ def _settle_within(
     """
     if len(rows) == 0:
         return
+    similar = similar or jaccard
     order = key_order(keys)  # by key, then row (`rows` ascend)
     row, key = rows[order], keys[order]
     group = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
@@ -454,7 +455,7 @@ def _settle_within(
         has[has] = row[first[has]] < row[has]  # a kept row of the group before this one
         pairs = np.unique(row[has] * np.int64(len(sig)) + row[first[has]])
         i, holder = pairs // len(sig), pairs % len(sig)
-        sims = (similar or jaccard)(sig[i], sig[holder])
+        sims = similar(sig[i], sig[holder])
         pick = np.lexsort((-sims, i))  # per row: most similar, then earliest (pairs are sorted)
         pick = pick[np.r_[True, i[pick[1:]] != i[pick[:-1]]]] if len(pick) else pick
         new_best, new_owner = start_best.copy(), owner.copy()
@@ -482,6 +483,7 @@ def _settle_in_order(
     similar: Similar | None = None,
 ) -> None:
     """`_settle_within` one row at a time: the reference, and the way out of long chains."""
+    similar = similar or jaccard
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist() + [len(rows)]
     keys_list, order = keys.tolist(), rows[starts[:-1]].tolist()
     best_list = best.tolist()
@@ -490,7 +492,7 @@ def _settle_in_order(
         row_keys = keys_list[starts[n] : starts[n + 1]]
         candidates = sorted({holder[k] for k in row_keys if k in holder})
         if candidates:
-            sims = (similar or jaccard)(sig[np.full(len(candidates), i)], sig[candidates])
+            sims = similar(sig[np.full(len(candidates), i)], sig[candidates])
             j = int(sims.argmax())
             if sims[j] > best_list[i]:  # strict: on a tie the earlier row (a previous batch's) wins
                 best_list[i], owner[i], prior[i] = float(sims[j]), candidates[j], -1
