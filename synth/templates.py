@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jinja2
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from synth.core import SynthError
+
+if TYPE_CHECKING:  # jinja2 is imported on the first template compiled: 25 ms off every `synth` start
+    import jinja2
 
 MARKER = "SYNTHMARKER7F3A"
 
@@ -75,30 +74,39 @@ class _Overrun(Exception):
 
 
 def _raise(message: str) -> None:
+    import jinja2
+
     raise jinja2.TemplateError(message)
 
 
-class _BoundedEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox, with `*`, `**` and `%` checked before they run and no call or filter given a
-    number above BUILT_ITEMS (`"x" * 10**9`, `"x".ljust(10**9)`, `"x"|center(10**9)`)."""
+@functools.lru_cache(maxsize=1)
+def _bounded_environment() -> type[jinja2.sandbox.ImmutableSandboxedEnvironment]:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+        """The sandbox, with `*`, `**` and `%` checked before they run and no call or filter given a
+        number above BUILT_ITEMS (`"x" * 10**9`, `"x".ljust(10**9)`, `"x"|center(10**9)`)."""
 
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int) and abs(right) > 64:
-            raise _Overrun(f"a power of {right}")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > BUILT_ITEMS:
-                    raise _Overrun(f"a sequence of {len(seq) * times} items")
-        result = super().call_binop(context, operator, left, right)
-        if isinstance(result, str) and len(result) > BUILT_ITEMS:
-            raise _Overrun(f"a string of {len(result)} characters")
-        return result
+        intercepted_binops = frozenset({"*", "**", "%"})
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
-        _check_numbers(args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and abs(right) > 64:
+                raise _Overrun(f"a power of {right}")
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    sized = isinstance(seq, (str, list, tuple)) and isinstance(times, int)
+                    if sized and len(seq) * times > BUILT_ITEMS:
+                        raise _Overrun(f"a sequence of {len(seq) * times} items")
+            result = super().call_binop(context, operator, left, right)
+            if isinstance(result, str) and len(result) > BUILT_ITEMS:
+                raise _Overrun(f"a string of {len(result)} characters")
+            return result
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's signature
+            _check_numbers(args, kwargs)
+            return super().call(__context, __obj, *args, **kwargs)
+
+    return _BoundedEnvironment
 
 
 def _check_numbers(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -116,8 +124,8 @@ def _bounded_filter(fn: Callable[..., Any]) -> Callable[..., Any]:
     return bounded
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    env = _bounded_environment()(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters = {name: _bounded_filter(fn) for name, fn in env.filters.items()}
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: "26 Jul 2024"  # fixed: prompts must be reproducible
@@ -156,6 +164,8 @@ class ChatTemplate:
 
     @cached_property
     def _compiled(self) -> jinja2.Template:
+        import jinja2
+
         try:
             return _environment().from_string(self.source)
         except jinja2.TemplateError as exc:
@@ -163,6 +173,8 @@ class ChatTemplate:
 
     def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
         """Messages to prompt text, as the model was trained to see them."""
+        import jinja2
+
         msgs = [dict(m) for m in messages]
         try:
             return self._render(msgs, add_generation_prompt)
@@ -176,6 +188,8 @@ class ChatTemplate:
         return self._render(rest, add_generation_prompt)
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        from jinja2.exceptions import SecurityError
+
         limit = RENDER_CHARS + 8 * sum(len(str(m.get("content") or "")) for m in messages)
         variables = {
             "messages": messages,

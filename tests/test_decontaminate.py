@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from synth import stats
-from synth.benchmarks import catalogue, load_benchmark
+from synth.benchmarks import catalogue, catalogue_names, load_benchmark
 from synth.cli import main
 from synth.core import SynthError, from_rows
 from synth.io import read, read_provenance
@@ -149,6 +149,10 @@ def test_hub_benchmarks_stream_with_their_config_and_split(monkeypatch) -> None:
     assert asked == [("openai/gsm8k", "main", "test", True)] and loaded.ids == ("0",)
     load_benchmark("openai/gsm8k:socratic@train")
     assert asked[-1] == ("openai/gsm8k", "socratic", "train", True)
+
+
+def test_the_help_lists_the_catalogue_without_parsing_it() -> None:
+    assert catalogue_names() == list(catalogue())
 
 
 def test_every_catalogue_entry_names_its_hub_split_and_text() -> None:

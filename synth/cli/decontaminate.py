@@ -9,7 +9,7 @@ import typer
 
 from synth import recipes
 from synth.backends import Sampling
-from synth.benchmarks import Fields, catalogue
+from synth.benchmarks import Fields, catalogue_names
 from synth.cli._shared import (
     ApiKeyEnvOpt,
     BackendOpt,
@@ -44,7 +44,7 @@ def decontaminate(
         typer.Option(
             "--against",
             "-a",
-            help=f"A benchmark: a name ({', '.join(catalogue())}), NAME=PATH for a local copy, a Hub id "
+            help=f"A benchmark: a name ({', '.join(catalogue_names())}), NAME=PATH for a local copy, a Hub id "
             "(owner/name[:config][@split]), or a file or folder. Repeatable.",
         ),
     ],

@@ -19,6 +19,7 @@ import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -56,15 +57,16 @@ def _stream(
     column: str,
     stats: Counter[str],
     rejects: Rejects | None,
-    decide: Callable[[pa.Array, pa.Array], Verdict],
+    decide: Callable[[Any, pa.Array], Verdict],
     store: _Store,  # the method's own: `decide` appends the rows it keeps
     extra: tuple[str, ...] = (),
+    prepare: Callable[[pa.Array], Any] | None = None,
 ) -> Iterator[Batch]:
-    for batch in batches:
-        stats["rows_in"] += batch.num_rows
-        texts, checked = _checked_texts(batch, column, stats)
+    """Each batch through `decide(texts, ids)`, or `decide(prepare(texts), ids)`: `prepare`, which
+    must not touch what `decide` keeps, runs a batch ahead on the second core."""
+    for batch, texts, checked, prepared in _ahead(batches, column, stats, prepare):
         ids = batch["id"].combine_chunks().filter(pa.array(checked))
-        verdict = decide(texts, ids) if len(texts) else None
+        verdict = decide(prepared, ids) if len(texts) else None
         keep = np.ones(batch.num_rows, bool)
         slot = np.full(batch.num_rows, len(texts))  # unchecked rows point past the end: a null
         slot[checked] = np.arange(len(texts))
@@ -87,6 +89,31 @@ def _stream(
             dropped = add_columns(out, dup_similarity=pa.array(similarity, pa.float32()))
             rejects(dropped.filter(pa.array(~keep)))
         yield out.filter(pa.array(keep))
+
+
+def _ahead(
+    batches: Iterable[Batch], column: str, stats: Counter[str], prepare: Callable[[pa.Array], Any] | None
+) -> Iterator[tuple[Batch, pa.Array, np.ndarray, Any]]:
+    """(batch, its checked texts, which rows those are, `prepare(texts)` or the texts). With
+    `prepare`, one worker thread prepares batch k + 1 while the caller decides and writes batch
+    k, and this thread reads batch k + 2: numpy and Arrow let go of the GIL in their loops."""
+    if prepare is None:
+        for batch in batches:
+            stats["rows_in"] += batch.num_rows
+            texts, checked = _checked_texts(batch, column, stats)
+            yield batch, texts, checked, texts
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="synth-dedup") as pool:
+        pending: tuple[Batch, pa.Array, np.ndarray, Future[Any] | None] | None = None
+        for batch in batches:
+            stats["rows_in"] += batch.num_rows
+            texts, checked = _checked_texts(batch, column, stats)
+            job = pool.submit(prepare, texts) if len(texts) else None
+            if pending is not None:
+                yield *pending[:3], pending[3] and pending[3].result()
+            pending = (batch, texts, checked, job)
+        if pending is not None:
+            yield *pending[:3], pending[3] and pending[3].result()
 
 
 def _checked_texts(batch: Batch, column: str, stats: Counter[str]) -> tuple[pa.Array, np.ndarray]:
@@ -366,18 +393,20 @@ class MinHashDedup:
 
         held = _Held(a, b)
 
-        def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
+        def prepare(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:  # no state but the first batch's ngram
             words, offsets = word_lists(texts)
             if "ngram" not in self.notes:
                 self.notes["ngram"] = self.ngram or (1 if float(np.median(np.diff(offsets))) < 50 else 5)
             hashes, offsets = shingle_hashes(words, offsets, self.notes["ngram"])
             x = fold(hashes)
             sig = minhash_folded(x, offsets, a, b)
-            keys = band_keys(sig, bands, rows, mix)
-            rows_held = held.rows(x, offsets, low_bits(sig))
+            return held.rows(x, offsets, low_bits(sig)), band_keys(sig, bands, rows, mix)
+
+        def decide(prepared: tuple[np.ndarray, np.ndarray], ids: pa.Array) -> Verdict:
+            rows_held, keys = prepared
             return _match_minhash(rows_held, keys, ids, index, store, self.threshold, held.similar)
 
-        return _stream(batches, self.column, self.stats, self.rejects, decide, store)
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store, prepare=prepare)
 
 
 Similar = Callable[[np.ndarray, np.ndarray], np.ndarray]  # rows of two held arrays, pairwise -> Jaccard

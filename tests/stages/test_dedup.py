@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -279,6 +280,40 @@ def test_minhash_decisions_do_not_depend_on_where_batches_fall() -> None:
         results.append((out.to_pylist(), rejects.to_pylist()))
     assert len(results[0][1]) > 300  # the copies are found, so the comparison means something
     assert results[1] == results[0] and results[2] == results[0]
+
+
+def test_minhash_hashes_ahead_in_a_worker_but_pulls_its_input_in_the_callers_thread() -> None:
+    """The next batch is hashed while this one is matched; the stages upstream (a model
+    generating rows, a reader) still run in the caller's thread, where Ctrl-C lands."""
+    pulled, hashed = [], []
+    stage = dedup_minhash()
+
+    def upstream() -> Iterator[Batch]:
+        for i in range(4):
+            pulled.append(threading.current_thread())
+            yield from_rows([{"id": f"b{i}r{j}", "instruction": f"w{i}{j}a w{i}{j}b w{i}{j}c"} for j in range(5)])
+
+    original = dedup_module.word_lists
+    try:
+        dedup_module.word_lists = lambda texts: hashed.append(threading.current_thread()) or original(texts)
+        out = pa.concat_tables(list(stage(upstream())))
+    finally:
+        dedup_module.word_lists = original
+    assert out.num_rows == 20 and len(hashed) == 4
+    assert set(pulled) == {threading.current_thread()}
+    assert threading.current_thread() not in hashed
+
+
+def test_an_error_while_hashing_ahead_reaches_the_caller() -> None:
+    stage = dedup_minhash()
+    batches = [from_rows([{"id": f"r{i}", "instruction": f"text {i}"}]) for i in range(3)]
+    original = dedup_module.word_lists
+    try:
+        dedup_module.word_lists = lambda texts: (_ for _ in ()).throw(SynthError("hashing failed"))
+        with pytest.raises(SynthError, match="hashing failed"):
+            list(stage(iter(batches)))
+    finally:
+        dedup_module.word_lists = original
 
 
 @pytest.mark.parametrize("seed", range(6))
