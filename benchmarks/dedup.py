@@ -14,9 +14,14 @@ memory from the child's VmHWM), synth and rensa `--repeat` times after a warm-up
 - datasketch: MinHash + MinHashLSH with synth's words and bands (slow: `--datasketch-rows`).
 Precision, recall and F1 against the planted copies; speed and memory as ratios to rensa.
 
-Semantic: the same rows through `synth dedup --method semantic` with the static embedder and with
-`--embedder minilm` (rows/s over dedup alone, model loading apart), the static path's recall on
-the (copy, kept row) pairs MiniLM finds, and a larger static run for rows/s and peak memory.
+Semantic: `synth dedup --method semantic` with the static embedder and with `--embedder minilm`
+(rows/s over dedup alone, model loading apart) on two corpora of `--semantic-rows` rows, and the
+static path's recall of the (copy, kept row) pairs MiniLM finds on each:
+- templates: the instructions above, built from 15 openers and 10 closers, so that many rows
+  that are not copies share most of their words with others;
+- docstrings: real sentences from the standard library's docstrings (the same on every install
+  of a Python version), with near-copies planted as above.
+Then the static path alone on `--static-rows` template rows, for rows/s and peak memory.
 """
 
 from __future__ import annotations
@@ -121,6 +126,56 @@ def build(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> dict[s
                 text, truth[f"r{i}"] = instruction(rng), None
                 if len(originals) < 200_000:
                     originals.append((f"r{i}", text))
+            out.write(json.dumps({"id": f"r{i}", "instruction": text}) + "\n")
+    return truth
+
+
+def docstring_sentences() -> list[str]:
+    """Real English sentences every Python install has: the docstrings of the standard library
+    (tests and IDLE left out), split into sentences of 4+ words and 30-300 characters, each once."""
+    import ast
+    import re
+    import sysconfig
+
+    out, seen = [], set()
+    for file in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if {"test", "tests", "idlelib", "site-packages"} & set(file.parts):
+            continue
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            for para in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
+                for text in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(para.split())):
+                    letters = sum(c.isalpha() for c in text)
+                    if 30 <= len(text) <= 300 and letters > 0.7 * len(text) and len(text.split()) >= 4:
+                        if text not in seen:
+                            seen.add(text)
+                            out.append(text)
+    return out
+
+
+def build_docstrings(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> dict[str, str | None]:
+    """`rows` docstring sentences as jsonl, 10% of them planted near-copies of earlier ones (as
+    `build` plants them); returns id -> the id copied, as `build` does."""
+    rng = random.Random(seed)
+    pool = docstring_sentences()
+    rng.shuffle(pool)
+    if len(pool) < rows:
+        raise SystemExit(f"the standard library gives {len(pool)} docstring sentences; ask for fewer rows")
+    originals: list[tuple[str, str]] = []
+    truth: dict[str, str | None] = {}
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(rows):
+            if originals and rng.random() < dup_rate:
+                source_id, source_text = rng.choice(originals)
+                text, truth[f"r{i}"] = near_copy(source_text, rng), source_id
+            else:
+                text, truth[f"r{i}"] = pool.pop(), None
+                originals.append((f"r{i}", text))
             out.write(json.dumps({"id": f"r{i}", "instruction": text}) + "\n")
     return truth
 
@@ -271,25 +326,35 @@ def minhash_side(method: str, corpus: Path, rows: int, truth: dict[str, str | No
     }
 
 
-def semantic_sides(corpus: Path, rows: int, static_rows: int, only: set[str]) -> dict:
+def semantic_sides(
+    corpora: dict[str, tuple[Path, dict[str, str | None]]], rows: int, static_rows: int, only: set[str]
+) -> dict:
+    """Both embedders on each corpus's first `rows` rows: the copies each finds of those planted,
+    the rows each drops that are no planted copy, and the static path's recall of MiniLM's (copy,
+    kept row) pairs; then the static path alone on `static_rows` rows of the first corpus."""
     out: dict = {}
-    if "minilm" in only:
-        out["minilm"] = run("minilm", corpus, rows)
-    if "static" in only:
-        out["static"] = run("static", corpus, rows)
-    if {"minilm", "static"} <= only:
-        theirs = {tuple(p) for p in out["minilm"]["pairs"]}
-        ours = {tuple(p) for p in out["static"]["pairs"]}
-        dropped = {p[0] for p in ours}
-        out["static_recall_of_minilm_pairs"] = len(theirs & ours) / max(len(theirs), 1)
-        out["static_recall_of_minilm_drops"] = len({p[0] for p in theirs} & dropped) / max(len(theirs), 1)
-        out["static_extra_drops"] = len(dropped - {p[0] for p in theirs})
-    for r in out.values():
-        if isinstance(r, dict):
-            r["pairs_found"] = len(r.pop("pairs", []))
-            r["rows_per_second"] = r["rows"] / r["seconds"]
+    for name, (corpus, truth) in corpora.items():
+        sides = {e: run(e, corpus, rows) for e in ("minilm", "static") if e in only}
+        planted = {k for k, v in truth.items() if v is not None and int(k[1:]) < rows}
+        for r in sides.values():
+            dropped = {p[0] for p in r["pairs"]}
+            r["planted_found"] = len(dropped & planted) / max(len(planted), 1)
+            r["unplanted_drops"] = len(dropped - planted)
+        if {"minilm", "static"} <= only:
+            theirs = {tuple(p) for p in sides["minilm"]["pairs"]}
+            ours = {tuple(p) for p in sides["static"]["pairs"]}
+            dropped = {p[0] for p in ours}
+            sides["static_recall_of_minilm_pairs"] = len(theirs & ours) / max(len(theirs), 1)
+            sides["static_recall_of_minilm_drops"] = len({p[0] for p in theirs} & dropped) / max(len(theirs), 1)
+            sides["static_extra_drops"] = len(dropped - {p[0] for p in theirs})
+        for r in sides.values():
+            if isinstance(r, dict):
+                r["pairs_found"] = len(r.pop("pairs", []))
+                r["rows_per_second"] = r["rows"] / r["seconds"]
+        if sides:
+            out[name] = sides
     if "static" in only and static_rows > rows:
-        big = run("static", corpus, static_rows)
+        big = run("static", next(iter(corpora.values()))[0], static_rows)
         big["pairs_found"] = len(big.pop("pairs"))
         big["rows_per_second"] = big["rows"] / big["seconds"]
         out["static_large"] = big
@@ -314,8 +379,11 @@ def main() -> None:
         corpus, semantic_corpus = Path(tmp) / "corpus.jsonl", Path(tmp) / "semantic.jsonl"
         truth = build(args.rows, corpus)  # the same generator: a longer corpus begins with this one
         total = max(args.semantic_rows, args.static_rows if "static" in only else 0)
+        corpora: dict[str, tuple[Path, dict[str, str | None]]] = {}
         if only & {"static", "minilm"}:
-            build(total, semantic_corpus)
+            corpora["templates"] = semantic_corpus, build(total, semantic_corpus)
+            docstrings = Path(tmp) / "docstrings.jsonl"
+            corpora["docstrings"] = docstrings, build_docstrings(args.semantic_rows, docstrings)
         print(f"corpus: {args.rows} rows, 10% planted copies, jsonl; machine: {os.cpu_count()} cores")
         results: dict = {}
         for method in ("synth", "rensa"):
@@ -323,7 +391,7 @@ def main() -> None:
                 results[method] = minhash_side(method, corpus, args.rows, truth, args.repeat)
         if "datasketch" in only:
             results["datasketch"] = minhash_side("datasketch", corpus, min(args.rows, args.datasketch_rows), truth)
-        semantic = semantic_sides(semantic_corpus, args.semantic_rows, args.static_rows, only)
+        semantic = semantic_sides(corpora, args.semantic_rows, args.static_rows, only)
     print(f"{'minhash':<12}{'rows':>9}{'wall s':>9}{'rows/s':>10}{'precision':>11}{'recall':>8}{'F1':>8}{'peak MB':>9}")
     for name, r in results.items():
         rate = r["rows"] / r["seconds"]
@@ -337,19 +405,21 @@ def main() -> None:
         speed, memory = b["seconds"] / s["seconds"], s["peak_mb"] / b["peak_mb"]
         summary["synth_vs_rensa"] = {"speed": speed, "memory": memory}
         print(f"synth / rensa: {speed:.2f}x the speed, {memory:.2f}x the memory")
-    for name in ("minilm", "static", "static_large"):
-        if name in semantic:
-            r = semantic[name]
+    for corpus_name, sides in semantic.items():
+        for name, r in sides.items() if corpus_name != "static_large" else [("static", sides)]:
+            if isinstance(r, dict):
+                print(
+                    f"semantic {corpus_name:<11}{name:<7}{r['rows']:>8} rows {r['seconds']:>8.2f} s "
+                    f"{r['rows_per_second']:>8.0f} rows/s {r['pairs_found']:>6} pairs, peak {r['peak_mb']:.0f} MB, "
+                    f"index {r['index']}; planted copies found {r.get('planted_found', float('nan')):.3f}, "
+                    f"other rows dropped {r.get('unplanted_drops', '-')}"
+                )
+        if "static_recall_of_minilm_pairs" in sides:
             print(
-                f"semantic {name:<13}{r['rows']:>9} rows {r['seconds']:>8.2f} s {r['rows_per_second']:>9.0f} rows/s "
-                f"{r['pairs_found']:>7} pairs, peak {r['peak_mb']:.0f} MB, index {r['index']}"
+                f"{corpus_name}: static recall of MiniLM's pairs {sides['static_recall_of_minilm_pairs']:.3f} "
+                f"(of its dropped rows {sides['static_recall_of_minilm_drops']:.3f}); "
+                f"rows only static drops: {sides['static_extra_drops']}"
             )
-    if "static_recall_of_minilm_pairs" in semantic:
-        print(
-            f"static recall of MiniLM's pairs {semantic['static_recall_of_minilm_pairs']:.3f} "
-            f"(of its dropped rows {semantic['static_recall_of_minilm_drops']:.3f}); "
-            f"rows only static drops: {semantic['static_extra_drops']}"
-        )
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
     if only & {"synth", "rensa", "datasketch"}:

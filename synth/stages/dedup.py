@@ -832,15 +832,18 @@ class SemanticDedup:
         index, store = _VectorIndex(encoder.dim, self.exact_limit), _Store()
         self.notes.update(method="semantic", embedder=encoder.name, index=index.kind)
 
-        def decide(texts: pa.Array, ids: pa.Array) -> Verdict:
-            emb = encoder.encode(texts.to_pylist())
+        def prepare(texts: pa.Array) -> np.ndarray:
+            return encoder.encode(texts.to_pylist())
+
+        def decide(emb: np.ndarray, ids: pa.Array) -> Verdict:
             verdict = _match_semantic(emb, index, self.threshold)
             index.add(emb[verdict.keep])
             store.append(ids.filter(pa.array(verdict.keep)))
             self.notes["index"] = index.kind
             return verdict
 
-        return _stream(batches, self.column, self.stats, self.rejects, decide, store, ("min_neighbor_distance",))
+        extra = ("min_neighbor_distance",)
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store, extra, prepare=prepare)
 
 
 def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float, block: int = 1024) -> Verdict:
