@@ -61,10 +61,11 @@ def _stream(
     store: _Store,  # the method's own: `decide` appends the rows it keeps
     extra: tuple[str, ...] = (),
     prepare: Callable[[pa.Array], Any] | None = None,
+    ahead: bool = True,
 ) -> Iterator[Batch]:
     """Each batch through `decide(texts, ids)`, or `decide(prepare(texts), ids)`: `prepare`, which
-    must not touch what `decide` keeps, runs a batch ahead on the second core."""
-    for batch, texts, checked, prepared in _ahead(batches, column, stats, prepare):
+    must not touch what `decide` keeps, runs a batch ahead on the second core if `ahead`."""
+    for batch, texts, checked, prepared in _ahead(batches, column, stats, prepare, ahead):
         ids = batch["id"].combine_chunks().filter(pa.array(checked))
         verdict = decide(prepared, ids) if len(texts) else None
         keep = np.ones(batch.num_rows, bool)
@@ -92,16 +93,22 @@ def _stream(
 
 
 def _ahead(
-    batches: Iterable[Batch], column: str, stats: Counter[str], prepare: Callable[[pa.Array], Any] | None
+    batches: Iterable[Batch],
+    column: str,
+    stats: Counter[str],
+    prepare: Callable[[pa.Array], Any] | None,
+    ahead: bool = True,
 ) -> Iterator[tuple[Batch, pa.Array, np.ndarray, Any]]:
     """(batch, its checked texts, which rows those are, `prepare(texts)` or the texts). With
     `prepare`, one worker thread prepares batch k + 1 while the caller decides and writes batch
-    k, and this thread reads batch k + 2: numpy and Arrow let go of the GIL in their loops."""
-    if prepare is None:
+    k, and this thread reads batch k + 2: numpy and Arrow let go of the GIL in their loops. One
+    worker, so one `prepare` at a time (a tokenizer may not be shared); a short one, as Ctrl-C
+    waits for it."""
+    if prepare is None or not ahead:
         for batch in batches:
             stats["rows_in"] += batch.num_rows
             texts, checked = _checked_texts(batch, column, stats)
-            yield batch, texts, checked, texts
+            yield batch, texts, checked, prepare(texts) if prepare and len(texts) else texts
         return
     with ThreadPoolExecutor(1, thread_name_prefix="synth-dedup") as pool:
         pending: tuple[Batch, pa.Array, np.ndarray, Future[Any] | None] | None = None
@@ -842,8 +849,9 @@ class SemanticDedup:
             self.notes["index"] = index.kind
             return verdict
 
-        extra = ("min_neighbor_distance",)
-        return _stream(batches, self.column, self.stats, self.rejects, decide, store, extra, prepare=prepare)
+        # A transformer already uses every core, and its minute-long batch would hold up Ctrl-C.
+        extra, ahead = ("min_neighbor_distance",), encoder.quick
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store, extra, prepare, ahead)
 
 
 def _match_semantic(emb: np.ndarray, index: _VectorIndex, threshold: float, block: int = 1024) -> Verdict:

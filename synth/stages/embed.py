@@ -41,6 +41,7 @@ class Embedder:
     name: str
     dim: int
     encode: Callable[[list[str]], np.ndarray]
+    quick: bool = False  # a batch in well under a second: worth encoding the next one alongside
 
 
 def embed(texts: Sequence[str], embedder: str = STATIC) -> np.ndarray:
@@ -77,7 +78,7 @@ def _static(path: Path) -> Embedder:
         out = np.asarray(model.encode(texts, batch_size=1024, use_multiprocessing=False), np.float32)
         return _unit(out)
 
-    return Embedder(f"static ({path.name})", model.dim, encode)
+    return Embedder(f"static ({path.name})", model.dim, encode, quick=True)
 
 
 def _sentence_transformer(model: str | None, device: str | None) -> Embedder:
