@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -302,6 +304,27 @@ def test_minhash_hashes_ahead_in_a_worker_but_pulls_its_input_in_the_callers_thr
     assert out.num_rows == 20 and len(hashed) == 4
     assert set(pulled) == {threading.current_thread()}
     assert threading.current_thread() not in hashed
+
+
+def test_batches_are_prepared_one_at_a_time_in_order_whether_ahead_or_not() -> None:
+    """Switching between ahead and here (semantic dedup does, when its index turns to HNSW) never
+    runs two `prepare` at once: a tokenizer shared by two threads fails ("Already borrowed")."""
+    running, most, lock = [0], [0], threading.Lock()
+
+    def prepare(texts: pa.Array) -> list[str]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return texts.to_pylist()
+
+    switches = iter([True, False, True, True, False, False, True] * 2)
+    batches = [from_rows([{"id": f"r{i}", "instruction": f"text {i}"}]) for i in range(12)]
+    out = list(dedup_module._ahead(iter(batches), "instruction", Counter(), prepare, lambda: next(switches)))
+    assert [prepared for *_, prepared in out] == [[f"text {i}"] for i in range(12)]
+    assert most[0] == 1
 
 
 def test_an_error_while_hashing_ahead_reaches_the_caller() -> None:
