@@ -262,3 +262,20 @@ def test_the_shared_option_groups_reach_every_command_in_full() -> None:
         assert server <= every[name], name
     for name in with_saving:
         assert saving <= every[name], name
+
+
+def test_the_command_named_is_built_alone_with_the_same_help_and_the_app_stays_whole() -> None:
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+    from synth.cli._shared import invoked
+
+    whole = len(app.registered_commands)
+    narrow = invoked(["dedup", "in.jsonl", "--out", "o"])
+    assert [c.callback.__name__ for c in narrow.registered_commands] == ["dedup"] and not narrow.registered_groups
+    assert [g.name for g in invoked(["verify", "code", "x"]).registered_groups] == ["verify"]
+    assert invoked(["--help"]) is app and invoked(["no-such-command"]) is app and invoked([]) is app
+    assert len(app.registered_commands) == whole > 10
+    for argv in (["dedup", "--help"], ["verify", "code", "--help"]):
+        alone, full = CliRunner().invoke(invoked(argv), argv), CliRunner().invoke(app, argv)
+        assert alone.exit_code == full.exit_code == 0 and alone.output == full.output
