@@ -7,7 +7,8 @@ r"""Dedup benchmark, one run: synth's MinHash against rensa and datasketch; sema
 Builds a corpus of short instructions with planted near-duplicates (exact copies, case and
 punctuation noise, one word changed or added) as jsonl, and runs each side as its own whole
 process (interpreter start, imports, reading, dedup, writing: wall time from the parent, peak
-memory from the child's VmHWM), synth and rensa `--repeat` times after a warm-up (the median):
+memory from the child's VmHWM), synth and rensa `--repeat` times after a warm-up, taking turns
+(the median, and the median of the turn-by-turn ratios):
 - synth: `synth dedup corpus.jsonl --out ...`, the command itself;
 - rensa: a short script reading the jsonl (json module), RMinHash of lower-cased `\w+` words,
   RMinHashLSH, candidates verified at Jaccard 0.7, kept ids written out;
@@ -307,23 +308,32 @@ def run(method: str, corpus: Path, rows: int, threads: int = 2) -> dict:
     return result
 
 
-def minhash_side(method: str, corpus: Path, rows: int, truth: dict[str, str | None], repeat: int = 1) -> dict:
-    """`repeat` whole-process runs after one warm-up (bytecode, page cache): the median wall
-    time, the largest peak memory."""
-    runs = [run(method, corpus, rows) for _ in range(repeat + (repeat > 1))][repeat > 1 :]
-    r = sorted(runs, key=lambda x: x["wall_seconds"])[len(runs) // 2]
-    r["peak_mb"] = max(x["peak_mb"] for x in runs)
-    ids = [f"r{i}" for i in range(rows)]
-    dropped = set(r.pop("dropped")) if "dropped" in r else set(ids) - set(r.pop("kept"))
-    sub = {k: truth[k] for k in ids}
-    return {
-        "method": method,
-        "rows": rows,
-        "seconds": r["wall_seconds"],
-        "runs": [round(x["wall_seconds"], 3) for x in runs],
-        "peak_mb": r["peak_mb"],
-        **score(dropped, sub),
-    }
+def minhash_sides(
+    methods: list[str], corpus: Path, rows: int, truth: dict[str, str | None], repeat: int = 1
+) -> dict[str, dict]:
+    """`repeat` whole-process runs of each method after one warm-up (bytecode, page cache), the
+    methods taking turns (synth, rensa, synth, rensa, ...) so that a busy spell on a shared host
+    falls on both: each one's median wall time and largest peak memory, and the median of the
+    ratios of rensa's time to synth's, turn by turn."""
+    turns = [{m: run(m, corpus, rows) for m in methods} for _ in range(repeat + (repeat > 1))][repeat > 1 :]
+    out = {}
+    for method in methods:
+        runs = [turn[method] for turn in turns]
+        r = sorted(runs, key=lambda x: x["wall_seconds"])[len(runs) // 2]
+        ids = [f"r{i}" for i in range(rows)]
+        dropped = set(r.pop("dropped")) if "dropped" in r else set(ids) - set(r.pop("kept"))
+        out[method] = {
+            "method": method,
+            "rows": rows,
+            "seconds": r["wall_seconds"],
+            "runs": [round(x["wall_seconds"], 3) for x in runs],
+            "peak_mb": max(x["peak_mb"] for x in runs),
+            **score(dropped, {k: truth[k] for k in ids}),
+        }
+    if {"synth", "rensa"} <= set(methods):
+        ratios = sorted(t["rensa"]["wall_seconds"] / t["synth"]["wall_seconds"] for t in turns)
+        out["synth"]["speed_vs_rensa_by_turn"] = [round(x, 3) for x in ratios]
+    return out
 
 
 def semantic_sides(
@@ -386,11 +396,10 @@ def main() -> None:
             corpora["docstrings"] = docstrings, build_docstrings(args.semantic_rows, docstrings)
         print(f"corpus: {args.rows} rows, 10% planted copies, jsonl; machine: {os.cpu_count()} cores")
         results: dict = {}
-        for method in ("synth", "rensa"):
-            if method in only:
-                results[method] = minhash_side(method, corpus, args.rows, truth, args.repeat)
+        pair = [m for m in ("synth", "rensa") if m in only]
+        results.update(minhash_sides(pair, corpus, args.rows, truth, args.repeat))
         if "datasketch" in only:
-            results["datasketch"] = minhash_side("datasketch", corpus, min(args.rows, args.datasketch_rows), truth)
+            results.update(minhash_sides(["datasketch"], corpus, min(args.rows, args.datasketch_rows), truth))
         semantic = semantic_sides(corpora, args.semantic_rows, args.static_rows, only)
     print(f"{'minhash':<12}{'rows':>9}{'wall s':>9}{'rows/s':>10}{'precision':>11}{'recall':>8}{'F1':>8}{'peak MB':>9}")
     for name, r in results.items():
@@ -403,8 +412,13 @@ def main() -> None:
     if "synth" in results and "rensa" in results:
         s, b = results["synth"], results["rensa"]
         speed, memory = b["seconds"] / s["seconds"], s["peak_mb"] / b["peak_mb"]
-        summary["synth_vs_rensa"] = {"speed": speed, "memory": memory}
-        print(f"synth / rensa: {speed:.2f}x the speed, {memory:.2f}x the memory")
+        by_turn = s["speed_vs_rensa_by_turn"]
+        middle = by_turn[len(by_turn) // 2]
+        summary["synth_vs_rensa"] = {"speed": speed, "memory": memory, "speed_by_turn_median": middle}
+        print(
+            f"synth / rensa: {speed:.2f}x the speed (turn by turn: {', '.join(f'{x:.2f}' for x in by_turn)}), "
+            f"{memory:.2f}x the memory"
+        )
     for corpus_name, sides in semantic.items():
         for name, r in sides.items() if corpus_name != "static_large" else [("static", sides)]:
             if isinstance(r, dict):
