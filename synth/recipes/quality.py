@@ -64,6 +64,8 @@ def dedup(
     jemalloc_for_arrow()  # this process only reads, judges and writes: keep what it frees small
     arrow_without_pandas()
     stage = dedup_stage(method, column, threshold, **options)
+    if hasattr(stage, "read_ahead"):  # this resume reads the input again, so the stage may read ahead
+        stage = dataclasses.replace(stage, read_ahead=True)
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
     # batch_size is a setting: MinHash judges its shingle size on the first batch.

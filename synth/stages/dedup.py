@@ -61,10 +61,10 @@ def _stream(
     store: _Store,  # the method's own: `decide` appends the rows it keeps
     extra: tuple[str, ...] = (),
     prepare: Callable[[pa.Array], Any] | None = None,
-    ahead: Callable[[], bool] = lambda: True,
+    ahead: Callable[[], bool] | None = None,
 ) -> Iterator[Batch]:
-    """Each batch through `decide(texts, ids)`, or `decide(prepare(texts), ids)`: `prepare`, which
-    must not touch what `decide` keeps, runs a batch ahead on the second core while `ahead()`."""
+    """Each batch through `decide(texts, ids)`, or `decide(prepare(texts), ids)`; `prepare` must
+    not touch what `decide` keeps. With `ahead`, the stage reads a batch ahead (see `_ahead`)."""
     for batch, texts, checked, prepared in _ahead(batches, column, stats, prepare, ahead):
         ids = batch["id"].combine_chunks().filter(pa.array(checked))
         verdict = decide(prepared, ids) if len(texts) else None
@@ -97,25 +97,29 @@ def _ahead(
     column: str,
     stats: Counter[str],
     prepare: Callable[[pa.Array], Any] | None,
-    ahead: Callable[[], bool] = lambda: True,
+    ahead: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[Batch, pa.Array, np.ndarray, Any]]:
     """(batch, its checked texts, which rows those are, `prepare(texts)` or the texts).
 
-    While `ahead()` holds, one worker thread prepares batch k + 1 while the caller decides and
-    writes batch k, and this thread reads batch k + 2: numpy and Arrow let go of the GIL in their
-    loops. One worker, so one `prepare` at a time (a tokenizer may not be shared); a short one,
-    as Ctrl-C waits for it. Otherwise batch k + 1 is prepared here, before batch k is yielded."""
-    if prepare is None:
+    Without `ahead`, each batch is yielded before the next is read: a pipeline's resume
+    checkpoint (the source rows read once a stage has yielded) counts on that. With `ahead`,
+    batch k + 1 is read before batch k is yielded, and while `ahead()` holds one worker thread
+    prepares it while the caller decides and writes batch k (numpy and Arrow let go of the GIL
+    in their loops); otherwise it is prepared here. One worker, so one `prepare` at a time (a
+    tokenizer may not be shared); a short one, as Ctrl-C waits for it. A batch is counted in
+    `stats` as it is yielded, not as it is read."""
+    if ahead is None:
         for batch in batches:
             stats["rows_in"] += batch.num_rows
             texts, checked = _checked_texts(batch, column, stats)
-            yield batch, texts, checked, texts
+            yield batch, texts, checked, prepare(texts) if prepare and len(texts) else texts
         return
+    assert prepare is not None, "reading ahead is for a stage that prepares"
     with ThreadPoolExecutor(1, thread_name_prefix="synth-dedup") as pool:
-        pending: tuple[Batch, pa.Array, np.ndarray, Future[Any] | None] | None = None
+        pending: tuple[Batch, pa.Array, np.ndarray, Future[Any] | None, Counter[str]] | None = None
         for batch in batches:
-            stats["rows_in"] += batch.num_rows
-            texts, checked = _checked_texts(batch, column, stats)
+            counts = Counter({"rows_in": batch.num_rows})  # into `stats` as the batch is yielded
+            texts, checked = _checked_texts(batch, column, counts)
             job: Future[Any] | None = None
             if len(texts) and ahead():
                 job = pool.submit(prepare, texts)
@@ -125,9 +129,11 @@ def _ahead(
                 job = Future()
                 job.set_result(prepare(texts))
             if pending is not None:
+                stats.update(pending[4])
                 yield *pending[:3], pending[3] and pending[3].result()
-            pending = (batch, texts, checked, job)
+            pending = (batch, texts, checked, job, counts)
         if pending is not None:
+            stats.update(pending[4])
             yield *pending[:3], pending[3] and pending[3].result()
 
 
@@ -387,6 +393,10 @@ class MinHashDedup:
     ngram: int | None = None  # None: 1 for short texts, 5 for documents, judged on the first batch
     num_perm: int = 128
     seed: int = 0
+    # Hash (embed) the next batch on the second core while this one is matched: the stage then
+    # holds a batch it has read and not yet yielded, which a pipeline's resume checkpoint would
+    # count as done. `synth dedup` resumes by reading its input again, so it reads ahead.
+    read_ahead: bool = field(default=False, repr=False, compare=False)
     rejects: Rejects | None = field(default=None, repr=False, compare=False)
     stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
     notes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -421,7 +431,8 @@ class MinHashDedup:
             rows_held, keys = prepared
             return _match_minhash(rows_held, keys, ids, index, store, self.threshold, held.similar)
 
-        return _stream(batches, self.column, self.stats, self.rejects, decide, store, prepare=prepare)
+        ahead = (lambda: True) if self.read_ahead else None
+        return _stream(batches, self.column, self.stats, self.rejects, decide, store, prepare=prepare, ahead=ahead)
 
 
 Similar = Callable[[np.ndarray, np.ndarray], np.ndarray]  # rows of two held arrays, pairwise -> Jaccard
@@ -831,6 +842,7 @@ class SemanticDedup:
     model: str | None = None  # a sentence-transformers name or path: the embedder, if given
     exact_limit: int = 50_000
     device: str | None = None
+    read_ahead: bool = field(default=False, repr=False, compare=False)  # as MinHashDedup's
     rejects: Rejects | None = field(default=None, repr=False, compare=False)
     stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
     notes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -857,12 +869,12 @@ class SemanticDedup:
             self.notes["index"] = index.kind
             return verdict
 
-        def ahead() -> bool:
+        def in_worker() -> bool:
             # Not for a transformer, which already uses every core (and whose minute-long batch
-            # would hold up Ctrl-C), nor beside the HNSW graph's threads: 8% slower at 200k rows.
+            # would hold up Ctrl-C), nor beside the HNSW graph's threads, where it gained nothing.
             return encoder.quick and index.graph is None
 
-        extra = ("min_neighbor_distance",)
+        extra, ahead = ("min_neighbor_distance",), in_worker if self.read_ahead else None
         return _stream(batches, self.column, self.stats, self.rejects, decide, store, extra, prepare, ahead)
 
 

@@ -106,7 +106,7 @@ def test_semantic_switches_to_an_approximate_index_and_says_so() -> None:
     assert stage.notes["index"].startswith("approximate (usearch HNSW")
 
 
-@pytest.mark.parametrize("make", [dedup_exact, dedup_minhash])
+@pytest.mark.parametrize("make", [dedup_exact, dedup_minhash, functools.partial(dedup_minhash, read_ahead=True)])
 def test_same_output_twice_and_for_any_batching(make) -> None:
     results = [run(make(), corpus(), size)[0].to_pylist() for size in (1, 3, 13, 13)]
     assert all(r == results[0] for r in results)
@@ -277,18 +277,35 @@ def test_minhash_decisions_do_not_depend_on_where_batches_fall() -> None:
             text = [words[int(j)] for j in rng.integers(0, 300, 12)]
         rows.append({"id": f"r{i}", "instruction": " ".join(text)})
     results = []
-    for size in (len(rows), 97, 7):  # one batch for all rows, some, many
-        out, rejects = run(dedup_minhash(), rows, size=size)
+    for size, ahead in ((len(rows), False), (97, False), (7, False), (97, True), (7, True)):  # all, some, many
+        out, rejects = run(dedup_minhash(read_ahead=ahead), rows, size=size)
         results.append((out.to_pylist(), rejects.to_pylist()))
     assert len(results[0][1]) > 300  # the copies are found, so the comparison means something
-    assert results[1] == results[0] and results[2] == results[0]
+    assert all(r == results[0] for r in results)
+
+
+def test_by_default_each_batch_is_yielded_before_the_next_is_read() -> None:
+    """A pipeline's resume checkpoint counts the source rows read once a stage has yielded: a
+    stage holding a batch it has read would have that batch skipped on resume."""
+    events: list[str] = []
+
+    def upstream() -> Iterator[Batch]:
+        for i in range(3):
+            events.append(f"read {i}")
+            yield from_rows([{"id": f"r{i}", "instruction": f"w{i}a w{i}b w{i}c"}])
+
+    for make in (dedup_minhash, dedup_exact):
+        events.clear()
+        for batch in make()(upstream()):
+            events.append(f"out {batch['id'][0].as_py()[1:]}")
+        assert events == ["read 0", "out 0", "read 1", "out 1", "read 2", "out 2"]
 
 
 def test_minhash_hashes_ahead_in_a_worker_but_pulls_its_input_in_the_callers_thread() -> None:
-    """The next batch is hashed while this one is matched; the stages upstream (a model
-    generating rows, a reader) still run in the caller's thread, where Ctrl-C lands."""
+    """With read_ahead (`synth dedup`), the next batch is hashed while this one is matched; the
+    stages upstream (a reader) still run in the caller's thread, where Ctrl-C lands."""
     pulled, hashed = [], []
-    stage = dedup_minhash()
+    stage = dedup_minhash(read_ahead=True)
 
     def upstream() -> Iterator[Batch]:
         for i in range(4):
@@ -328,7 +345,7 @@ def test_batches_are_prepared_one_at_a_time_in_order_whether_ahead_or_not() -> N
 
 
 def test_an_error_while_hashing_ahead_reaches_the_caller() -> None:
-    stage = dedup_minhash()
+    stage = dedup_minhash(read_ahead=True)
     batches = [from_rows([{"id": f"r{i}", "instruction": f"text {i}"}]) for i in range(3)]
     original = dedup_module.word_lists
     try:
