@@ -243,8 +243,10 @@ def _semantic(embedder: str, corpus: Path, rows: int) -> dict:
     jemalloc_for_arrow(), arrow_without_pandas()  # as `synth dedup` does
     load_embedder(embedder)
     pairs: list[list[str]] = []
-    stage = dedup_semantic(
-        embedder=embedder, rejects=lambda b: pairs.extend(zip(b["id"].to_pylist(), b["dup_cluster"].to_pylist()))
+    stage = dedup_semantic(  # reading ahead, as `synth dedup` does
+        embedder=embedder,
+        read_ahead=True,
+        rejects=lambda b: pairs.extend(zip(b["id"].to_pylist(), b["dup_cluster"].to_pylist())),
     )
     started, done = time.perf_counter(), 0
     for batch in pipe(read(corpus, 8192), take(rows), stage):
