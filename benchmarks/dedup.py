@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 NOUNS = (
@@ -113,9 +114,12 @@ def near_copy(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def build(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> dict[str, str | None]:
-    """`rows` instructions as jsonl; returns id -> the id of the earlier row a planted copy copies."""
-    rng = random.Random(seed)
+def build(
+    rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0, fresh: Callable[[random.Random], str] | None = None
+) -> dict[str, str | None]:
+    """`rows` texts as jsonl, new ones from `fresh` (default: an instruction) and `dup_rate` of them
+    planted near-copies of earlier ones; returns id -> the id of the earlier row a copy copies."""
+    rng, fresh = random.Random(seed), fresh or instruction
     originals: list[tuple[str, str]] = []
     truth: dict[str, str | None] = {}
     with path.open("w", encoding="utf-8") as out:
@@ -124,7 +128,7 @@ def build(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> dict[s
                 source_id, source_text = rng.choice(originals)
                 text, truth[f"r{i}"] = near_copy(source_text, rng), source_id
             else:
-                text, truth[f"r{i}"] = instruction(rng), None
+                text, truth[f"r{i}"] = fresh(rng), None
                 if len(originals) < 200_000:
                     originals.append((f"r{i}", text))
             out.write(json.dumps({"id": f"r{i}", "instruction": text}) + "\n")
@@ -159,26 +163,13 @@ def docstring_sentences() -> list[str]:
     return out
 
 
-def build_docstrings(rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0) -> dict[str, str | None]:
-    """`rows` docstring sentences as jsonl, 10% of them planted near-copies of earlier ones (as
-    `build` plants them); returns id -> the id copied, as `build` does."""
-    rng = random.Random(seed)
+def build_docstrings(rows: int, path: Path, seed: int = 0) -> dict[str, str | None]:
+    """`build` with the standard library's docstring sentences as the new texts."""
     pool = docstring_sentences()
-    rng.shuffle(pool)
+    random.Random(seed).shuffle(pool)
     if len(pool) < rows:
         raise SystemExit(f"the standard library gives {len(pool)} docstring sentences; ask for fewer rows")
-    originals: list[tuple[str, str]] = []
-    truth: dict[str, str | None] = {}
-    with path.open("w", encoding="utf-8") as out:
-        for i in range(rows):
-            if originals and rng.random() < dup_rate:
-                source_id, source_text = rng.choice(originals)
-                text, truth[f"r{i}"] = near_copy(source_text, rng), source_id
-            else:
-                text, truth[f"r{i}"] = pool.pop(), None
-                originals.append((f"r{i}", text))
-            out.write(json.dumps({"id": f"r{i}", "instruction": text}) + "\n")
-    return truth
+    return build(rows, path, seed=seed, fresh=lambda _: pool.pop())
 
 
 def score(dropped: set[str], truth: dict[str, str | None]) -> dict[str, float]:
