@@ -291,7 +291,7 @@ def command_line() -> str:
 def invoked(argv: list[str]) -> typer.Typer:
     """The app with only the command `argv` names (the first word not an option; `synth`'s own
     options are flags) when it names one: typer then reads one command's signature and help, not
-    every command's, 0.08 s of each start. Otherwise, or for `synth --help`, the whole app."""
+    every command's, 0.035 s of each start. Otherwise, or for `synth --help`, the whole app."""
     name = next((word for word in argv if not word.startswith("-")), None)
     commands = [c for c in app.registered_commands if (c.name or _command_name(c.callback)) == name]
     groups = [g for g in app.registered_groups if g.name == name]
