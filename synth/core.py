@@ -19,6 +19,19 @@ Stage = Callable[[Iterable[Batch]], Iterator[Batch]]
 class SynthError(Exception):
     """A problem the user can fix: the CLI prints the message and exits with code 2."""
 
+    exit_code = 2
+
+
+EXIT_STOPPED_SHORT = 3  # the work asked for is not all done; what was kept is on disk
+
+
+class StoppedShort(SynthError):
+    """A run that ended before the work asked for was done (`--max-attempts`, the yield stop,
+    `--max-error-rate`, a server that never came back): the rows kept are on disk, the card says
+    `incomplete` with the reason, and the CLI exits with code 3 and the line to go on."""
+
+    exit_code = EXIT_STOPPED_SHORT
+
 
 def pipe(source: Iterable[Batch], *stages: Stage) -> Iterator[Batch]:
     """Chain `stages` over `source` lazily: nothing runs until the result is iterated."""
