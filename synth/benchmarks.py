@@ -36,6 +36,7 @@ class Fields:
 
     @property
     def texts(self) -> tuple[str, ...]:
+        """Every text field, question fields first."""
         return (*self.question, *self.answer, *self.choices)
 
 
@@ -72,6 +73,7 @@ def catalogue_names() -> list[str]:
 
 
 def catalogue_fields(name: str) -> Fields:
+    """The question, answer, choice and id fields `filters/benchmarks.yaml` gives benchmark `name`."""
     entry = catalogue()[name]
     return Fields(
         tuple(entry.get("question") or ()),

@@ -160,6 +160,7 @@ class ChatTemplate:
 
     @property
     def named(self) -> str:
+        """The template as error messages name it: its family and where it came from."""
         return f"the {self.family} chat template ({self.origin or 'from the model'})"
 
     @cached_property
@@ -302,6 +303,7 @@ def builtin(family: str) -> ChatTemplate:
 
 
 def unknown_family_message(what: str) -> str:
+    """The one-line error for a `--template` that names no known family nor a file, with the fix."""
     return f"unknown chat template family {what!r}; {_HINT}"
 
 
