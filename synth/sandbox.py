@@ -87,8 +87,8 @@ class Sandbox:
 
     Results are cached in `cache` (a directory; None: no cache) by the hash of the program, the
     limits and the isolation, so running the same programs again costs nothing. Each program's
-    directory is made in `tmp_root` (default: the system's), which must let `nobody` pass through
-    where programs run as nobody.
+    directory is made in `tmp_root` (default: the system's); the isolation is probed there, so
+    programs run as `nobody` only where `nobody` can pass through it.
     """
 
     limits: Limits = Limits()
@@ -100,7 +100,7 @@ class Sandbox:
 
     def __post_init__(self) -> None:
         self.jobs = self.jobs or os.cpu_count() or 1
-        self._iso = self.isolation or isolation(self.python)
+        self._iso = self.isolation or isolation(self.python, self.tmp_root)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -295,10 +295,11 @@ def _user_processes() -> int:
 
 
 @functools.cache
-def isolation(python: str = sys.executable) -> Isolation:
+def isolation(python: str = sys.executable, tmp_root: str | None = None) -> Isolation:
     """The strongest isolation this machine allows, found by running a small program under each
     candidate, strongest first: as root, namespaces and a pids cgroup; otherwise namespaces inside
-    a user namespace where the kernel allows one; else resource limits alone."""
+    a user namespace where the kernel allows one; else resource limits alone. The probe runs in
+    `tmp_root`, where the programs will: `nobody` may pass through one directory and not another."""
     root = os.geteuid() == 0
     cgroup = _pids_cgroup_root() if root else None
     unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
@@ -313,7 +314,7 @@ def isolation(python: str = sys.executable) -> Isolation:
         else:  # root inside a user namespace of its own, mapped to this user
             candidates = [Isolation((unshare, "--user", "--map-root-user", *namespaces[1:]), caps, userns=True)]
     expected = _paths(python)
-    chosen = next((c for c in candidates if _works(c, python, expected)), Isolation(cgroup_root=cgroup))
+    chosen = next((c for c in candidates if _works(c, python, expected, tmp_root)), Isolation(cgroup_root=cgroup))
     return dataclasses.replace(chosen, notes=_notes(chosen, root, bool(unshare and setpriv)))
 
 
@@ -343,10 +344,10 @@ def _notes(chosen: Isolation, root: bool, tools: bool) -> tuple[str, ...]:
 PATHS = "import sys; print(sys.prefix, sys.path[1:])"
 
 
-def _works(candidate: Isolation, python: str, expected: str) -> bool:
+def _works(candidate: Isolation, python: str, expected: str, tmp_root: str | None) -> bool:
     """Whether `python` runs under `candidate` as it runs here: a user who cannot read its files
     may still start it, and get another installation's standard library and no packages."""
-    result = _execute(PATHS, Limits(timeout=20), candidate, python, None)
+    result = _execute(PATHS, Limits(timeout=20), candidate, python, tmp_root)
     return result.status == "pass" and result.stdout == expected
 
 

@@ -24,6 +24,8 @@ from tests.test_cli import synth
 GOOD = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nCheck:\n```py\nassert add(2, 3) == 5\n```"
 BUGGY = "```python\ndef add(a, b):\n    return a - b\n\nassert add(2, 3) == 5\n```"
 LOOP = "```python\nwhile True:\n    pass\n```"
+RUNS = "```python\ndef add(a, b):\n    return a + b\n\nprint(add(2, 3))\n```"  # runs, checks nothing
+UNCALLED = "```python\ndef add(a, b):\n    return a + b\n\ndef test_add():\n    assert add(2, 3) == 5\n```"
 CODE_ROWS = [
     {"id": "good", "response": GOOD, "tests": None},
     {"id": "buggy", "response": BUGGY, "tests": None},
@@ -33,6 +35,8 @@ CODE_ROWS = [
     {"id": "prose", "response": "Use a dictionary for that.", "tests": None},
     {"id": "js", "response": "```js\nconsole.log(1)\n```", "tests": None},
     {"id": "cut", "response": "```python\ndef add(a, b):\n    return", "tests": None},
+    {"id": "untested", "response": RUNS, "tests": None},
+    {"id": "uncalled", "response": UNCALLED, "tests": None},  # a pytest-style test nobody runs
 ]
 
 
@@ -46,9 +50,21 @@ def test_program_of_joins_python_blocks_and_names_the_tests() -> None:
     assert program_of("x = 1\nprint(x)") == ("x = 1\nprint(x)\n", "python", "none")  # bare code, no fence
     assert program_of("Hello") == (None, None, "none")  # a lone word parses as Python, but is no code
     assert program_of("```js\nconsole.log(1)\n```") == (None, "js", "none")
-    assert program_of("```\nprint(1)\n```", "assert True")[1:] == ("python", "column")
+    assert program_of("```\nprint(1)\n```", "assert 1 + 1 == 2")[1:] == ("python", "column")
     assert program_of("```\n$ ls -la\n```") == (None, "text", "none")
     assert program_of("```python\ndef f():\n    return") == (None, None, "none")  # an unclosed fence
+    # asserts count only where the program runs them
+    assert program_of(UNCALLED)[2] == "none"
+    assert program_of(UNCALLED + "\n```python\ntest_add()\n```")[2] == "asserts"
+    assert program_of("```python\nif __name__ == '__main__':\n    assert 1 + 1 == 2\n```")[2] == "asserts"
+    unit = "import unittest\nclass T(unittest.TestCase):\n    def test_a(self):\n        self.assertEqual(1, 1)\n"
+    assert program_of(unit)[2] == "none" and program_of(unit + "unittest.main()\n")[2] == "asserts"
+    assert program_of("x = 1\nif x != 1:\n    raise AssertionError(x)")[2] == "asserts"
+
+
+def _provenance(out) -> dict:
+    card = (out / "README.md").read_text()
+    return json.loads(card[card.index("```json") + 7 : card.rindex("```")])
 
 
 def test_verify_code_cli_keeps_passing_rows_and_rejects_the_rest(tmp_path) -> None:
@@ -58,8 +74,15 @@ def test_verify_code_cli_keeps_passing_rows_and_rejects_the_rest(tmp_path) -> No
     done = synth(*argv, "--timeout", "2", "--cache", str(cache))
     assert done.returncode == 0, done.stderr
     kept = {r["id"]: r for r in pq.read_table(out / "data").to_pylist()}
-    assert set(kept) == {"good", "tested"}
-    assert kept["good"]["verify_tests"] == "asserts" and kept["tested"]["verify_tests"] == "column"
+    assert set(kept) == {"good", "tested", "untested", "uncalled"}
+    assert [kept[k]["verify_tests"] for k in ("good", "tested")] == ["asserts", "column"]
+    # code that runs but checks nothing is kept, marked, and never counted as a pass
+    assert [(kept[k]["verify_status"], kept[k]["verify_tests"]) for k in ("untested", "uncalled")] == [
+        ("untested", "none"),
+        ("untested", "none"),
+    ]
+    assert [kept[k]["verify_status"] for k in ("good", "tested")] == ["pass", "pass"]
+    assert kept["untested"]["verify_stdout"] == "5\n"
     dropped = {r["id"]: r["verify_status"] for r in pq.read_table(rejects / "data").to_pylist()}
     assert dropped == {
         "buggy": "fail",
@@ -69,12 +92,42 @@ def test_verify_code_cli_keeps_passing_rows_and_rejects_the_rest(tmp_path) -> No
         "js": "no_code",
         "cut": "no_code",
     }
-    card = (out / "README.md").read_text()
-    assert '"verify_pass": 2' in card and '"verify_timeout": 1' in card
+    counts = _provenance(out)["counts"]
+    assert (counts["verify_pass"], counts["verify_untested"], counts["verify_timeout"]) == (2, 2, 1)
+    assert _provenance(out)["require_tests"] is False
     # A rerun costs nothing: every program's result comes from the cache (the loop's 2 s too).
     again = synth(*argv, "--timeout", "2", "--cache", str(cache), "--overwrite")
     assert again.returncode == 0, again.stderr
-    assert '"cached": 5' in (out / "README.md").read_text()
+    assert _provenance(out)["counts"]["cached"] == 7
+    assert pq.read_table(out / "data").num_rows == 4
+
+
+def test_verify_code_require_tests_drops_code_that_checks_nothing(tmp_path) -> None:
+    from synth.recipes import verify_code
+    from synth.sandbox import Limits, Sandbox
+
+    rows = [r for r in CODE_ROWS if r["id"] in {"good", "tested", "buggy", "untested", "uncalled"}]
+    src = _jsonl(tmp_path / "in.jsonl", rows)
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    argv = ["verify", "code", str(src), "--out", str(out), "--rejects", str(rejects), "--tests-column", "tests"]
+    done = synth(*argv, "--timeout", "5", "--no-cache", "--require-tests")
+    assert done.returncode == 0, done.stderr
+    kept = pq.read_table(out / "data").to_pylist()
+    assert [(r["id"], r["verify_status"]) for r in kept] == [("good", "pass"), ("tested", "pass")]
+    dropped = {r["id"]: (r["verify_status"], r["rejected_by"]) for r in pq.read_table(rejects / "data").to_pylist()}
+    assert dropped == {
+        "buggy": ("fail", "verify"),
+        "untested": ("untested", "verify"),
+        "uncalled": ("untested", "verify"),
+    }
+    card = _provenance(out)
+    assert card["require_tests"] is True and card["counts"]["verify_untested"] == 2
+    # the same rows through the recipe, without the flag: the untested ones stay, marked
+    sandbox = Sandbox(Limits(timeout=5.0), jobs=2)
+    result = verify_code(src, out=tmp_path / "lenient", sandbox=sandbox, tests_column="tests")
+    lenient = {r["id"]: r["verify_status"] for r in pq.read_table(tmp_path / "lenient" / "data").to_pylist()}
+    assert lenient == {"good": "pass", "tested": "pass", "untested": "untested", "uncalled": "untested"}
+    assert result["counts"]["verify_pass"] == 2 and result["counts"]["verify_untested"] == 2
 
 
 def test_verify_code_cli_names_a_missing_column(tmp_path) -> None:
@@ -173,8 +226,9 @@ def test_verify_math_cli_with_a_reference(tmp_path) -> None:
 
 
 def test_self_consistency_on_the_embedded_model(tmp_path, embedded) -> None:
-    # The 270M base model is no mathematician: check that it was asked K times a problem and
-    # that every row is accounted for, kept only with agreement, else rejected with its status.
+    # The 135M model is no mathematician: check that it was asked K times a problem and that
+    # every row is accounted for, kept only with agreement, else rejected with its status. With
+    # K = 2 one sample that names a number is half the votes, enough: some row must be kept.
     from synth.recipes import verify_math
 
     problems = [{"id": str(i), "instruction": q} for i, q in enumerate(["What is 2 + 3?", "What is 10 / 4?", "7 * 6?"])]
@@ -184,6 +238,7 @@ def test_self_consistency_on_the_embedded_model(tmp_path, embedded) -> None:
     result = verify_math(src, out=out, backend=embedded, samples=2, params=params, rejects=rejects)
     kept, dropped = pq.read_table(out / "data").to_pylist(), pq.read_table(rejects / "data").to_pylist()
     assert len(kept) + len(dropped) == 3 and result["tokens"] > 0
+    assert kept, [r["answer_votes"] for r in dropped]
     for row in kept:
         assert row["answer_agreement"] >= 0.5 and row["verify_status"] == "pass"
         assert extract_answer(row["response"]) is not None

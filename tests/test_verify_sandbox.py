@@ -2,6 +2,8 @@
 
 The spawner is bounded in the program itself (500 forks): never an unbounded fork bomb on a
 shared machine. Where the machine allows no namespaces (not root), the tests that need one skip.
+Every path is a temporary one: the tests that run as `nobody` copy what they need to a folder
+`nobody` can read, since the checkout may sit in a private one (mode 700, or root's home).
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from synth.sandbox import Isolation, Limits, Sandbox, isolation
+from synth.sandbox import NOBODY, Isolation, Limits, Sandbox, isolation
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+CLEAN_ENV = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
 
 SPAWNER = """
 import os, time
@@ -41,6 +48,39 @@ def boxes(tmp_path: Path) -> Path:
 
 def sandbox(boxes: Path, **limits: float) -> Sandbox:
     return Sandbox(Limits(**{"timeout": 5.0, **limits}), jobs=2, tmp_root=str(boxes))
+
+
+def isolation_in(boxes: Path) -> Isolation:
+    """The isolation `sandbox(boxes)` gets: it is probed where its programs run."""
+    return isolation(sys.executable, str(boxes))
+
+
+def as_nobody() -> list[str]:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv or not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("needs root (to become nobody), setpriv and a system Python")
+    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+@pytest.fixture
+def for_nobody() -> Iterator[Path]:
+    """A fresh folder that `nobody` can read (mode 755, in a parent nobody may pass through),
+    removed afterwards; skips, saying why, where the machine has none."""
+    nobody = as_nobody()
+    parents = [p for p in dict.fromkeys([tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"]) if os.path.isdir(p)]
+    found = None
+    for parent in parents:
+        made = Path(tempfile.mkdtemp(prefix="synth-test-", dir=parent))
+        made.chmod(0o755)
+        probe = [*nobody, *CLEAN_ENV, SYSTEM_PYTHON, "-c", "import os, sys; os.listdir(sys.argv[1])", str(made)]
+        if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0:
+            found = made
+            break
+        shutil.rmtree(made)
+    if found is None:
+        pytest.skip(f"no folder here that nobody can read (tried {', '.join(parents)})")
+    yield found
+    shutil.rmtree(found)
 
 
 def processes_under(path: Path) -> list[int]:
@@ -74,7 +114,7 @@ def test_infinite_loop_times_out_within_the_limit(boxes) -> None:
 
 
 def test_process_spawner_is_stopped_at_the_process_limit(boxes) -> None:
-    iso = isolation()
+    iso = isolation_in(boxes)
     result = sandbox(boxes, processes=16).run(SPAWNER)
     assert processes_under(boxes) == [], "a forked child outlived its sandbox"
     if iso.cgroup_root is None and os.geteuid() == 0:
@@ -90,7 +130,7 @@ def test_ten_gigabytes_is_refused(boxes) -> None:
 
 
 def test_writes_stay_in_the_working_directory(boxes, tmp_path) -> None:
-    if not isolation().unshare:
+    if not isolation_in(boxes).unshare:
         pytest.skip("no mount namespace here (not root): programs can write wherever their user can")
     outside = tmp_path / "outside.txt"
     program = "open('inside.txt', 'w').write('x')\nprint(open('inside.txt').read())\n"
@@ -99,12 +139,13 @@ def test_writes_stay_in_the_working_directory(boxes, tmp_path) -> None:
     assert result.stdout == "x\n"  # its own directory is writable
     assert result.status == "error" and "Read-only file system" in result.stderr
     assert not outside.exists()
-    escape = sandbox(boxes).run("import os\nos.system('mount -o remount,rw /')\nopen('/tmp/synth-escape', 'w')")
-    assert escape.status == "error" and not Path("/tmp/synth-escape").exists()
+    target = tmp_path / "escape"  # writable by whoever runs the tests, outside the program's directory
+    escape = sandbox(boxes).run(f"import os\nos.system('mount -o remount,rw /')\nopen({str(target)!r}, 'w')")
+    assert escape.status == "error" and not target.exists()
 
 
 def test_socket_is_refused(boxes) -> None:
-    if not isolation().unshare:
+    if not isolation_in(boxes).unshare:
         pytest.skip("no network namespace here (not root): programs can reach the network")
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
@@ -149,22 +190,20 @@ def test_output_is_capped_by_the_file_size_limit(boxes) -> None:
     assert len(result.stdout) <= Limits().tail_chars
 
 
-def test_programs_run_as_nobody_where_nobody_can_run_the_interpreter() -> None:
-    system = "/usr/bin/python3"
-    if os.geteuid() != 0 or not os.access(system, os.X_OK):
-        pytest.skip("needs root and a system Python")
-    box = Sandbox(Limits(timeout=5.0), python=system)  # the system temporary directory: nobody can pass through
+def test_programs_run_as_nobody_where_nobody_can_run_the_interpreter(for_nobody) -> None:
+    boxes = for_nobody / "boxes"  # root's, and nobody may pass through
+    boxes.mkdir(mode=0o711)
+    box = Sandbox(Limits(timeout=5.0), python=SYSTEM_PYTHON, tmp_root=str(boxes))
     if box.mode != "namespaces+pids-cgroup+uid-65534":
         pytest.skip(f"this machine gives {box.mode}")
-    private = Path(tempfile.mkdtemp())  # a root-only file, in a directory anyone may pass through
-    private.chmod(0o755)
-    (private / "key").write_text("secret")
-    (private / "key").chmod(0o600)
-    program = f"import os\nprint(os.getuid())\nopen('mine', 'w').write('x')\nopen({str(private / 'key')!r}).read()"
+    key = for_nobody / "key"  # a root-only file, in a folder anyone may read
+    key.write_text("secret")
+    key.chmod(0o600)
+    program = f"import os\nprint(os.getuid())\nopen('mine', 'w').write('x')\nopen({str(key)!r}).read()"
     result = box.run(program)
-    shutil.rmtree(private)
     assert result.stdout == "65534\n", result.stderr
     assert result.status == "error" and "PermissionError" in result.stderr
+    assert list(boxes.iterdir()) == []
 
 
 def test_without_isolation_the_rlimits_still_hold(boxes) -> None:
@@ -174,31 +213,42 @@ def test_without_isolation_the_rlimits_still_hold(boxes) -> None:
     assert "MemoryError" in big.stderr and loop.seconds < 5.0
 
 
-def test_a_user_who_is_not_root_gets_namespaces_in_a_user_namespace() -> None:
-    # Run as nobody (a user who is not root), with the system Python and synth's sandbox module
-    # alone: the probe must pick a user namespace, where RLIMIT_NPROC counts the program's
-    # processes from zero (no cgroup without root), and the network and files are shut.
-    system, setpriv = "/usr/bin/python3", shutil.which("setpriv")
-    if os.geteuid() != 0 or not setpriv or not os.access(system, os.X_OK):
-        pytest.skip("needs root (to become nobody), setpriv and a system Python")
+def test_a_user_who_is_not_root_gets_namespaces_in_a_user_namespace(for_nobody) -> None:
+    # Run as nobody (a user who is not root), with the system Python and copies of synth's
+    # sandbox modules alone, in a clean environment (no HOME or TMPDIR of ours): the probe must
+    # pick a user namespace, where RLIMIT_NPROC counts the program's processes from zero (no
+    # cgroup without root), and the network and files are shut.
     import synth.sandbox
 
+    nobody = as_nobody()
+    code = for_nobody / "code"
+    code.mkdir(mode=0o755)
+    for source in (Path(synth.sandbox.__file__), synth.sandbox.INIT):
+        shutil.copy(source, code / source.name)
+        (code / source.name).chmod(0o644)
+    home = for_nobody / "home"  # nobody's own: its HOME and TMPDIR, where a write would succeed outside a sandbox
+    home.mkdir(mode=0o700)
+    os.chown(home, NOBODY, NOBODY)
+    escape = home / "escape"
+    write = f"open({str(escape)!r}, 'w')"
     script = f"""
 import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("sandbox", {synth.sandbox.__file__!r})
+spec = importlib.util.spec_from_file_location("sandbox", {str(code / "sandbox.py")!r})
 sandbox = importlib.util.module_from_spec(spec)
 sys.modules["sandbox"] = sandbox
 spec.loader.exec_module(sandbox)
 box = sandbox.Sandbox(sandbox.Limits(timeout=5, processes=16))
-programs = [{SPAWNER!r}, "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)", "open('/tmp/x', 'w')"]
+programs = [{SPAWNER!r}, "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)", {write!r}]
 print(json.dumps([box.mode, [[r.status, r.stdout, r.stderr] for r in box.run_all(programs)]]))
 """
-    nobody = [setpriv, f"--reuid={65534}", f"--regid={65534}", "--clear-groups", "env", "HOME=/tmp", system, "-c"]
-    done = subprocess.run([*nobody, script], capture_output=True, text=True, timeout=120)
+    env = [*CLEAN_ENV, f"HOME={home}", f"TMPDIR={home}"]
+    done = subprocess.run(
+        [*nobody, *env, SYSTEM_PYTHON, "-s", "-c", script], capture_output=True, text=True, timeout=120, cwd=home
+    )
     assert done.returncode == 0, done.stderr
-    mode, ((spawned, forked, why), (net, _, refused), (write, _, readonly)) = json.loads(done.stdout)
+    mode, ((spawned, forked, why), (net, _, refused), (wrote, _, readonly)) = json.loads(done.stdout)
     if not mode.startswith("userns"):
         pytest.skip(f"user namespaces are not allowed here ({mode})")
     assert spawned == "error" and "BlockingIOError" in why and int(forked.split()[-1]) < 16
     assert net == "error" and "Network is unreachable" in refused
-    assert write == "error" and "Read-only file system" in readonly
+    assert wrote == "error" and "Read-only file system" in readonly and not escape.exists()

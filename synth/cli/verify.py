@@ -49,6 +49,9 @@ def code(
         typer.Option(help="Column of tests run after the code. Default: the asserts in the answer."),
     ] = None,
     rejects: RejectsOpt = None,
+    require_tests: Annotated[
+        bool, typer.Option("--require-tests", help="Drop code that runs but tests nothing (verify_status untested).")
+    ] = False,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a program may run (wall clock and CPU).")] = 10.0,
     memory_mb: Annotated[int, typer.Option(min=16, help="Address space a program may use, MiB.")] = 1024,
     file_mb: Annotated[int, typer.Option(min=1, help="Largest file a program may write, MiB.")] = 16,
@@ -80,6 +83,7 @@ def code(
         column=column,
         tests_column=tests_column,
         rejects=rejects,
+        require_tests=require_tests,
         batch_size=batch_size,
         overwrite=save.overwrite,
         resume=save.resume,

@@ -14,7 +14,7 @@ from synth.recipes._runner import _constants, _describe, _plain, _resumable, _ru
 from synth.recipes.quality import _peek
 from synth.resources import data_file
 from synth.sandbox import Sandbox
-from synth.stages.filters import Filter
+from synth.stages.filters import Filter, Rule
 from synth.stages.verify import CheckAnswer, SelfConsistency, VerifyCode, passed
 
 
@@ -26,20 +26,26 @@ def verify_code(
     column: str = "response",
     tests_column: str | None = None,
     rejects: str | Path | None = None,
+    require_tests: bool = False,
     batch_size: int = 256,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
-    """Keep the rows of `source` whose code runs and passes its tests; the rest go to `rejects`."""
+    """Keep the rows of `source` whose code runs and passes its tests; the rest go to `rejects`.
+
+    Code that runs clean but tests nothing (`verify_status` untested) is kept, and counted apart
+    from the passes; with `require_tests` it is dropped too."""
     stage = VerifyCode(column, tests_column, sandbox)
     settings = {"input": str(source), "verify": repr(stage), "sandbox_notes": list(sandbox.notes)}
+    settings["require_tests"] = require_tests
     first, batches = _peek(source, batch_size)
     if first is not None:  # a wrong --column fails before any output directory is made
         next(stage([first.slice(0, 0)]))
     for note in sandbox.notes:  # what the sandbox cannot do here, said once
         print(f"synth: sandbox: {note}", file=sys.stderr)
-    return _filtered(batches, [stage], out, rejects, settings, overwrite, resume, command)
+    keep = passed(untested=not require_tests)
+    return _filtered(batches, [stage], out, rejects, settings, overwrite, resume, command, keep)
 
 
 def verify_math(
@@ -106,8 +112,10 @@ def _filtered(
     overwrite: bool,
     resume: bool,
     command: str,
+    keep: Rule | None = None,
 ) -> dict[str, Any]:
-    """Run `stages`, then keep only `verify_status == pass`; the others go to `rejects` with their status."""
+    """Run `stages`, then keep only the rows `keep` (default: `verify_status == pass`) does not
+    drop; the others go to `rejects` with their status."""
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
@@ -117,5 +125,5 @@ def _filtered(
         if rejects:
             card = {"command": command, **settings, "rows": "failed verification; `verify_status` says how"}
             side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
-        keep = Filter((passed(),), side)
-        return _run(_resumable(batches, output), [*stages, keep], output, settings, command, None, meters=meters)
+        checked = Filter((keep or passed(untested=False),), side)
+        return _run(_resumable(batches, output), [*stages, checked], output, settings, command, None, meters=meters)

@@ -1,7 +1,8 @@
 """Verified data: code that runs, answers that agree.
 
 Code: the fenced blocks of a response (Python; the language from the fence) run in `synth.sandbox`
-with the tests from a column or the asserts in the answer. Math: the final answer is taken from
+with the tests from a column or the asserts in the answer; code that runs but checks nothing is
+`untested`, never a pass. Math: the final answer is taken from
 `\\boxed{}`, "the answer is" or the last number, and compared by value and symbolically
 (math-verify, on sympy); with samples, the majority answer and its agreement rate
 (self-consistency) decide.
@@ -27,7 +28,7 @@ from synth.sandbox import Sandbox
 from synth.stages.filters import Rule
 from synth.stages.magpie import MESSAGES, _seeded
 
-CODE_STATUSES = ("pass", "fail", "error", "timeout", "no_code")
+CODE_STATUSES = ("pass", "untested", "fail", "error", "timeout", "no_code")
 MATH_STATUSES = ("pass", "fail", "no_answer", "low_agreement")
 RUNNABLE = {"python"}
 ALIASES = {"py": "python", "python3": "python", "py3": "python", "ipython": "python", "": ""}
@@ -58,6 +59,8 @@ def program_of(text: str | None, tests: str | None = None) -> tuple[str | None, 
 
     Returns (program or None, the language found, where the tests come from: `column`, `asserts`
     or `none`). A response with no fence that parses whole as Python statements counts as code.
+    Asserts count only where they run: at module level, or in a function the program calls (a
+    `def test_...` nobody calls checks nothing), or in `unittest` cases with `unittest.main()`.
     """
     blocks = code_blocks(text or "")
     python = [code for lang, code in blocks if lang in RUNNABLE]
@@ -88,15 +91,39 @@ def _has_statement(code: str) -> bool:
 def _has_assert(code: str) -> bool:
     if not _parses(code):
         return "assert " in code
-    return any(isinstance(node, ast.Assert) for node in ast.walk(ast.parse(code)))
+    tree = ast.parse(code)
+    calls = [node.func for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    called = {f.id if isinstance(f, ast.Name) else f.attr for f in calls if isinstance(f, (ast.Name, ast.Attribute))}
+    return _checks(tree.body, called)
+
+
+def _checks(body: list[ast.stmt], called: set[str]) -> bool:
+    """Whether running `body` can reach an assert (or `raise AssertionError`, or a unittest case
+    run by `unittest.main()`); a function's body counts only if its name is called somewhere."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found = node.name in called and _checks(node.body, called)
+        elif isinstance(node, ast.ClassDef):
+            unittest = "main" in called and any("TestCase" in ast.unparse(base) for base in node.bases)
+            found = unittest or _checks(node.body, called)
+        elif isinstance(node, ast.Assert) or (isinstance(node, ast.Raise) and "AssertionError" in ast.unparse(node)):
+            found = True
+        else:  # if/for/while/with/try/match: the statements inside them
+            inner = [c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt)]
+            inner += [c for h in getattr(node, "handlers", []) + getattr(node, "cases", []) for c in h.body]
+            found = _checks(inner, called)
+        if found:
+            return True
+    return False
 
 
 @dataclass(frozen=True, repr=False)
 class VerifyCode:
-    """Reads `column` (and `tests_column`); adds `verify_status` (pass, fail, error, timeout,
-    no_code), `verify_language`, `verify_tests` (column, asserts, none), `verify_stdout`,
+    """Reads `column` (and `tests_column`); adds `verify_status` (pass, untested, fail, error,
+    timeout, no_code), `verify_language`, `verify_tests` (column, asserts, none), `verify_stdout`,
     `verify_stderr` (tails) and `verify_seconds`.
 
+    A program with no tests that exits 0 is `untested`, not `pass`: it showed only that it runs.
     Nothing is dropped here: `passed()` is the rule that keeps only passing rows.
     """
 
@@ -127,9 +154,10 @@ class VerifyCode:
         found = [program_of(t if isinstance(t, str) else None, s) for t, s in zip(texts, tests)]
         ran = iter(self.sandbox.run_all([p for p, _, _ in found if p is not None]))
         rows: dict[str, list[Any]] = {k: [] for k in ("status", "stdout", "stderr", "seconds")}
-        for program, _, _ in found:
+        for program, _, tested in found:
             result = next(ran) if program is not None else None
-            rows["status"].append(result.status if result else "no_code")
+            status = result.status if result else "no_code"
+            rows["status"].append("untested" if status == "pass" and tested == "none" else status)
             rows["stdout"].append(result.stdout if result else None)
             rows["stderr"].append(result.stderr if result else None)
             rows["seconds"].append(result.seconds if result else None)
@@ -148,9 +176,11 @@ class VerifyCode:
         )
 
 
-def passed(name: str = "verify") -> Rule:
-    """The filter rule that drops every row whose `verify_status` is not `pass`."""
-    return Rule(name, lambda b: pc.fill_null(pc.not_equal(b["verify_status"], "pass"), True))
+def passed(name: str = "verify", untested: bool = True) -> Rule:
+    """The filter rule that drops every row whose `verify_status` is not `pass` (nor `untested`:
+    code that ran clean but checked nothing, kept unless `untested` is False)."""
+    keep = ["pass", "untested"] if untested else ["pass"]
+    return Rule(name, lambda b: pc.invert(pc.fill_null(pc.is_in(b["verify_status"], pa.array(keep)), False)))
 
 
 # ---------------------------------------------------------------- math
