@@ -108,3 +108,47 @@ def test_think_end_to_end(tmp_path) -> None:
 def test_unknown_mode_is_a_usage_error(tmp_path) -> None:
     done = synth("synthesize", str(CORPUS), "--out", str(tmp_path / "o"), "--mode", "fancy")
     assert done.returncode == 2 and "instruction-pretrain" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_synthesize_on_web_pages_and_a_pdf_traces_every_pair_to_its_file_and_page(tmp_path) -> None:
+    # Real documents (python3.11-doc's manual, shared-mime-info's spec): each pair names its file,
+    # page and title, and that page of that file is the text its chunk was cut from.
+    import shutil
+
+    import pypdf
+
+    from synth import Sampling
+    from synth.io import read
+    from synth.recipes import synthesize
+    from tests.doubles import FormatBackend
+
+    folder = tmp_path / "docs"
+    (folder / "tutorial").mkdir(parents=True)
+    for name in ("appetite", "controlflow"):
+        shutil.copy(f"/usr/share/doc/python3.11/html/tutorial/{name}.html", folder / "tutorial" / f"{name}.html")
+    spec = Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")
+    shutil.copy(spec, folder / "spec.pdf")
+    out = tmp_path / "sft"
+    llm = FormatBackend()
+    params = Sampling(max_tokens=24, seed=3)
+    args = {"mode": "instruction-pretrain", "rounds": 1, "params": params, "chunk_tokens": 300, "overlap_tokens": 40}
+    synthesize(llm, folder, out=out, **args)
+    card = provenance(out)
+    assert card["chunk_tokens"] == 300 and card["overlap_tokens"] == 40
+    assert card["counts"]["files_pdf"] == 1 and card["counts"]["files_html"] == 2
+    documents = {r["id"]: r for batch in read(folder) for r in batch.to_pylist()}
+    rows = pq.read_table(out / "data").to_pylist()
+    pdf_rows = [r for r in rows if r["source"].endswith("spec.pdf")]
+    assert {r["source"] for r in rows} == {str(folder / "spec.pdf"), *(str(p) for p in folder.glob("tutorial/*"))}
+    assert len(pdf_rows) >= 17 and len(rows) == card["counts"]["kept"]
+    reference = pypdf.PdfReader(spec)
+    for row in rows:
+        origin = documents[row["source_id"]]
+        assert (row["source"], row["page"], row["title"]) == (origin["source"], origin["page"], origin["title"])
+    for row in pdf_rows:  # the page number is the page's: its text is that page's text
+        theirs = set(reference.pages[row["page"] - 1].extract_text().split())
+        ours = set(documents[row["source_id"]]["text"].split())
+        assert len(theirs & ours) >= 0.8 * len(theirs)
+    prompts = [p for call in llm.calls for p in call]
+    assert any("4.1. if Statements" in p for p in prompts)  # the page's body went to the model
+    assert not any("Show Source" in p or "Report a Bug" in p for p in prompts)  # its navigation did not

@@ -102,6 +102,9 @@ PushOpt = Annotated[
     typer.Option("--push-to-hub", help="When done, upload to this Hub dataset repo (ORG/NAME)."),
 ]
 PrivateOpt = Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repo private.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Stop at an unreadable input document (corrupt, encrypted, cut off).")
+]
 ExecutorOpt = Annotated[str, typer.Option(help="local, or ray: the LLM stages run in Ray actors.")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")]  # noqa: UP045
 ActorsOpt = Annotated[int, typer.Option(min=1, help="With --executor ray: actors, each with its own backend.")]
@@ -181,13 +184,14 @@ class Server:
 @dataclasses.dataclass(frozen=True)
 class Saving:
     """The output options every writing command takes, declared once like `Server`: a command names
-    `save: Saving = Saving()` and `@shared_options` puts --overwrite, --resume, --push-to-hub and
-    --private in its place (`--out` stays the command's own: each has its default folder)."""
+    `save: Saving = Saving()` and `@shared_options` puts --overwrite, --resume, --push-to-hub,
+    --private and --strict in its place (`--out` stays the command's own: each has its default folder)."""
 
     overwrite: OverwriteOpt = False
     resume: ResumeOpt = False
     push_to_hub: PushOpt = None
     private: PrivateOpt = False
+    strict: StrictOpt = False
 
     def preflight(
         self,
@@ -197,7 +201,8 @@ class Saving:
         inputs: tuple[str | Path | None, ...] = (),
         sides: dict[str, Path | None] | None = None,
     ) -> None:
-        """`preflight` with these options."""
+        """`preflight` with these options; --strict holds for every read of the input from here on."""
+        io.strict_reading(self.strict)
         preflight(out, self.overwrite, self.resume, self.push_to_hub, source, columns, inputs, sides, self.private)
 
     def push(self, out: Path) -> None:

@@ -25,7 +25,11 @@ from synth.cli._shared import (
 )
 
 InputArg = Annotated[
-    Path, typer.Argument(help="A raw corpus: a folder of .txt/.md files, jsonl, parquet, csv, a save_to_disk folder.")
+    Path,
+    typer.Argument(
+        help="A raw corpus: a folder or glob of .txt/.md, HTML, PDF, DOCX, PPTX, EPUB or WARC/WET files "
+        "(these need pip install 'synth[docs]'), jsonl, parquet, csv, a save_to_disk folder."
+    ),
 ]
 ContextOpt = Annotated[
     int, typer.Option("--context-tokens", min=0, help="Tokens the model's context holds; 0: ask the backend.")
@@ -67,6 +71,12 @@ def synthesize(
         typer.Option(help="Also write instruction-augmented pre-training text here."),
     ] = None,
     context_tokens: ContextOpt = 0,
+    chunk_tokens: Annotated[
+        int, typer.Option(min=0, help="Tokens of text per chunk, by the model's tokenizer; 0: what the context leaves.")
+    ] = 0,
+    overlap_tokens: Annotated[
+        int, typer.Option(min=0, help="Tokens each chunk repeats from the one before (whole sentences).")
+    ] = 0,
     temperature: Optional[float] = None,  # noqa: UP045
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
@@ -90,6 +100,8 @@ def synthesize(
         params=Sampling(max_tokens=max_tokens, temperature=temp, seed=seed),
         pretrain_out=pretrain_out,
         context_tokens=context_tokens or None,
+        chunk_tokens=chunk_tokens or None,
+        overlap_tokens=overlap_tokens,
         max_error_rate=max_error_rate,
         overwrite=save.overwrite,
         resume=save.resume,

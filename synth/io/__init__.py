@@ -5,7 +5,7 @@ Output layout (a Hugging Face dataset repo):
     OUT/README.md                      dataset card: YAML metadata + provenance
     OUT/.synth/state.json              settings, finished shards, the source's checkpoint
 
-Reading lives in `_reading`, writing (shards, state, card) in `_writing`; import from here.
+Reading lives in `_reading` (documents: `_documents`), writing (shards, state, card) in `_writing`; import from here.
 """
 
 from synth.io._reading import (
@@ -13,6 +13,7 @@ from synth.io._reading import (
     check_input,
     jemalloc_for_arrow,
     read,
+    strict_reading,
 )
 from synth.io._writing import (
     STATE,
@@ -40,6 +41,7 @@ __all__ = [
     "preflight",
     "read",
     "read_provenance",
+    "strict_reading",
     "tee",
     "write",
 ]

@@ -3,9 +3,11 @@ before a run claims its output (`check_input`)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.core import Batch, SynthError, with_string_ids
+from synth.io import _documents as documents
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
+FORMATS = "parquet, jsonl, csv, text, HTML, PDF, DOCX, PPTX, EPUB or WARC"
+_strict = [False]  # what `read` does with an unreadable document when not told: `strict_reading` sets it
+
+
+def strict_reading(on: bool) -> None:
+    """Make an unreadable document (corrupt, encrypted, cut off) stop every later `read` of this
+    process instead of being skipped and counted; the CLI's `--strict`."""
+    _strict[0] = on
 
 
 # ---------------------------------------------------------------- reading
@@ -62,18 +73,26 @@ class _NoPandas:
             raise ModuleNotFoundError("synth dedup runs without pandas", name=name)
 
 
-def read(path: str | Path, batch_size: int = 1000) -> Iterator[Batch]:
-    """Stream batches from a synth output, parquet, jsonl, csv, text files or a `save_to_disk` dir.
+def read(
+    path: str | Path, batch_size: int = 1000, *, strict: bool | None = None, stats: Counter[str] | None = None
+) -> Iterator[Batch]:
+    """Stream batches from a synth output, parquet, jsonl, csv, text files, documents (HTML, PDF,
+    DOCX, PPTX, EPUB, WARC/WET: see `_documents`) or a `save_to_disk` dir; `path` may be a glob.
 
     Rows without an `id` get one from their position, so ids are stable across runs. A jsonl
     column that mixes strings with other values is read as text, the others as JSON text (`5` ->
     `"5"`); a `DatasetDict` folder gives its `train` split, or all splits if it has none. A file
-    that cannot be read (not UTF-8, a bad line, a corrupt parquet or csv) is a `SynthError` naming it.
+    that cannot be read (not UTF-8, a bad line, a corrupt parquet or csv) is a `SynthError` naming it;
+    a document that cannot be read is named and skipped (counted in `stats`), or stops with `strict`.
     """
     path = Path(path)
+    strict = _strict[0] if strict is None else strict
+    stats = Counter() if stats is None else stats
+    if not path.exists() and glob.has_magic(str(path)):
+        return _ensure_ids(_read_glob(path, batch_size, strict, stats), path)
     if not path.exists():
-        raise SynthError(f"input {path} does not exist; pass a file or folder of parquet, jsonl, csv or text")
-    batches = _read_raw(path, batch_size)
+        raise SynthError(f"input {path} does not exist; pass a file or folder of {FORMATS} files")
+    batches = _read_raw(path, batch_size, strict, stats)
     return _ensure_ids(batches, path)
 
 
@@ -97,7 +116,7 @@ def check_input(source: str | Path, columns: Iterable[str] = (), flag: str = "--
     return first
 
 
-def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
+def _read_raw(path: Path, batch_size: int, strict: bool, stats: Counter[str]) -> Iterator[Batch]:
     if path.is_dir():
         if (path / "data").is_dir() and list((path / "data").glob("*.parquet")):
             return _read_parquet(sorted((path / "data").glob("*.parquet")), batch_size)
@@ -105,19 +124,7 @@ def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
             return _read_arrow(_dataset_dict_files(path), batch_size)
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
             return _read_arrow(sorted(path.glob("*.arrow")), batch_size)
-        readers = {".parquet": _read_parquet, ".jsonl": _read_jsonl, ".csv": _read_csv}
-        found = {suffix: sorted(path.rglob(f"*{suffix}")) for suffix in readers}
-        kinds = [suffix for suffix, files in found.items() if files]
-        if len(kinds) > 1:  # one table from several formats would join unrelated files by chance
-            raise SynthError(
-                f"{path} mixes {' and '.join(kinds)} files; pass one file, or a folder holding one kind of file"
-            )
-        if kinds:
-            return readers[kinds[0]](found[kinds[0]], batch_size)
-        texts = sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
-        if texts:
-            return _read_texts(texts, path, batch_size)
-        raise SynthError(f"found no parquet, jsonl, csv, arrow or text files in {path}")
+        return _read_files(documents.walk(path, stats), path, batch_size, strict, stats)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _read_parquet([path], batch_size)
@@ -127,7 +134,47 @@ def _read_raw(path: Path, batch_size: int) -> Iterator[Batch]:
         return _read_csv([path], batch_size)
     if suffix in TEXT_SUFFIXES:
         return _read_texts([path], path.parent, batch_size)
-    raise SynthError(f"cannot read {path}: use .parquet, .jsonl, .csv, .txt/.md or a dataset folder")
+    if documents.kind_of(path):
+        return documents.read_documents([path], path.parent, batch_size, strict, stats)
+    raise SynthError(f"cannot read {path}: use .parquet, .jsonl, .csv, .txt/.md, a document ({FORMATS}) or a folder")
+
+
+def _read_glob(pattern: Path, batch_size: int, strict: bool, stats: Counter[str]) -> Iterator[Batch]:
+    """The files a glob matches (`**` recursive); ids relative to the folder before the first wildcard."""
+    root = Path(*_until_magic(pattern.parts))
+    files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+    if not files:
+        raise SynthError(f"{pattern} matches no files; check the pattern (quote it so the shell leaves it alone)")
+    return _read_files(files, root, batch_size, strict, stats)
+
+
+def _until_magic(parts: tuple[str, ...]) -> Iterator[str]:
+    for part in parts:
+        if glob.has_magic(part):
+            return
+        yield part
+
+
+def _read_files(files: list[Path], root: Path, batch_size: int, strict: bool, stats: Counter[str]) -> Iterator[Batch]:
+    """A folder's (or a glob's) files: one kind of table, or documents and text files together."""
+    readers = {".parquet": _read_parquet, ".jsonl": _read_jsonl, ".csv": _read_csv}
+    found = {suffix: [f for f in files if f.suffix.lower() == suffix] for suffix in readers}
+    kinds = [suffix for suffix, chosen in found.items() if chosen]
+    docs = [f for f in files if documents.kind_of(f)]
+    if docs:
+        kinds.append(f"document ({documents.kind_of(docs[0])})")
+    if len(kinds) > 1:  # one table from several formats would join unrelated files by chance
+        raise SynthError(
+            f"{root} mixes {' and '.join(kinds)} files; pass one file, or a folder holding one kind of file"
+        )
+    texts = [f for f in files if f.suffix.lower() in TEXT_SUFFIXES]
+    if docs:
+        return documents.read_documents(sorted(docs + texts), root, batch_size, strict, stats)
+    if kinds:
+        return readers[kinds[0]](found[kinds[0]], batch_size)
+    if texts:
+        return _read_texts(texts, root, batch_size)
+    raise SynthError(f"found no {FORMATS} files in {root}")
 
 
 def _dataset_dict_files(path: Path) -> list[Path]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from synth.backends import Backend, Metered, Sampling
-from synth.core import Stage, SynthError
+from synth.core import Batch, Stage, SynthError
 from synth.io import open_output, read, tee
 from synth.recipes._runner import _constants, _describe, _plain, _require, _resumable, _run, read_window
 from synth.resources import choices, data_file, read_choice
@@ -32,6 +34,8 @@ def synthesize(
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
     pretrain_out: str | Path | None = None,
     context_tokens: int | None = None,
+    chunk_tokens: int | None = None,
+    overlap_tokens: int = 0,
     batch_size: int = 16,
     max_error_rate: float | None = 0.05,
     overwrite: bool = False,
@@ -41,7 +45,9 @@ def synthesize(
     """Instruction-response pairs grounded in each chunk of a raw corpus, as SFT rows in `out`;
     with `pretrain_out`, also the instruction-augmented text, one row per chain of chunks.
 
-    A read batch of `batch_size * rounds` documents is one chaining window (instruction-pretrain).
+    Chunks hold `chunk_tokens` of the model's tokens (default: what the context leaves), each
+    starting with up to `overlap_tokens` of the one before. A read batch of `batch_size * rounds`
+    documents is one chaining window (instruction-pretrain).
     """
     if mode not in MODES:
         raise SynthError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -55,7 +61,10 @@ def synthesize(
         **{"prompt_file": str(prompt_file or ""), "sampling": _plain(params), "context_tokens": ctx},
     }
     gen, overhead = _synthesizer(llm, count, ctx, mode, params, rounds, pairs, prompt_file)
-    stages: list[Stage] = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
+    size = _chunk_size(_chunk_budget(ctx, params, overhead), chunk_tokens)
+    settings.update(chunk_tokens=size, overlap_tokens=overlap_tokens)
+    reading = ReadCounts()
+    stages: list[Stage] = [reading, _require(column), Chunk(count, size, column, overlap_tokens), gen]
     output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     if check:
         stages.append(GroundedCheck(llm, data_file("pipelines/synthesize/checks/grounded.txt").read_text()))
@@ -66,7 +75,8 @@ def synthesize(
         stages.append(tee(side, lambda b: pretrain_rows(b, layouts, params.seed or 0), card=card))
     stages += [SftRows(), _constants({"mode": mode, "model": settings["model"]})]
     window = read_window(batch_size, backend) * (rounds if mode == "instruction-pretrain" else 1)
-    return _run(_resumable(read(source, window), output), stages, output, settings, command, None, meters=(llm,))
+    rows = read(source, window, stats=reading.stats)
+    return _run(_resumable(rows, output), stages, output, settings, command, None, meters=(llm,))
 
 
 def _synthesizer(
@@ -116,14 +126,32 @@ def think(
     }
     gen = Think(llm, prompt, params)
     overhead = _chat_tokens(backend, count, [{"role": "user", "content": fill(prompt, text="")}])
-    stages = [_require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
+    reading = ReadCounts()
+    stages = [reading, _require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     stages.append(_constants({"model": settings["model"]}))
     output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
-    rows = _resumable(read(source, read_window(batch_size, backend)), output)
+    rows = _resumable(read(source, read_window(batch_size, backend), stats=reading.stats), output)
     return _run(rows, stages, output, settings, command, None, meters=(llm,))
 
 
 MODES = ("prompt", "instruction-pretrain")
+
+
+@dataclass(frozen=True)
+class ReadCounts:
+    """Passes batches on; its `stats` are what reading the input counted (files by kind, documents
+    skipped as unreadable, PDF pages without text), so they reach the card with the stages' counts."""
+
+    stats: Counter[str] = field(default_factory=Counter, compare=False)
+
+    def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        yield from batches
+
+
+def _chunk_size(budget: int, asked: int | None) -> int:
+    if asked is not None and asked > budget:
+        raise SynthError(f"--chunk-tokens {asked} is more than the {budget} tokens the context leaves for text")
+    return asked or budget
 
 
 def _chunk_budget(ctx: int, params: Sampling, overhead: int, least: int = 64) -> int:

@@ -25,6 +25,7 @@ import xxhash
 
 from synth.backends import Backend, Sampling
 from synth.core import Batch, add_columns
+from synth.stages.chunk import CARRY
 from synth.stages.magpie import MESSAGES, instruction_key
 
 Pair = dict[str, str]
@@ -304,7 +305,8 @@ def _verdict(text: str) -> bool | None:
 @dataclass(frozen=True)
 class SftRows:
     """Reads chunk rows with `pairs`; yields one row per pair: `id`, `source_id`, `chunk`,
-    `instruction`, `response`, `messages`, `finish_reason` (and `task` where present).
+    `instruction`, `response`, `messages`, `finish_reason` (and `task`, and the chunk's `source`,
+    `url`, `title`, `page`, `offset`, `date` where present, so a pair traces back to its page).
 
     Questions are de-duplicated per source document, across its chunks (chunks of a document
     arrive together). Chunks without pairs keep their raw output upstream, in `synthesis_raw`.
@@ -317,7 +319,9 @@ class SftRows:
         for batch in batches:
             rows = []
             tasks = batch["task"].to_pylist() if "task" in batch.column_names else [None] * batch.num_rows
-            chunks = batch.select(["id", "source_id", "chunk", "pairs", "synthesis_finish_reason"]).to_pylist()
+            carried = [batch.schema.field(name) for name in CARRY if name in batch.column_names]
+            columns = ["id", "source_id", "chunk", "pairs", "synthesis_finish_reason"]
+            chunks = batch.select(columns + [f.name for f in carried]).to_pylist()
             for chunk, task in zip(chunks, tasks):
                 seen = self._document(chunk["source_id"])
                 self.stats["dropped_chunk_without_pairs"] += not chunk["pairs"]
@@ -327,11 +331,12 @@ class SftRows:
                         self.stats["dropped_pair_duplicate"] += 1
                         continue
                     seen.add(key)
-                    rows.append(_sft_row(chunk, k, pair, task))
+                    origin = {f.name: chunk[f.name] for f in carried}
+                    rows.append({**_sft_row(chunk, k, pair, task), **origin})
             self.stats["kept"] += len(rows)
             # no pairs: still a batch with the columns, so a run that keeps none writes its full schema
             task = any(r.get("task") for r in rows) if rows else "task" in batch.column_names
-            yield pa.Table.from_pylist(rows, _sft_schema(task_column=task))
+            yield pa.Table.from_pylist(rows, pa.schema([*_sft_schema(task_column=task), *carried]))
 
     def _document(self, source_id: str) -> set[int]:
         if source_id not in self._seen:

@@ -1,6 +1,7 @@
 """Instruction synthesis and thinking augmentation: parsing, chunking, chaining, outputs."""
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,62 @@ def test_chunk_stage_keeps_ids_and_skips_empty_and_binary_files() -> None:
     assert [c["chunk"] for c in photo] == list(range(len(photo))) and len(photo) >= 2
     original = (CORPUS / "photosynthesis.txt").read_text()
     assert " ".join(c["text"] for c in photo).split() == original.split()
+
+
+def stdlib_text() -> str:
+    """Real prose with paragraphs: docstrings of standard library modules."""
+    import argparse
+    import pickle
+    import subprocess
+    import tarfile
+    import zipfile
+
+    return "\n\n".join(m.__doc__ for m in (subprocess, argparse, pickle, tarfile, zipfile))
+
+
+def test_overlapping_chunks_repeat_whole_sentences_of_the_one_before_and_lose_nothing() -> None:
+    text = stdlib_text()
+    pieces = split_text(text, words, budget=80, overlap=20)
+    plain = split_text(text, words, budget=60)  # what the overlap is added to: chunks of 80 - 20
+    assert len(pieces) == len(plain) >= 5 and all(words(p) <= 80 for p in pieces)
+    assert pieces[0] == plain[0]
+    at_sentence = 0
+    for before, piece, own in zip(pieces, pieces[1:], plain[1:]):
+        assert piece.endswith(own)
+        head = piece[: -len(own)].rstrip("\n")
+        assert 0 < words(head) <= 20 and before.endswith(head)
+        cut = before[: -len(head)]
+        assert cut == "" or cut[-1].isspace()  # the overlap starts at a word
+        at_sentence += cut.rstrip().endswith((".", "!", "?")) or cut.endswith("\n\n")
+    assert at_sentence >= 0.6 * (len(pieces) - 1)  # and mostly at a sentence or a paragraph
+    assert " ".join(plain).split() == text.split()  # the chunks less their overlap: the text, nothing lost
+
+
+def test_a_long_paragraph_without_sentence_ends_is_cut_between_words() -> None:
+    text = " ".join(stdlib_text().replace(".", " ").replace("?", " ").split())  # one paragraph, no sentence end
+    for count in (words, lambda t: len(t.encode()) // 4 + 1):  # by words, and by bytes like a BPE tokenizer
+        pieces = split_text(text, count, budget=50)
+        assert len(pieces) >= 10 and all(count(p) <= 50 for p in pieces)
+        assert " ".join(pieces).split() == text.split()  # a word cut in two would not split back the same
+    stats: Counter = Counter()
+    assert split_text("x" * 400, lambda t: len(t) // 4 + 1, budget=50, stats=stats)  # no space anywhere: cut
+    assert stats["words_cut_over_budget"] == 1
+
+
+def test_chunks_and_sft_rows_carry_the_source_title_and_page() -> None:
+    text = stdlib_text()
+    docs = from_rows(
+        [{"id": "a.pdf#page=3", "text": text, "source": "in/a.pdf", "title": "Doc", "page": 3, "url": None}]
+    )
+    (out,) = Chunk(words, budget=120, overlap=10)([docs])
+    assert out.num_rows >= 5
+    assert set(out["source"].to_pylist()) == {"in/a.pdf"} and set(out["page"].to_pylist()) == {3}
+    assert set(out["title"].to_pylist()) == {"Doc"} and out.schema.field("page").type == docs.schema.field("page").type
+    llm = ScriptedBackend(replies=[f"<QUE> Q{i}? <ANS> A{i}. </END>" for i in range(out.num_rows)])
+    chunked = InstructionPretrain(llm, words, context_tokens=4096, params=Sampling(max_tokens=50), rounds=1)([out])
+    sft = [row for batch in SftRows()(chunked) for row in batch.to_pylist()]
+    assert len(sft) == out.num_rows
+    assert all(r["source"] == "in/a.pdf" and r["page"] == 3 and r["title"] == "Doc" for r in sft)
 
 
 def test_token_helpers_ask_the_backend_and_fail_clearly() -> None:
