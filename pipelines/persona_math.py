@@ -11,9 +11,11 @@ near-duplicate problems are dropped.
         --n 10000 --out data/persona-math                                   # Ollama, a Hub persona set
     synth run pipelines/persona_math.py --n 3 --out /tmp/pm                  # embedded model, a smoke run
 
-Rows whose problem did not follow the answer format (`instruction_status` not `ok`), whose
-solutions gave no final answer, or agreed too little are dropped and counted in the card
-(`verify_no_answer`, `verify_low_agreement`); `--rejects DIR` keeps them, with `verify_status`.
+A problem whose generation was cut off by max tokens or failed is dropped before it is solved
+(`dropped_problem_cut_off`): it may still read as a problem. Rows whose problem did not follow the
+answer format (`instruction_status` not `ok`), whose solutions gave no final answer, or agreed too
+little are dropped and counted in the card (`verify_no_answer`, `verify_low_agreement`);
+`--rejects DIR` keeps these, with `verify_status`.
 With `--against` (a benchmark name such as gsm8k or math, NAME=PATH for a local copy, a Hub id or a
 file; repeatable), problems that hold a benchmark item, verbatim or rephrased, are dropped before they
 are answered: `synth decontaminate`'s stage, counted in the card.
@@ -22,6 +24,8 @@ are answered: `synth decontaminate`'s stage, counted in the card.
 import argparse
 import contextlib
 
+import pyarrow.compute as pc
+
 from synth import Sampling, load_backend
 from synth.backends import Metered
 from synth.core import take
@@ -29,7 +33,7 @@ from synth.io import Sink, open_output
 from synth.recipes import pipeline
 from synth.recipes.decontaminate import benchmarks
 from synth.recipes.verify import load_prompt
-from synth.stages import Filter, Judge, dedup_minhash, load_rubric
+from synth.stages import Filter, Judge, Rule, dedup_minhash, load_rubric
 from synth.stages.decontaminate import Decontaminate
 from synth.stages.persona import PersonaGenerate, read_personas
 from synth.stages.verify import SelfConsistency, passed
@@ -61,6 +65,7 @@ with contextlib.ExitStack() as stack:
     pipeline(
         take(args.n)(people) if args.n else people,
         PersonaGenerate(llm, "math", Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)),
+        Filter((Rule("problem_cut_off", lambda b: pc.not_equal(b["instruction_finish_reason"], "stop")),)),
         *decontaminate,
         SelfConsistency(llm, args.samples, solving, "instruction", args.min_agreement, load_prompt(None)),
         Filter((passed(),), rejects),

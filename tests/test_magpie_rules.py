@@ -52,8 +52,11 @@ def test_cut_off_answers_are_dropped_and_counted(tmp_path) -> None:
 
 def test_keep_truncated_keeps_them_and_counts_them(tmp_path) -> None:
     result = recipes.magpie(Alternating([]), n=6, out=tmp_path / "o", max_attempts=40, keep_truncated=True)
-    reasons = [r["response_finish_reason"] for r in _rows(tmp_path / "o")]
+    rows = _rows(tmp_path / "o")
+    reasons = [r["response_finish_reason"] for r in rows]
     assert len(reasons) == 6 and reasons.count("length") == 3
+    assert [r["response"] for r in rows] == ["An answer that"] * 6  # a cut-off answer kept is still an answer
+    assert all(r["messages"][-1] == {"role": "assistant", "content": r["response"]} for r in rows)
     assert result["counts"]["kept_response_truncated"] >= 3 and "dropped_response_truncated" not in result["counts"]
 
 

@@ -80,67 +80,167 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
     assert '"status": "complete"' in card and '"stages"' in card
 
 
-SCRIPTED = {  # script -> (its arguments, columns every row must have)
-    "magpie_air.py": (
-        ["--n", "3", "--max-attempts", "16", "--against", GSM8K],  # the default --min-quality average
-        {"instruction", "response", "input_quality", "difficulty", "dup_cluster", "messages"},
-    ),
-    "instruction_pretrain.py": (
-        ["--corpus", str(CORPUS), "--n", "3"],
-        {"source_id", "chunk", "instruction", "response"},
-    ),
-    "persona_math.py": (
-        ["--n", "3", "--against", GSM8K],
-        {"persona_id", "instruction", "response", "response_score", "dup_cluster", "answer", "answer_agreement"},
-    ),
-    "code_instruct.py": (
-        ["--n", "3", "--max-attempts", "64", "--batch-size", "8"],
-        {"instruction", "response", "verify_status", "verify_tests", "verify_seconds", "dup_cluster", "messages"},
-    ),
-}
+SCRIPTED = {"magpie_air.py", "instruction_pretrain.py", "persona_math.py", "code_instruct.py"}  # run on the double
 
 
-@pytest.mark.parametrize("script", sorted(SCRIPTED))
-def test_pipeline_on_a_format_following_double_writes_linked_rows(tmp_path, monkeypatch, script) -> None:
+def _on_double(tmp_path, monkeypatch, script: str, argv: list, faults: dict) -> tuple[list[dict], dict, object]:
+    """Run `script` in process on a FormatBackend planting `faults`; its rows (in order), counts and the double."""
     import runpy
 
     import datasets
 
     import synth
+    from synth.io import read_provenance
     from tests.doubles import FormatBackend
 
-    llm = FormatBackend()
+    llm = FormatBackend(faults=faults)
     monkeypatch.setattr(synth, "load_backend", lambda *a, **k: llm)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the verify cache
     out = tmp_path / "out"
-    argv, columns = SCRIPTED[script]
-    if script == "code_instruct.py":
-        argv = [*argv, "--rejects", str(tmp_path / "rejects")]
-    monkeypatch.setattr(sys, "argv", [script, "--out", str(out), *argv])
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(out), *map(str, argv)])
     runpy.run_path(str(PIPELINES / script), run_name="__main__")
     rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf")).to_list()
-    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
-    assert all(columns <= set(r) and all(r[c] is not None for c in columns) for r in rows), rows[0]
-    if script == "magpie_air.py":
-        assert all(r["input_quality"] == "excellent" and r["messages"][0]["content"] == r["instruction"] for r in rows)
-    if script == "instruction_pretrain.py":
-        docs = {p.name for p in CORPUS.iterdir()}
-        assert all(r["source_id"] in docs and r["id"].startswith(f"{r['source_id']}#{r['chunk']}-") for r in rows)
-    if script == "persona_math.py":
-        from synth.stages.persona import read_personas
-
-        starter = {r["id"]: r["persona"] for b in read_personas("starter") for r in b.to_pylist()}
-        assert all(starter[r["persona_id"]] == r["persona"] and r["instruction_status"] == "ok" for r in rows)
-        assert all(r["answer_agreement"] == 1.0 and r["verify_status"] == "pass" for r in rows)
-        assert all(f"\\boxed{{{r['answer']}}}" in r["response"] for r in rows)
-    if script == "code_instruct.py":  # the double writes one wrong answer in four: they must all be gone
-        import pyarrow.parquet as pq
-
-        assert all(r["verify_status"] == "pass" and r["verify_tests"] == "asserts" for r in rows)
-        assert all("return a + b" in r["response"] and r["messages"][0]["role"] == "system" for r in rows)
-        rejected = pq.read_table(tmp_path / "rejects" / "data").to_pylist()
-        assert rejected and all(r["verify_status"] == "fail" and "return a - b" in r["response"] for r in rejected)
     card = (out / "README.md").read_text()
-    assert '"status": "complete"' in card and '"rows": 3' in card
-    if script in {"magpie_air.py", "persona_math.py"}:  # decontaminated against --against, and counted
-        assert '"stage": "Decontaminate"' in card and '"contamination_checked": ' in card
+    assert '"status": "complete"' in card and f'"rows": {len(rows)}' in card
+    return rows, read_provenance(out)["counts"], llm
+
+
+def _ids(*ks: int) -> list[str]:
+    return [f"{k:09d}" for k in ks]  # the attempt ids of counter_source
+
+
+def test_magpie_air_on_the_double_drops_each_planted_fault_at_its_stage(tmp_path, monkeypatch) -> None:
+    # 16 attempts; 8 carry a fault, each one that exactly one stage must catch; 8 rows are asked for.
+    faults = {
+        1: "instruction_cut",  # Magpie: dropped_truncated
+        2: "instruction_failed",  # Magpie: dropped_error
+        3: "contaminated",  # Decontaminate (n-grams): a copy of the first GSM8K item
+        4: "answer_cut",  # heuristics: finish_length (its text ends in a full stop)
+        5: "answer_failed",  # heuristics: finish_error (the words before the failure read as a whole answer)
+        6: "poor",  # --min-quality average: input_quality "very poor"
+        7: "judge_failed",  # the judge answers prose twice: no input_quality, dropped by the same rule
+        9: "near_copy",  # MinHash: row 8 with another tag
+    }
+    argv = ["--n", 8, "--max-attempts", 16, "--against", GSM8K]
+    rows, counts, llm = _on_double(tmp_path, monkeypatch, "magpie_air.py", argv, faults)
+    assert [r["id"] for r in rows] == _ids(0, 8, 10, 11, 12, 13, 14, 15)
+    assert [r["instruction"] for r in rows] == [llm.written[k] for k in (0, 8, 10, 11, 12, 13, 14, 15)]
+    assert (counts["attempts"], counts["dropped_truncated"], counts["dropped_error"]) == (16, 1, 1)
+    assert counts["contamination_checked"] == 14 and counts["dropped_contaminated_gsm8k_ngram"] == 1
+    assert (counts["response_stop"], counts["response_length"], counts["response_error"]) == (12, 1, 1)
+    assert (counts["quality_ok"], counts["quality_parse_error"]) == (13, 1)
+    assert counts["dropped_finish_length"] == 1 and counts["dropped_finish_error"] == 1
+    assert counts["dropped_input_quality >= average"] == 2
+    assert counts["dropped"] == 1  # MinHash's count (its name is not its own: see the report)
+    for row in rows:
+        assert row["input_quality"] == "excellent" and row["response_finish_reason"] == "stop"
+        assert row["messages"][0]["content"] == row["instruction"] and row["dup_cluster"] is not None
+        assert {"difficulty", "quality_status"} <= set(row) and row["quality_status"] == "ok"
+
+
+def test_persona_math_on_the_double_drops_each_planted_fault_at_its_stage(tmp_path, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    from synth.stages.persona import read_personas
+
+    faults = {
+        0: "instruction_cut",  # the problem was cut off: dropped before it is solved
+        1: "instruction_failed",  # the same
+        2: "contaminated",  # Decontaminate, before any solution is sampled
+        3: "disagree",  # four samples, four answers: low_agreement
+        4: "answer_cut",  # every sample cut off: no answer
+        5: "answer_failed",  # every sample failed: no answer
+        6: "poor",  # the judge rates it 1: kept (the judge only rates here), with that score
+        7: "judge_failed",  # kept, unrated
+        9: "near_copy",  # MinHash: row 8 with another tag
+    }
+    argv = ["--n", 12, "--against", GSM8K, "--rejects", tmp_path / "rejects"]
+    rows, counts, llm = _on_double(tmp_path, monkeypatch, "persona_math.py", argv, faults)
+    people = [r for b in read_personas("starter") for r in b.to_pylist()][:12]
+    ids = [f"{p['id']}-math" for p in people]
+    assert [r["id"] for r in rows] == [ids[k] for k in (6, 7, 8, 10, 11)]
+    rejected = {r["id"]: r["verify_status"] for r in pq.read_table(tmp_path / "rejects" / "data").to_pylist()}
+    assert rejected == {ids[3]: "low_agreement", ids[4]: "no_answer", ids[5]: "no_answer"}
+    assert counts["instruction_ok"] == 11 and counts["dropped_problem_cut_off"] == 2
+    assert counts["contamination_checked"] == 10 and counts["dropped_contaminated_gsm8k_ngram"] == 1
+    assert (counts["verify_pass"], counts["verify_no_answer"], counts["verify_low_agreement"]) == (6, 2, 1)
+    assert counts["dropped_verify"] == 3 and counts["dropped"] == 1  # MinHash's count
+    people = {p["id"]: p["persona"] for p in people}
+    for row in rows:
+        assert people[row["persona_id"]] == row["persona"] and row["instruction_status"] == "ok"
+        assert row["answer_agreement"] == 1.0 and row["verify_status"] == "pass"
+        assert f"\\boxed{{{row['answer']}}}" in row["response"]
+    assert [r["instruction"] for r in rows] == [llm.written[k] for k in (6, 7, 8, 10, 11)]
+    assert [r["response_score"] for r in rows] == [1, None, 10, 10, 10]
+    assert [r["response_status"] for r in rows] == ["ok", "parse_error", "ok", "ok", "ok"]
+
+
+@pytest.mark.parametrize("require_tests", [False, True])
+def test_code_instruct_on_the_double_drops_each_planted_fault_at_its_stage(
+    tmp_path, monkeypatch, require_tests
+) -> None:
+    import pyarrow.parquet as pq
+
+    from synth.stages.verify import CODE_STATUSES
+
+    untested = "untested" if "untested" in CODE_STATUSES else "pass"  # the status of code that asserts nothing
+    faults = {
+        1: "instruction_cut",  # Magpie: dropped_truncated
+        2: "answer_cut",  # cut inside its code fence: cut_off
+        3: "answer_failed",  # cut_off too (finish reason error)
+        4: "wrong_code",  # its asserts fail: verify
+        5: "untested_code",  # runs, asserts nothing: kept with verify_tests none; dropped with --require-tests
+        7: "near_copy",  # MinHash: row 6 with another tag
+    }
+    kept = [0, 6, 8, 9, 10, 11] if require_tests else [0, 5, 6, 8, 9, 10, 11]
+    argv = ["--n", len(kept), "--max-attempts", 12, "--batch-size", 12, "--rejects", tmp_path / "rejects"]
+    argv += ["--require-tests"] if require_tests else []
+    rows, counts, llm = _on_double(tmp_path, monkeypatch, "code_instruct.py", argv, faults)
+    assert [r["id"] for r in rows] == _ids(*kept)
+    rejects = pq.read_table(tmp_path / "rejects" / "data").to_pylist()
+    expected = {_ids(2)[0]: ("cut_off", "no_code"), _ids(3)[0]: ("cut_off", "no_code"), _ids(4)[0]: ("verify", "fail")}
+    if require_tests:
+        expected[_ids(5)[0]] = ("untested", untested)
+    assert {r["id"]: (r["rejected_by"], r["verify_status"]) for r in rejects} == expected
+    assert (counts["attempts"], counts["dropped_truncated"], counts["dropped"]) == (12, 1, 1)
+    assert counts["dropped_cut_off"] == 2 and counts["dropped_verify"] == 1
+    assert counts.get("dropped_untested", 0) == require_tests
+    verdicts = {"pass": 7, "fail": 1, "no_code": 2}
+    verdicts[untested] = verdicts.get(untested, 0) + 1
+    assert {k: v for k, v in counts.items() if k.startswith("verify_")} == {
+        f"verify_{k}": v for k, v in verdicts.items()
+    }
+    for row in rows:
+        five = row["id"] == _ids(5)[0]
+        assert row["verify_status"] == (untested if five else "pass") and "return a + b" in row["response"]
+        assert row["verify_tests"] == ("none" if five else "asserts") and row["response_finish_reason"] == "stop"
+        assert row["messages"][0]["role"] == "system" and row["messages"][1]["content"] == row["instruction"]
+
+
+@pytest.mark.parametrize(
+    ("faults", "kept", "dropped"),
+    [
+        (  # prose gives no pair; an answer cut off keeps its first pair, the one it finished
+            {"Photosynthesis is": "no_pairs", "Rosetta Stone is": "answer_cut"},
+            ["rosetta-stone.md#0-0", "tcp-handshake.txt#0-0", "tcp-handshake.txt#0-1"],
+            {"dropped_chunk_without_pairs": 1, "dropped_pair_truncated": 1},
+        ),
+        (  # a failed answer gives none, though it wrote a whole pair first; a repeated question is kept once
+            {"three-way handshake": "answer_failed", "Rosetta Stone is": "repeated_pair"},
+            ["photosynthesis.txt#0-0", "photosynthesis.txt#0-1", "rosetta-stone.md#0-0"],
+            {"dropped_chunk_error": 1, "dropped_chunk_without_pairs": 1, "dropped_pair_duplicate": 1},
+        ),
+    ],
+)
+def test_instruction_pretrain_on_the_double_keeps_only_whole_pairs(
+    tmp_path, monkeypatch, faults, kept, dropped
+) -> None:
+    rows, counts, llm = _on_double(tmp_path, monkeypatch, "instruction_pretrain.py", ["--corpus", CORPUS], faults)
+    assert sorted(r["id"] for r in rows) == kept
+    assert {k: v for k, v in counts.items() if k.startswith("dropped_")} == dropped
+    assert (counts["chunks"], counts["chunks_generated"], counts["pairs"]) == (3, 3, 3)
+    assert counts["dropped"] == 0  # no question repeats across documents: the exact dedup drops none
+    for row in rows:
+        assert row["id"].startswith(f"{row['source_id']}#{row['chunk']}-") and row["finish_reason"] != "error"
+        turns = [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["response"]}]
+        assert row["messages"] == turns and row["instruction"].startswith("Why does")

@@ -243,6 +243,12 @@ def _truncated(cfg: Mapping[str, Any], column: str) -> list[Rule]:
         reason = f"{column}_finish_reason"
         return pc.equal(batch[reason], "length") if reason in batch.column_names else None
 
+    def finish_error(batch: Batch) -> Mask | None:
+        # A failed request (finish reason `error`) may keep the words before the failure, which
+        # can read as a whole answer: it is never a training row.
+        reason = f"{column}_finish_reason"
+        return pc.equal(batch[reason], "error") if reason in batch.column_names else None
+
     def code_fence(batch: Batch) -> Mask | None:
         text = _text(batch, column)
         return None if text is None else pc.equal(pc.bit_wise_and(pc.count_substring(text, "```"), 1), 1)
@@ -254,7 +260,8 @@ def _truncated(cfg: Mapping[str, Any], column: str) -> list[Rule]:
         long_enough = pc.greater_equal(_words(text), cfg["min_words_for_punctuation"])
         return pc.and_(long_enough, pc.invert(pc.match_substring_regex(text, cfg["end_pattern"])))
 
-    rules = [("finish_reason", "finish_length", finish_length), ("code_fences", "code_fence", code_fence)]
+    rules = [("finish_reason", "finish_length", finish_length), ("finish_reason", "finish_error", finish_error)]
+    rules.append(("code_fences", "code_fence", code_fence))
     rules.append(("end_punctuation", "no_end_punctuation", no_end_punctuation))
     return [Rule(name, test) for key, name, test in rules if cfg.get(key, True)]
 

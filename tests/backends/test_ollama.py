@@ -43,6 +43,7 @@ def test_magpie_runs_end_to_end_through_ollama(ollama, tmp_path) -> None:
     rows = [r for b in read(tmp_path / "out") for r in b.to_pylist()]
     assert result["rows"] == len(rows) == 2
     assert all(r["instruction"] and r["response_finish_reason"] in ("stop", "length") for r in rows)
+    assert all(r["response"].strip() for r in rows), rows  # kept when cut off, never when empty
     card = (tmp_path / "out" / "README.md").read_text()
     assert '"backend": "ollama"' in card and "is an Ollama name:tag" in card
     paths = {path for path, _ in ollama.requests}
@@ -202,6 +203,8 @@ def test_cli_prints_the_backend_and_why(ollama, tmp_path, capsys, monkeypatch) -
     assert exit_.value.code == 0
     err = capsys.readouterr().err
     assert "backend ollama (asks:latest is an Ollama name:tag), model asks:latest, template llama3" in err
+    rows = [r for b in read(tmp_path / "o") for r in b.to_pylist()]
+    assert sorted(r["instruction"] for r in rows) == ["question 0?", "question 1?", "question 2?"]
     assert (
         json.loads((tmp_path / "o" / "README.md").read_text().split("```json")[1].split("```")[0])["concurrency"] == 3
     )

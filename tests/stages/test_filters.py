@@ -62,6 +62,9 @@ MANY_WORDS_A = "ok " * 6000 + "ok."  # 6,001 words (max 6,000) in 18,003 charact
         (_row("refuse", response="I'm sorry, but I can't help with that request."), "refusal"),
         (_row("as-ai", response="As an AI language model, I do not have opinions on that."), "refusal"),
         (_row("cut", response=ANSWER, response_finish_reason="length"), "finish_length"),
+        # a request that failed after a whole sentence: only its finish reason tells
+        (_row("failed", response=ANSWER, response_finish_reason="error"), "finish_error"),
+        (_row("done", response=ANSWER, response_finish_reason="stop"), None),
         (_row("fence", response="Here is the code:\n```python\nprint('hi')"), "code_fence"),
         (
             _row("no-end", response="Paris is the capital of France and it has been the capital for"),
