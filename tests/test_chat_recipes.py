@@ -73,14 +73,16 @@ def test_the_read_window_keeps_a_batching_backend_busy() -> None:
 
 def test_magpie_hands_the_backend_four_times_its_batch_size(tmp_path) -> None:
     llm = BatchingBackend([f"Q{i}?" for i in range(320)], batch_size=64)
-    recipes.magpie(llm, n=1000, out=tmp_path / "o", response=None, max_attempts=320)
+    recipes.magpie(llm, n=320, out=tmp_path / "o", response=None, max_attempts=320)  # every attempt a row
     assert [len(c) for c in llm.calls] == [64, 256]  # a quarter window first: rows within seconds
+    assert pq.read_table(tmp_path / "o/data")["instruction"].to_pylist() == [f"Q{i}?" for i in range(320)]
 
 
 def test_magpie_asks_for_no_more_than_a_few_times_the_rows_wanted(tmp_path) -> None:
     llm = BatchingBackend([f"Q{i}?" for i in range(256)], batch_size=64)
     recipes.magpie(llm, n=3, out=tmp_path / "o", response=None)
     assert [len(c) for c in llm.calls] == [4]  # not 256 instructions for three (a quarter of a 16 window)
+    assert pq.read_table(tmp_path / "o/data")["instruction"].to_pylist() == ["Q0?", "Q1?", "Q2?"]
 
 
 def test_respond_reads_four_times_the_backend_batch_size(tmp_path) -> None:
@@ -89,6 +91,7 @@ def test_respond_reads_four_times_the_backend_batch_size(tmp_path) -> None:
     llm = BatchingBackend(["a"] * 200, batch_size=32)
     recipes.respond(llm, src, out=tmp_path / "o")
     assert [len(c) for c in llm.calls] == [128, 72]
+    assert pq.read_table(tmp_path / "o/data")["response"].to_pylist() == ["a"] * 200
 
 
 def test_a_base_model_ends_its_answers_at_a_line_break_only_in_multi_turn_runs(tmp_path) -> None:
@@ -96,9 +99,12 @@ def test_a_base_model_ends_its_answers_at_a_line_break_only_in_multi_turn_runs(t
     base = BaseModel(["Q?", "A", "Q2?", "A2"])
     recipes.magpie(base, n=1, out=tmp_path / "two", turns=2, batch_size=1, response=answer)
     assert [("\n\n" in p.stop, "\n" in p.stop) for p in base.params] == [(True, False), (False, True)] * 2
+    (two,) = pq.read_table(tmp_path / "two/data").to_pylist()
+    assert [m["content"] for m in two["messages"]] == ["Q?", "A", "Q2?", "A2"]
     base = BaseModel(["Q?", "A"])
     recipes.magpie(base, n=1, out=tmp_path / "one", batch_size=1, response=answer)
     assert [("\n\n" in p.stop, "\n" in p.stop) for p in base.params] == [(True, False), (False, False)]
+    assert pq.read_table(tmp_path / "one/data")["response"].to_pylist() == ["A"]
 
 
 def test_respond_refuses_bad_input_before_the_output_is_claimed(tmp_path) -> None:

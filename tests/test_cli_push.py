@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -131,6 +132,7 @@ def test_vllm_options_reach_load_backend(tmp_path, monkeypatch) -> None:
     argv = ["magpie", "--model", "org/m", "--backend", "vllm", *flags, "--n", "1", "--max-attempts", "1"]
     result = CliRunner().invoke(cli.app, [*argv, "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "o" / "data")["response"].to_pylist() == ["A."]
     assert seen[0]["model"] == "org/m" and seen[0]["backend"] == "vllm"
     assert (seen[0]["tensor_parallel_size"], seen[0]["gpu_memory_utilization"], seen[0]["max_model_len"]) == (
         2,
@@ -147,6 +149,7 @@ def test_vllm_options_unset_leave_other_backends_alone(tmp_path, monkeypatch) ->
     monkeypatch.setattr(cli._shared, "load_backend", load)
     result = CliRunner().invoke(cli.app, ["magpie", "--n", "1", "--max-attempts", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "o" / "data")["response"].to_pylist() == ["A."]
     assert seen[0]["tensor_parallel_size"] is None and seen[0]["max_model_len"] is None  # load_backend drops None
 
 

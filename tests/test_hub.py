@@ -2,6 +2,7 @@ import socket
 import sys
 import types
 
+import pyarrow.parquet as pq
 import pytest
 
 from synth import hub
@@ -90,6 +91,7 @@ def test_push_to_hub_option_uploads_after_the_run(tmp_path, api, monkeypatch) ->
     assert result.exit_code == 0, result.output
     assert [c[0] for c in api.calls] == ["init", "create_repo", "upload_folder"]
     assert api.calls[2][1]["folder_path"] == str(tmp_path / "o")
+    assert pq.read_table(tmp_path / "o" / "data")["instruction"].to_pylist() == ["Q?"]  # the row it uploaded
 
 
 SECRET = "hf_NotARealTokenButShapedLikeOne123"
@@ -200,7 +202,7 @@ def test_push_to_hub_failing_after_a_run_keeps_the_data_and_says_how_to_retry(
     assert run_main(argv, monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("synth: error: the Hub refused the upload to me/set") and "Traceback" not in "".join(err)
-    assert list((out / "data").glob("*.parquet")) and (out / "README.md").is_file()
+    assert pq.read_table(out / "data").num_rows == 1 and (out / "README.md").is_file()
 
 
 def test_check_repo_accepts_hub_ids_and_refuses_the_rest(monkeypatch) -> None:

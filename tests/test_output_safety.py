@@ -232,5 +232,6 @@ def test_resume_and_overwrite_leave_the_users_own_files_in_data_alone(tmp_path, 
     (out / "data" / ".mine.tmp").write_bytes(b"mine too")
     assert run_main([*argv, "--resume"], monkeypatch) == 0
     assert run_main([*argv, "--overwrite"], monkeypatch) == 0
+    assert pq.read_table(out / "data" / "train-00000.parquet").num_rows == 4  # the run's own rows, all of them
     assert (out / "data" / "mine.parquet").read_bytes() == b"my own bytes"
     assert (out / "data" / ".mine.tmp").read_bytes() == b"mine too"

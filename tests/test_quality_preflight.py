@@ -2,6 +2,7 @@
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
 from synth import recipes
@@ -23,7 +24,8 @@ def test_judge_with_a_missing_input_column_makes_no_output_and_asks_nothing(tmp_
     assert not (tmp_path / "o").exists() and llm.calls == []
     reply = json.dumps({"explanation": "Clear.", "input_quality": "good"})
     recipes.judge([ScriptedBackend(replies=[reply])], source, out=tmp_path / "o", inputs={"instruction": "prompt"})
-    assert (tmp_path / "o/data").is_dir()
+    (row,) = pq.read_table(tmp_path / "o/data").to_pylist()
+    assert (row["id"], row["input_quality"], row["judge_status"]) == ("a", "good", "ok")
 
 
 def test_prefs_with_a_missing_column_makes_no_output(tmp_path, source) -> None:
@@ -38,4 +40,4 @@ def test_filter_with_a_bad_where_makes_no_output_or_rejects(tmp_path, source) ->
         recipes.filter_rows(source, out=tmp_path / "o", where=["score > 3"], rejects=tmp_path / "r")
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
     recipes.filter_rows(source, out=tmp_path / "o", where=["prompt != x"], rejects=tmp_path / "r")
-    assert (tmp_path / "o/data").is_dir()
+    assert pq.read_table(tmp_path / "o/data")["id"].to_pylist() == ["a"]

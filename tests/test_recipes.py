@@ -29,6 +29,8 @@ def test_response_model_answers_and_is_recorded(tmp_path) -> None:
     answerer = ScriptedBackend(replies=["A!"], model="answerer")
     recipes.magpie(asker, n=1, out=tmp_path / "o", response_backend=answerer, batch_size=1)
     assert answerer.calls == [[[{"role": "user", "content": "Q?"}]]]
+    (row,) = pq.read_table(tmp_path / "o/data").to_pylist()
+    assert (row["instruction"], row["response"]) == ("Q?", "A!")
     card = (tmp_path / "o/README.md").read_text()
     prov = json.loads(card[card.index("```json") + 7 : card.rindex("```")])
     assert prov["model"] == "asker" and prov["response_model"]["model"] == "answerer"
