@@ -114,7 +114,16 @@ class _Line:
                 parts.append(f"yield {rows / self.stats['attempts']:.0%}")
             if self.bar.total and rows:
                 parts.append(f"ETA {_clock((self.bar.total - self.bar.n) * seconds / rows)}")
+            waiting = _server_waiting()
+            if waiting:
+                parts.append(waiting)
             self.bar.set_postfix_str(", ".join(parts), refresh=True)
+
+
+def _server_waiting() -> str | None:
+    """What a server backend waits for ("server unreachable, retry 3 in 8 s"); only where one is loaded."""
+    resilience = sys.modules.get("synth.backends._resilience")
+    return resilience.waiting() if resilience is not None else None
 
 
 def row_finished(rows: int = 1) -> None:

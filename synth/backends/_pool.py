@@ -1,8 +1,11 @@
 """Concurrent requests with retries, shared by the server backends (Ollama, OpenAI-compatible).
 
 Servers have no batch endpoint worth relying on, so throughput comes from keeping K requests
-in flight. A row that still fails after its retries becomes an `error` completion with the
-reason kept; only faults no retry can fix (no server, no such model) stop the run.
+in flight, K fixed or found as the run goes (`Concurrency`). A server that answered once and
+then goes away (a restart, an out-of-memory kill) is waited for, up to `server_wait` seconds,
+and so is one that sheds load (429, 503, with its `Retry-After` honoured); a row that still
+fails becomes an `error` completion with the reason kept, one per item, never a duplicate.
+Only a server that never answered, or that stays away past `server_wait`, stops the run.
 
 The worker threads are daemons: after Ctrl-C a request may still wait up to its timeout
 (minutes, on a busy server), and Python's exit would otherwise wait for it. The stdlib's
@@ -20,7 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from synth.backends import Completion
+from synth.backends import Completion, Prompt, Sampling
+from synth.backends._resilience import Bucket, Concurrency, Link
 from synth.core import SynthError
 
 T = TypeVar("T")
@@ -28,16 +32,21 @@ R = TypeVar("R")
 
 
 class Retryable(Exception):
-    """A fault worth another try (timeout, 5xx, 429, dropped connection).
+    """A fault worth another try, of a `kind` (see `synth.backends._resilience`): `unreachable`,
+    `busy` (with the server's `retry_after`, if it said), `dropped`, `timeout` or `error`.
 
-    `final` is raised instead of failing the row once the attempts run out: a server that
-    stays unreachable fails every row, so the run should stop and say why.
+    `final` is what stops the run when the server was never reached at all (nothing listens
+    where the user pointed): that is a wrong address or a server not started, not an outage.
     """
 
-    def __init__(self, reason: str, final: SynthError | None = None) -> None:
+    def __init__(
+        self, reason: str, final: SynthError | None = None, kind: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.final = final
+        self.kind = kind or ("unreachable" if final is not None else "error")
+        self.retry_after = retry_after
 
 
 class Failed(Exception):
@@ -111,51 +120,154 @@ class _Workers:
 
 @dataclass
 class Pool(Generic[T]):
-    """Sends requests through `send` with `concurrency` in flight; results keep input order."""
+    """Sends requests through `send`, `concurrency` in flight (None: adaptive); results keep input order.
+
+    `server_wait`: seconds to wait for a server that answered before and then went away or kept
+    answering 429/502/503/504, before a row fails (or, for one gone, the run stops short).
+    `rpm`, `tpm`: client-side limits on requests and on tokens a minute; `cost(item)` estimates
+    a request's tokens before it goes (the answer's own count settles it after).
+    """
 
     send: Callable[[int, T], Completion]
-    concurrency: int = 4
+    concurrency: int | None = 4
     retry: Retry = field(default_factory=Retry)
+    server_wait: float = 600.0
+    rpm: float | None = None
+    tpm: float | None = None
+    cost: Callable[[T], int] | None = None
+    where: str = "the server"
+    link: Link = field(init=False, repr=False)
+    record: dict[str, Any] = field(default_factory=dict, repr=False)  # live: what the card says of the requests
+    _slots: Concurrency = field(init=False, repr=False)
+    _buckets: tuple[Bucket | None, Bucket | None] = field(init=False, repr=False)
     _executor: _Workers | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
+        if self.concurrency is not None and self.concurrency < 1:
             raise SynthError(f"concurrency must be at least 1, got {self.concurrency}; pass --concurrency 1 or more")
         if self.retry.attempts < 1:
             raise SynthError(f"retry attempts must be at least 1, got {self.retry.attempts}")
+        if self.server_wait < 0:
+            raise SynthError(f"--server-wait must be 0 or more seconds, got {self.server_wait}")
+        self.link = Link(self.where, self.server_wait, self.retry.base_delay)
+        self._slots = Concurrency(self.concurrency)
+        self._buckets = (Bucket(self.rpm) if self.rpm else None, Bucket(self.tpm) if self.tpm else None)
 
     def map(self, items: Sequence[T]) -> list[Completion]:
         """One completion per item, in order. Item i is passed to `send` with its index i."""
         if self.concurrency == 1 or len(items) <= 1:
-            return [self._with_retries(i, item) for i, item in enumerate(items)]
+            out = [self._with_retries(i, item) for i, item in enumerate(items)]
+            self._note()
+            return out
         with self._lock:
             if self._executor is None:
-                self._executor = _Workers(self.concurrency, "synth-request")
+                self._executor = _Workers(self._slots.threads, "synth-request")
             executor = self._executor
         futures = [executor.submit(self._with_retries, i, item) for i, item in enumerate(items)]
         try:
             return [f.result() for f in futures]
-        except BaseException as exc:
+        except BaseException:
             for f in futures:  # a fatal fault or Ctrl-C: drop what has not started yet
                 f.cancel()
-            if isinstance(exc, KeyboardInterrupt):
-                self.close()  # requests in flight finish (or time out) on their own; nobody waits for them
+            self.close()  # requests in flight finish (or time out) on their own; nobody waits for them
             raise
+        finally:
+            self._note()
 
-    def _with_retries(self, index: int, item: T) -> Completion:
-        for attempt in range(self.retry.attempts):
+    def call(self, fn: Callable[[], R], what: str) -> R:
+        """`fn()` for a request outside any row (counting tokens), waiting for the server as rows do;
+        a failure stops the run."""
+        out = self._with_retries(0, None, lambda _i, _x: fn(), measure=False)  # type: ignore[arg-type]
+        if isinstance(out, Completion) and out.finish_reason == "error" and out.error is not None:
+            raise SynthError(f"{what} failed: {out.error}")
+        return out  # type: ignore[return-value]
+
+    def _with_retries(
+        self, index: int, item: T, send: Callable[[int, T], Any] | None = None, measure: bool = True
+    ) -> Any:
+        self.link.using(1)
+        try:
+            return self._tries(index, item, send or self.send, measure)
+        finally:
+            self.link.using(-1)
+
+    def _tries(self, index: int, item: T, send: Callable[[int, T], Any], measure: bool) -> Any:
+        link, slots, retry = self.link, self._slots, self.retry
+        tries, faults, busy_since = 0, 0, None
+        while True:
+            slots.acquire()
             try:
-                return self.send(index, item)
+                reserved = self._pace(item)
+                link.wait()  # an outage's next probe, a Retry-After: no request before
+                started = time.monotonic()
+                out = send(index, item)
             except Failed as exc:
+                link.heard()
+                self._settle(reserved, None)
+                slots.release(time.monotonic() - started, 0, None if measure else "call")
                 return Completion("", "error", error=str(exc))
             except Retryable as exc:
-                last = exc
-                if attempt + 1 < self.retry.attempts:
-                    time.sleep(self.retry.delay(attempt))
-        if last.final is not None:
-            raise last.final
-        return Completion("", "error", error=f"{last.reason} (gave up after {self.retry.attempts} attempts)")
+                fault = exc
+                self._settle(reserved, None)
+                slots.release(time.monotonic() - started, 0, fault.kind)
+            except BaseException:  # Ctrl-C, or a fault no retry fixes: the slot is free, the call ends
+                slots.release(0.0, 0, "call")
+                raise
+            else:
+                link.ok()
+                self._settle(reserved, out)
+                tokens = getattr(out, "completion_tokens", 0)
+                slots.release(time.monotonic() - started, tokens, None if measure else "call")
+                return out
+            link.fault(fault.kind, fault.reason, fault.retry_after)
+            if fault.kind == "unreachable":
+                if not link.answered and fault.final is not None:
+                    raise fault.final  # never reached: a wrong address or a server not started
+                if link.down_for() >= self.server_wait:
+                    raise link.gone()
+                delay = 0.0  # the link schedules the probes
+            else:
+                if fault.kind == "busy":
+                    busy_since = busy_since or time.monotonic()
+                # a busy server is waited for up to --server-wait before its refusals count
+                if fault.kind != "busy" or time.monotonic() - busy_since >= self.server_wait:
+                    tries += 1
+                if tries >= retry.attempts:
+                    return Completion("", "error", error=f"{fault.reason} (gave up after {faults + 1} attempts)")
+                delay = 0.0 if fault.retry_after is not None else retry.delay(min(faults, 8))
+                faults += 1
+            link.wait(delay)
+
+    def _pace(self, item: T) -> int:
+        """Wait for the --rpm and --tpm buckets; the tokens reserved."""
+        requests, tokens = self._buckets
+        wait, reserved = 0.0, 0
+        if requests is not None:
+            wait = requests.reserve(1)
+        if tokens is not None:
+            reserved = self.cost(item) if self.cost is not None and item is not None else 1
+            wait = max(wait, tokens.reserve(reserved))
+        if wait > 0:
+            time.sleep(wait)
+        return reserved
+
+    def _settle(self, reserved: int, out: Any) -> None:
+        tokens = self._buckets[1]
+        if tokens is None or not reserved:
+            return
+        used = 0
+        if isinstance(out, Completion) and (out.prompt_tokens or out.completion_tokens):
+            used = out.prompt_tokens + out.completion_tokens
+        elif out is not None:
+            used = reserved  # no count came back: keep the estimate
+        tokens.refund(reserved - used)
+
+    def _note(self) -> None:
+        """Bring the live record the card shows up to date."""
+        self.record.update(self.link.record())
+        if self._slots.auto:
+            self.record["settled_concurrency"] = self._slots.settled()
 
     def close(self) -> None:
         """Stop the workers without waiting; the next `map` starts new ones."""
@@ -163,6 +275,13 @@ class Pool(Generic[T]):
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown()
+
+
+def estimate_tokens(item: tuple[Prompt, Sampling]) -> int:
+    """Tokens a request may use, for --tpm before it goes: about 4 characters a token, plus max_tokens."""
+    prompt, params = item
+    chars = len(prompt) if isinstance(prompt, str) else sum(len(m.get("content") or "") for m in prompt)
+    return chars // 4 + 1 + params.max_tokens
 
 
 def strip_bos(prompt: str, bos_token: str) -> str:

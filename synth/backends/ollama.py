@@ -11,15 +11,18 @@ what the model saw in training, as the model's own Jinja template gives it under
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
 from synth.backends import Completion, Prompt, Sampling
-from synth.backends._pool import Failed, Pool, Retry, Retryable, strip_bos
+from synth.backends._pool import Failed, Pool, Retry, Retryable, estimate_tokens, strip_bos
+from synth.backends._resilience import BUSY_STATUSES, parse_concurrency, retry_after
 from synth.core import SynthError
 from synth.templates import MARKER, ChatTemplate, builtin, family_from_name, family_from_text, resolve
 
@@ -34,10 +37,13 @@ class OllamaOptions:
     """Options of the Ollama backend."""
 
     host: str | None = None  # default: $OLLAMA_HOST, else DEFAULT_HOST
-    concurrency: int = 4
+    concurrency: int | str = "auto"  # requests in flight: a number, or auto (adapts to the server)
     timeout: float = 600.0  # seconds per request; a long generation on a busy server is slow
     attempts: int = 4  # per request, timeouts and 5xx retried with backoff
     retry_delay: float = 0.5  # seconds, doubled per attempt, with jitter
+    server_wait: float = 600.0  # seconds to wait for a server that went away or sheds load; 0: fail fast
+    rpm: float | None = None  # client-side limit on requests a minute
+    tpm: float | None = None  # client-side limit on prompt + completion tokens a minute
     num_ctx: int | None = None  # the server's default context is often 2048-4096 tokens
     verbose: bool = False
 
@@ -62,7 +68,10 @@ class OllamaBackend:
         self.model = model
         self.host = (self.options.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).rstrip("/")
         self._ollama, self._httpx = ollama, httpx
-        self.client = ollama.Client(host=self.host, timeout=self.options.timeout)
+        # The client's errors drop the headers, so each thread keeps its last answer's (Retry-After).
+        self._seen = threading.local()
+        hooks = {"response": [self._saw]}
+        self.client = ollama.Client(host=self.host, timeout=self.options.timeout, event_hooks=hooks)
         show = self._call(lambda: self.client.show(model))
         self.go_template = show.template or ""
         self.family_hint = (show.details.family if show.details else None) or ""
@@ -78,7 +87,17 @@ class OllamaBackend:
         self._retry = Retry(self.options.attempts, self.options.retry_delay)
         # A template that is only `{{ .Prompt }}` marks a base model, which never closes a turn.
         self.chat_tuned = family_from_text(self.go_template) is not None
-        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(self._send, self.options.concurrency, self._retry)
+        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
+            self._send,
+            parse_concurrency(self.options.concurrency),
+            self._retry,
+            server_wait=self.options.server_wait,
+            rpm=self.options.rpm,
+            tpm=self.options.tpm,
+            cost=estimate_tokens,
+            where=self.host,
+        )
+        self.pool.link.heard()  # /api/show answered: the server is there, and is waited for if it goes
 
     def _template(self, override: str | None) -> ChatTemplate:
         if override:
@@ -102,7 +121,8 @@ class OllamaBackend:
             "template": self.template.family,
             "chat_tuned": self.chat_tuned,
             "default_system_prompt": self.default_system or None,
-            "concurrency": self.options.concurrency,
+            "concurrency": self.pool.concurrency or "auto",
+            "server_requests": self.pool.record,  # live: retries, outages waited through, settled concurrency
             "num_ctx": self.num_ctx,
             "context_length": self.context_length,
         }
@@ -120,7 +140,7 @@ class OllamaBackend:
         if self.num_ctx:
             options["num_ctx"] = self.num_ctx
         call = partial(self.client.generate, self.model, text, raw=True, options=options)
-        reply = self._retry.call(lambda: self._call(call, retry=True), "counting tokens on Ollama")
+        reply = self.pool.call(lambda: self._call(call, retry=True), "counting tokens on Ollama")
         if reply.prompt_eval_count is None:
             raise NotImplementedError(f"the Ollama server at {self.host} reports no prompt_eval_count")
         return reply.prompt_eval_count
@@ -177,11 +197,15 @@ class OllamaBackend:
             options["num_ctx"] = self.num_ctx
         return options
 
+    def _saw(self, response: Any) -> None:
+        self._seen.headers = response.headers
+
     def _call(self, fn: Callable[[], Any], retry: bool = False) -> Any:
         """Run one client call, turning its faults into messages that say what to do."""
+        self._seen.headers = None
         try:
             return fn()
-        except ConnectionError:
+        except (ConnectionError, self._httpx.ConnectTimeout):  # the client's name for httpx.ConnectError
             down = SynthError(
                 f"no Ollama server answers at {self.host}; start one with `ollama serve` "
                 "(or point OLLAMA_HOST / --base-url at a running one)"
@@ -192,18 +216,23 @@ class OllamaBackend:
         except self._httpx.TimeoutException:
             if not retry:
                 raise SynthError(f"the Ollama server at {self.host} did not answer in time") from None
-            raise Retryable(f"timed out after {self.options.timeout:.0f}s") from None
-        except self._httpx.TransportError as exc:
+            raise Retryable(f"timed out after {self.options.timeout:.0f}s", kind="timeout") from None
+        except (self._httpx.TransportError, json.JSONDecodeError) as exc:  # a reset, a body cut short
             if not retry:
                 raise SynthError(f"the Ollama server at {self.host} dropped the connection ({exc})") from None
-            raise Retryable(f"connection error: {exc}") from None
+            raise Retryable(f"the connection dropped mid-answer ({type(exc).__name__})", kind="dropped") from None
         except self._ollama.ResponseError as exc:
             if exc.status_code == 404 and "not found" in str(exc.error).lower():
                 raise SynthError(
                     f"the Ollama server at {self.host} has no model {self.model!r}; run `ollama pull {self.model}`"
                 ) from None
             if retry and (exc.status_code >= 500 or exc.status_code == 429):
-                raise Retryable(f"Ollama answered {exc.status_code}: {exc.error}") from None
+                busy = exc.status_code in BUSY_STATUSES
+                raise Retryable(
+                    f"Ollama answered {exc.status_code}: {exc.error}",
+                    kind="busy" if busy else "error",
+                    retry_after=retry_after(self._seen.headers, cap=max(self.options.server_wait, 60)),
+                ) from None
             if retry:
                 raise Failed(f"Ollama answered {exc.status_code}: {exc.error}") from None
             raise SynthError(f"the Ollama server at {self.host} answered {exc.status_code}: {exc.error}") from None

@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from synth.backends import Completion, Prompt, Sampling
-from synth.backends._pool import Failed, Pool, Retry, Retryable, strip_bos
+from synth.backends._pool import Failed, Pool, Retry, Retryable, estimate_tokens, strip_bos
+from synth.backends._resilience import BUSY_STATUSES, parse_concurrency, retry_after
 from synth.core import SynthError
 from synth.templates import ChatTemplate, family_from_name, resolve
 
@@ -32,10 +33,13 @@ class OpenAIOptions:
 
     base_url: str = ""
     api_key_env: str | None = None  # the name of an environment variable, never the key itself
-    concurrency: int = 4
+    concurrency: int | str = "auto"  # requests in flight: a number, or auto (adapts to the server)
     timeout: float = 600.0
     attempts: int = 4  # per request, timeouts and 5xx retried with backoff
     retry_delay: float = 0.5  # seconds, doubled per attempt, with jitter
+    server_wait: float = 600.0  # seconds to wait for a server that went away or sheds load; 0: fail fast
+    rpm: float | None = None  # client-side limit on requests a minute
+    tpm: float | None = None  # client-side limit on prompt + completion tokens a minute
     verbose: bool = False
 
 
@@ -68,7 +72,18 @@ class OpenAIBackend:
         # A --template given is checked now, a wrong one fails before any request.
         self._template: ChatTemplate | None = resolve(template) if template else None
         self._retry = Retry(self.options.attempts, self.options.retry_delay)
-        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(self._send, self.options.concurrency, self._retry)
+        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
+            self._send,
+            parse_concurrency(self.options.concurrency),
+            self._retry,
+            server_wait=self.options.server_wait,
+            rpm=self.options.rpm,
+            tpm=self.options.tpm,
+            cost=estimate_tokens,
+            where=self.base_url,
+        )
+        if not model:  # /v1/models answered: the server is there, and is waited for if it goes
+            self.pool.link.heard()
         self._tokenizer: int | None = None  # index into _TOKENIZE once probed; -1: the server has none
         self._max_model_len: int | None = None
         self._http: Any = None
@@ -126,7 +141,8 @@ class OpenAIBackend:
             "base_url": self.base_url,
             "template": self.template_family,
             "chat_tuned": self.chat_tuned,
-            "concurrency": self.options.concurrency,
+            "concurrency": self.pool.concurrency or "auto",
+            "server_requests": self.pool.record,  # live: retries, outages waited through, settled concurrency
         }
 
     def count_tokens(self, text: str) -> int:
@@ -143,7 +159,7 @@ class OpenAIBackend:
             paths = ", ".join(dict.fromkeys(f"/{path}" for path, _ in _TOKENIZE))
             raise NotImplementedError(f"the server at {self.root} answers none of {paths}")
         path, body = _TOKENIZE[self._tokenizer]
-        return self._retry.call(lambda: self._count(path, body(self.model, text)), f"counting tokens at {self.root}")
+        return self.pool.call(lambda: self._count(path, body(self.model, text)), f"counting tokens at {self.root}")
 
     def context_size(self) -> int | None:
         """Tokens of context per request, where the server tells: vLLM's /v1/models and /tokenize
@@ -155,7 +171,7 @@ class OpenAIBackend:
         for path, keys in (("props", ("n_ctx", "default_generation_settings.n_ctx")), ("info", ("max_total_tokens",))):
             if self._max_model_len is not None:
                 break
-            _, found = self._root("GET", path)
+            _, found = self.pool.call(partial(self._root, "GET", path), f"asking {self.root} for its context size")
             self._max_model_len = next(filter(None, (_int(_dig(found, k)) for k in keys)), None)
         return self._max_model_len
 
@@ -164,7 +180,7 @@ class OpenAIBackend:
         non-empty text means a server that ignored the body (llama-server, sent vLLM's)."""
         for i, (path, body) in enumerate(_TOKENIZE):
             request = partial(self._root, "POST", path, body(self.model, text))
-            status, found = self._retry.call(request, f"asking {self.root} to count tokens")
+            status, found = self.pool.call(request, f"asking {self.root} to count tokens")
             if status == 200 and _token_count(found):
                 self._max_model_len = self._max_model_len or _int(_dig(found, "max_model_len"))
                 return i
@@ -173,7 +189,7 @@ class OpenAIBackend:
     def _count(self, path: str, body: dict[str, Any]) -> int:
         status, found = self._root("POST", path, body)
         if status >= 500 or status == 429:
-            raise Retryable(f"/{path} answered {status}")
+            raise Retryable(f"/{path} answered {status}", kind="busy" if status in BUSY_STATUSES else "error")
         count = _token_count(found)
         if status == 200 and count is None:  # it counted before: a server that stopped reporting counts
             raise NotImplementedError(f"/{path} answered without a token count")
@@ -190,10 +206,13 @@ class OpenAIBackend:
             self._http = httpx.Client(timeout=self.options.timeout, headers=headers)
         try:
             reply = self._http.request(method, f"{self.root}/{path}", json=body)
+        except httpx.ConnectError:
+            down = SynthError(f"no server answers at {self.root}; start it or fix --base-url")
+            raise Retryable(f"no answer from {self.root}", final=down) from None
         except httpx.TimeoutException:
-            raise Retryable(f"timed out after {self.options.timeout:.0f}s") from None
-        except httpx.TransportError:
-            raise SynthError(f"no server answers at {self.root}; start it or fix --base-url") from None
+            raise Retryable(f"timed out after {self.options.timeout:.0f}s", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise Retryable(f"the connection dropped ({type(exc).__name__})", kind="dropped") from None
         try:
             return reply.status_code, reply.json()
         except ValueError:  # not JSON: a web UI's page under that path, say
@@ -256,18 +275,28 @@ class OpenAIBackend:
         openai = self._openai
         try:
             return fn()
-        except openai.APITimeoutError:  # before APIConnectionError, its base class
-            if not retry:
-                raise SynthError(f"the server at {self.base_url} did not answer in time") from None
-            raise Retryable(f"timed out after {self.options.timeout:.0f}s") from None
-        except openai.APIConnectionError:
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:  # the timeout is a connection error too
             down = SynthError(
                 f"no server answers at {self.base_url}; start your OpenAI-compatible server "
                 "(e.g. `vllm serve MODEL` or `python -m llama_cpp.server --model FILE.gguf`) or fix --base-url"
             )
+            cause = exc.__cause__
+            # the request never left; by name, as the client's HTTP library varies (httpx, httpx2)
+            unreachable = any(c.__name__ in ("ConnectError", "ConnectTimeout") for c in type(cause).__mro__)
             if not retry:
-                raise down from None
-            raise Retryable(f"no answer from {self.base_url}", final=down) from None
+                if unreachable or not isinstance(exc, openai.APITimeoutError):
+                    raise down from None
+                raise SynthError(f"the server at {self.base_url} did not answer in time") from None
+            if unreachable:
+                raise Retryable(f"no answer from {self.base_url}", final=down) from None
+            if isinstance(exc, openai.APITimeoutError):
+                raise Retryable(f"timed out after {self.options.timeout:.0f}s", kind="timeout") from None
+            # reset, or the body cut short: the server may have seen the request, so this try counts
+            raise Retryable(f"the connection dropped mid-answer ({type(cause).__name__})", kind="dropped") from None
+        except openai.APIResponseValidationError as exc:  # a 200 whose body is not the JSON it should be
+            if not retry:
+                raise SynthError(f"the server at {self.base_url} answered with a malformed body") from None
+            raise Retryable(f"the answer came back malformed ({exc.message})", kind="dropped") from None
         except openai.AuthenticationError as exc:
             raise SynthError(
                 f"the server at {self.base_url} refused the API key ({exc.status_code}); "
@@ -281,7 +310,12 @@ class OpenAIBackend:
             ) from None
         except openai.APIStatusError as exc:
             if retry and (exc.status_code >= 500 or exc.status_code == 429):
-                raise Retryable(f"server answered {exc.status_code}: {self._scrub(exc.message)}") from None
+                busy = exc.status_code in BUSY_STATUSES
+                raise Retryable(
+                    f"server answered {exc.status_code}: {self._scrub(exc.message)}",
+                    kind="busy" if busy else "error",
+                    retry_after=retry_after(exc.response.headers, cap=max(self.options.server_wait, 60)),
+                ) from None
             if retry:
                 raise Failed(f"server answered {exc.status_code}: {self._scrub(exc.message)}") from None
             message = self._scrub(exc.message)

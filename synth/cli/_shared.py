@@ -51,8 +51,27 @@ ApiKeyEnvOpt = Annotated[
     typer.Option(help="Name of the environment variable holding the server's API key (never the key itself)."),
 ]
 ConcurrencyOpt = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option(min=1, help="Requests in flight to a server backend. Default 4."),
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        metavar="auto|N",
+        help="Requests in flight to a server backend: a number, or auto (adapts to the server's pace). Default auto.",
+    ),
+]
+ServerWaitOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        min=0.0,
+        help="Seconds to wait for a server that answered before and went away (or sheds load with 429/503) "
+        "before the run stops short (exit 3; go on with --resume). 0 fails fast. Default 600.",
+    ),
+]
+RpmOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.001, help="A server backend's requests a minute, at most (a hosted API's limit)."),
+]
+TpmOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.001, help="A server backend's prompt + completion tokens a minute, at most."),
 ]
 TensorParallelOpt = Annotated[
     Optional[int],  # noqa: UP045
@@ -158,6 +177,9 @@ class Server:
     base_url: BaseUrlOpt = None
     api_key_env: ApiKeyEnvOpt = None
     concurrency: ConcurrencyOpt = None
+    server_wait: ServerWaitOpt = None
+    rpm: RpmOpt = None
+    tpm: TpmOpt = None
     tensor_parallel_size: TensorParallelOpt = None
     gpu_memory_utilization: GpuMemoryOpt = None
     max_model_len: MaxModelLenOpt = None

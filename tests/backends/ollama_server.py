@@ -227,3 +227,29 @@ def on_loopback(state: Any, handler: type, path: str = "") -> Iterator[Any]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+CHATML_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+)
+
+
+def main() -> None:
+    """`python -m tests.backends.ollama_server --port P`: the embedded SmolLM2-135M-Instruct as
+    `smollm2:135m` in a process of its own, for tests that kill the server and start it again."""
+    import argparse
+
+    from synth.backends.llamacpp import LlamaCppBackend
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    model = LlamaCppBackend(n_ctx=1024, n_threads=args.threads)
+    models = {"smollm2:135m": Model(embedded_responder(model), template=CHATML_TEMPLATE)}
+    server = _Server(("127.0.0.1", args.port), type("Handler", (_Handler,), {"state": FakeOllama(models)}))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
