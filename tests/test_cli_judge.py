@@ -94,3 +94,43 @@ def test_filter_where_on_a_missing_column_fails_before_the_output_is_made(tmp_pa
     fixed = synth(*args, "input_quality >= good")  # the same command, corrected: no --overwrite needed
     assert fixed.returncode == 0, fixed.stderr
     assert pq.read_table(out / "data").column("id").to_pylist() == ["a"]
+
+
+def test_judge_then_filter_on_a_faulty_judge_drops_exactly_the_poor_and_unjudged_rows(tmp_path, monkeypatch) -> None:
+    # The double rates the capital question "very poor" and answers the string question in prose (twice):
+    # `synth filter --where` must drop those two, name the rule, and keep the one judged "excellent".
+    import sys
+
+    from synth import cli
+    from synth.io import read_provenance
+    from tests.doubles import FormatBackend
+
+    llm = FormatBackend(faults={"capital of France": "poor", "reverses a string": "judge_failed"})
+    monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: llm)
+
+    def run(*argv) -> int:
+        monkeypatch.setattr(sys, "argv", ["synth", *map(str, argv)])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        return 0
+
+    judged, kept, rejects = tmp_path / "judged", tmp_path / "kept", tmp_path / "rej"
+    assert run("judge", _source(tmp_path, QUESTIONS), "--out", judged, "--rubric", "quality") == 0
+    rows = pq.read_table(judged / "data").to_pylist()
+    assert [(r["id"], r["input_quality"], r["quality_status"]) for r in rows] == [
+        ("a", "very poor", "ok"),
+        ("b", None, "parse_error"),
+        ("c", "excellent", "ok"),
+    ]
+    assert rows[1]["quality_raw"] == "I would rate this one as fine overall."  # the raw answer is kept
+    assert len(llm.calls) == 2 and len(llm.calls[1]) == 1  # the batch, then one retry of the failed row
+    counts = read_provenance(judged)["counts"]
+    assert (counts["quality_ok"], counts["quality_parse_error"]) == (2, 1)
+    where = "input_quality >= average"
+    assert run("filter", judged / "data", "--out", kept, "--where", where, "--rejects", rejects) == 0
+    assert pq.read_table(kept / "data").column("id").to_pylist() == ["c"]
+    dropped = pq.read_table(rejects / "data").to_pylist()
+    assert {(r["id"], r["rejected_by"]) for r in dropped} == {("a", where), ("b", where)}
+    assert read_provenance(kept)["counts"][f"dropped_{where}"] == 2
