@@ -138,16 +138,20 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
 
 
-def summary(rows: int, path: Any, seconds: float, counts: Mapping[str, int], tokens: int = 0) -> str:
-    """One paragraph: rows, tokens, drops by reason, wall time, where the data is."""
+def summary(
+    rows: int, path: Any, seconds: float, counts: Mapping[str, int], tokens: int = 0, ending: str | None = None
+) -> str:
+    """One paragraph: rows, tokens, drops by reason, wall time, where the data is; then `ending`
+    as the last line, where the run stopped short ("stopped short: 3 of 4 rows.")."""
     drops = {k.removeprefix("dropped_"): v for k, v in counts.items() if k.startswith("dropped_") and v}
     dropped = ", ".join(f"{v} {k}" for k, v in sorted(drops.items())) or "none"
     attempts = counts.get("attempts")
     tried = f" from {attempts} attempts ({rows / attempts:.0%} yield)" if attempts else ""
-    return (
+    text = (
         f"Wrote {rows} rows{tried} to {path} in {seconds:.1f}s; "
         f"{tokens} tokens generated ({tokens / max(seconds, 1e-9):.0f} tok/s); dropped: {dropped}."
     )
+    return f"{text}\n{ending}" if ending else text
 
 
 def dedup_summary(counts: Mapping[str, int], notes: Mapping[str, Any], out: Any, rejects: Any, seconds: float) -> str:

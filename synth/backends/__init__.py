@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Union
 
-from synth.core import SynthError
+from synth.core import StoppedShort, SynthError
 from synth.templates import ChatTemplate
 
 Message = Mapping[str, str]
@@ -89,7 +89,8 @@ class Metered:
 
     Failed rows are dropped downstream, so a few are tolerated; once more than `max_error_rate`
     of the requests (after `min_requests`) have failed, something is wrong for good and the run
-    stops with the commonest reason.
+    stops short (`StoppedShort`, exit code 3) with the commonest reason; so does a run whose
+    every request failed, at `finish()`.
     """
 
     inner: Backend
@@ -127,7 +128,7 @@ class Metered:
         rate = self.failed / self.requests
         if rate > self.max_error_rate:
             reason, count = self.errors.most_common(1)[0]
-            raise SynthError(
+            raise StoppedShort(
                 f"{self.failed} of {self.requests} requests failed ({rate:.1%}), over the allowed "
                 f"{self.max_error_rate:.1%}; commonest reason ({count}x): {reason}. Fix the cause "
                 "(the server's log will say more), or raise --max-error-rate to carry on regardless"
@@ -138,7 +139,7 @@ class Metered:
         self._check_error_rate()
         if self.requests and self.failed == self.requests:
             reason, count = self.errors.most_common(1)[0]
-            raise SynthError(
+            raise StoppedShort(
                 f"all {self.requests} requests failed; commonest reason ({count}x): {reason}. "
                 "Fix the cause (the server's log will say more) and run again"
             )

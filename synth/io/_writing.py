@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth import __version__
-from synth.core import Batch, SynthError
+from synth.core import Batch, StoppedShort, SynthError
 
 STATE = ".synth/state.json"
 EMPTY_NOTE = (  # datasets refuses an empty split without streaming, even one it wrote itself
@@ -38,10 +38,30 @@ class Output:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     complete: bool = False
+    reason: str | None = None  # why a run that ended is not complete; None while it runs
 
     @property
     def rows(self) -> int:
         return sum(s["rows"] for s in self.shards)
+
+    @property
+    def status(self) -> dict[str, str]:
+        """What the card says of the run: `complete` only when the work asked for is done."""
+        if self.complete:
+            return {"status": "complete"}
+        return {"status": "incomplete", "reason": self.reason or NOT_FINISHED}
+
+
+NOT_FINISHED = "the run had not finished when this was written (still running, or killed: go on with --resume)"
+
+
+def stopped(out: Output, reason: str, card: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
+    """Mark `out` incomplete with `reason` (a run that ended short of the work asked for) and
+    rewrite its state and card. What it holds stays a dataset: `write` gave it at least an
+    empty shard with the run's columns."""
+    out.complete, out.reason = False, reason
+    _save_state(out)
+    write_card(out, (card() if callable(card) else card) or {})
 
 
 def preflight(
@@ -148,6 +168,9 @@ def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
         lines = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in differs.items())
         raise SynthError(f"cannot resume {path} with different settings ({lines}); use the original ones")
     shards = [s for s in state["shards"] if (path / "data" / s["file"]).exists()]
+    for empty in [s for s in shards if not s["rows"]]:  # an ended run's columns-only shard: the rows come now
+        (path / "data" / empty["file"]).unlink()
+        shards.remove(empty)
     for stray in (path / "data").glob(".train-*.tmp"):
         stray.unlink()  # a shard the killed run was still writing
     listed = {s["file"] for s in shards}
@@ -175,6 +198,7 @@ def _save_state(out: Output) -> None:
         "checkpoint": out.checkpoint,
         "started": out.started,
         "complete": out.complete,
+        "reason": out.reason,
     }
     target = out.path / STATE
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -196,21 +220,29 @@ def write(
 
     A shard is flushed every `shard_rows` rows or `flush_seconds`, whichever comes first, so a
     killed run loses at most that much. `checkpoint()` is stored with each shard for resume.
-    On Ctrl-C the rows in hand are flushed before the interrupt goes on up.
+    On Ctrl-C the rows in hand are flushed before the interrupt goes on up. A run that ends,
+    whole or `StoppedShort`, leaves a dataset that loads, with no rows if it kept none.
     """
     output = out if isinstance(out, Output) else open_output(out)
     writer = _ShardWriter(output, card, checkpoint)
     last_flush = time.monotonic()
+    ended = False
     try:
         for batch in batches:
             writer.add(batch)
             if writer.held >= shard_rows or time.monotonic() - last_flush >= flush_seconds:
                 writer.flush()
                 last_flush = time.monotonic()
-        output.complete = True
-        if not output.shards and not writer.pending:  # no rows: still an (empty) dataset, not a bare card
-            writer.pending = [writer.empty if writer.empty is not None else pa.table({"id": pa.array([], pa.string())})]
+        output.complete = ended = True
+    except StoppedShort as exc:
+        output.reason, ended = str(exc), True
+        raise
+    except KeyboardInterrupt:
+        output.reason = "interrupted (Ctrl-C): run the same command with --resume to go on"
+        raise
     finally:
+        if ended and not output.shards and not writer.pending:  # no rows: still an (empty) dataset, not a bare card
+            writer.pending = [writer.empty if writer.empty is not None else pa.table({"id": pa.array([], pa.string())})]
         writer.flush()
     return output
 
@@ -336,14 +368,18 @@ class Sink:
         for file in (out.path / "data").glob("train-*.parquet"):
             if file.name not in kept:
                 file.unlink()
-        out.complete = False
+        out.complete, out.reason = False, None
         _save_state(out)
 
     def __enter__(self) -> Sink:
         return self
 
-    def __exit__(self, kind: object, *_: object) -> None:
+    def __exit__(self, kind: object, value: object, *_: object) -> None:
         self.output.complete = kind is None
+        if isinstance(value, StoppedShort):  # the main run stopped short: so did this side of it
+            self.output.reason = str(value)
+        elif isinstance(value, KeyboardInterrupt):
+            self.output.reason = "interrupted (Ctrl-C): run the same command with --resume to go on"
         self._writer.flush()
 
 
@@ -373,7 +409,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
         "shards": len(out.shards),
         "started": out.started,
         "finished": _now() if out.complete else None,
-        "status": "complete" if out.complete else "in progress",
+        **public(out.status),  # a reason may name the output's path
         **public(provenance),  # pushed with the data: no local paths, hosts or addresses
     }
     body = (
@@ -383,7 +419,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
         f"{rows} rows in {len(out.shards)} parquet shard(s) under `data/`.\n\n"
         "```python\nfrom datasets import load_dataset\n"
         f'ds = load_dataset("{out.path.name}")\n```\n\n'
-        f"{EMPTY_NOTE if out.complete and not rows else ''}"
+        f"{EMPTY_NOTE if out.shards and not rows else ''}"
         "## Provenance\n\n"
         f"```json\n{json.dumps(record, indent=2, default=str, ensure_ascii=False)}\n```\n"
     )

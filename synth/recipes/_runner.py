@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 from synth import report
 from synth.backends import Backend, Metered, Sampling
 from synth.card import public_text, stage_record
-from synth.core import Batch, Stage, SynthError, pipe, take
+from synth.core import Batch, Stage, StoppedShort, SynthError, pipe
 from synth.io import Output, Sink, open_output, write
+from synth.io._writing import stopped
 
 
 class Interrupted(SynthError):
@@ -39,14 +40,50 @@ class Cursor:
             yield batch
 
 
+@dataclasses.dataclass(frozen=True)
+class Asked:
+    """The rows a run was asked to keep (`--n`): a run that ends with fewer stopped short, and
+    says `why` it can (its source ran out) and how to go on (`fix`)."""
+
+    rows: int
+    why: str = "the input ran out"
+    fix: str = "give the run more input, or ask for fewer rows"
+
+
 def _drop_failed(column: str) -> Stage:
-    """Drops rows whose `column` request failed for good (their reasons are in the card)."""
+    """Drops rows whose `column` request failed for good (their reasons are in the card), counted."""
+    stats: Counter[str] = Counter()
 
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
             reason = f"{column}_finish_reason"
-            yield batch if reason not in batch.column_names else batch.filter(pc.not_equal(batch[reason], "error"))
+            kept = batch if reason not in batch.column_names else batch.filter(pc.not_equal(batch[reason], "error"))
+            stats["dropped_failed_request"] += batch.num_rows - kept.num_rows
+            yield kept
 
+    stage.stats = stats  # type: ignore[attr-defined]  # the run's counts take every stage's `stats`
+    return stage
+
+
+def up_to(n: int) -> Stage:
+    """`take(n)` that counts the rows made past `n` (`dropped_past_n`): the last window of a
+    generating run makes more rows than it needs, and the card's funnel accounts for every row."""
+    stats: Counter[str] = Counter()
+
+    def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
+        left = n
+        if left <= 0:
+            return
+        for batch in batches:
+            kept = batch.slice(0, left)
+            if batch.num_rows > left:
+                stats["dropped_past_n"] += batch.num_rows - left
+            left -= kept.num_rows
+            yield kept
+            if left == 0:
+                return  # without pulling another batch: upstream generation stops here
+
+    stage.stats = stats  # type: ignore[attr-defined]
     return stage
 
 
@@ -70,8 +107,10 @@ def pipeline(
     output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=inputs)
     rows = _resumable(source, output)
     meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
-    tail = [take(n - output.rows)] if n else []
-    return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters)
+    tail = [up_to(n - output.rows)] if n else []
+    more = "give the run more input or attempts, or ask for fewer rows"
+    asked = Asked(n, f"the input ran out before {n} rows were kept", more) if n else None
+    return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters, asked=asked)
 
 
 def read_window(batch_size: int, *backends: Backend | None) -> int:
@@ -98,10 +137,15 @@ def _run(
     progress_stats: Counter[str] | None = None,
     shard_rows: int = 10_000,
     notes: Callable[[dict[str, int]], dict[str, Any]] | None = None,
+    asked: Asked | None = None,
 ) -> dict[str, Any]:
     """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary.
 
     `notes(counts)` adds figures of the run to the card (a judge's swap consistency, a jury's agreement).
+    The work is done when the source is used up and, if `asked` says how many rows, the output holds
+    them; else the run stopped short (a give-up, an error-rate stop, or too few rows): the card says
+    `incomplete` with the reason and the way on, the summary ends `stopped short`, and `StoppedShort`
+    (exit code 3) goes up with the rows kept on disk.
     """
     previous = Counter(output.checkpoint.get("stats", {}))
 
@@ -120,6 +164,7 @@ def _run(
             **settings,
             "stages": [stage_record(s) for s in stages],
             "counts": stats(),
+            "input_rows": handled["rows"],
             "generated_tokens": tokens(),
             "failed_requests": _failures(meters),
             **(notes(stats()) if notes is not None else {}),
@@ -146,18 +191,39 @@ def _run(
 
     bar = report.progress(total, _Tokens(tokens, meters), initial=output.rows, stats=progress_stats)
     started = time.monotonic()
+    short = None
     try:
         stream = delivered(pipe(source, *stages, bar))
         write(stream, output, card=card, shard_rows=shard_rows, checkpoint=checkpoint)
+        for meter in {id(m): m for m in meters}.values():
+            meter.finish()  # a run whose every request failed never ends as a success
+        if asked is not None and output.rows < asked.rows:
+            short = _short(output, asked.why, asked.fix, asked)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
         ) from None
+    except StoppedShort as exc:  # a give-up or an error-rate stop, in the stream or at its end
+        again = "run the same command with --resume (with --overwrite instead, if the fix changes a setting)"
+        short = _short(output, str(exc).rstrip("."), again, asked)
+    if short is not None:
+        stopped(output, str(short), card)
     seconds = time.monotonic() - started
-    for meter in {id(m): m for m in meters}.values():
-        meter.finish()  # a run whose every request failed never ends as a success
-    print(report.summary(output.rows, output.path, seconds, stats(), tokens()), file=sys.stderr)
-    return {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
+    result = {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
+    ending = None if short is None else f"stopped short: {output.rows}{f' of {asked.rows}' if asked else ''} rows."
+    print(report.summary(output.rows, output.path, seconds, stats(), tokens(), ending), file=sys.stderr)
+    if short is not None:
+        short.result = result  # type: ignore[attr-defined]  # for a caller in Python: what the run did
+        raise short
+    return result
+
+
+def _short(output: Output, cause: str, fix: str, asked: Asked | None) -> StoppedShort:
+    """The one line a short run ends with: why, what is on disk, and how to go on."""
+    kept = f"{output.rows} of {asked.rows}" if asked else f"{output.rows}"
+    return StoppedShort(
+        f"stopped short: {cause}; {kept} rows are in {output.path}, its card marked incomplete. To go on, {fix}"
+    )
 
 
 def _sides(stages: Iterable[Stage]) -> list[Sink]:

@@ -18,6 +18,7 @@ from synth.distributed import RayExecutor
 from synth.io import Output, open_output, read
 from synth.recipes._giveup import GiveUp
 from synth.recipes._runner import (
+    Asked,
     Cursor,
     _constants,
     _describe,
@@ -29,6 +30,7 @@ from synth.recipes._runner import (
     _run,
     _written,
     read_window,
+    up_to,
 )
 from synth.resources import data_file, read_choice
 from synth.stages.magpie import DropTruncated, KeySet, Magpie, MultiTurn, Respond, instruction_key
@@ -120,8 +122,12 @@ def magpie(
     progress = next((s.stats for s in stages if isinstance(s, Magpie)), None)
     if progress is not None and max_attempts is None:
         stages.append(_give_up(stages, progress, instruction, response))
-    stages.append(take(n - output.rows))
-    return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows)
+    stages.append(up_to(n - output.rows))
+    asked = Asked(n)
+    if max_attempts:  # the source is the attempts: when they run out, the cap was reached
+        again = "run the same command with --resume and a higher --max-attempts"
+        asked = Asked(n, f"--max-attempts {max_attempts} reached", again)
+    return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows, asked=asked)
 
 
 def _ramped(window: int, start: int) -> Iterator[Batch]:
