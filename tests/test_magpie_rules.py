@@ -14,7 +14,7 @@ import pytest
 
 from synth import recipes, report
 from synth.backends import Completion, Prompt, Sampling, completed
-from synth.core import SynthError, from_rows, pipe
+from synth.core import StoppedShort, SynthError, from_rows, pipe
 from synth.recipes._giveup import GiveUp
 from synth.stages import DropTruncated, MultiTurn
 from tests.conftest import ScriptedBackend
@@ -103,7 +103,9 @@ def test_an_explicit_max_attempts_cap_is_honoured_without_giving_up(tmp_path) ->
             return [Completion("Write a", "length", 3, 24) for _ in prompts]
 
     llm = NeverEnds([])
-    result = recipes.magpie(llm, n=4, out=tmp_path / "o", max_attempts=100)
+    with pytest.raises(StoppedShort, match=r"--max-attempts 100 reached; 0 of 4 rows are in") as info:
+        recipes.magpie(llm, n=4, out=tmp_path / "o", max_attempts=100)
+    result = info.value.result  # what the run did, on the exception a short run raises
     assert result["rows"] == 0 and result["counts"]["attempts"] == 100
 
 

@@ -92,8 +92,8 @@ MaxErrorRateOpt = Annotated[
     typer.Option(
         min=0.0,
         max=1.0,
-        help="Stop the run (exit 2) once more than this share of requests have failed (after 50); "
-        "a run whose every request failed always stops.",
+        help="Stop the run short (exit 3, the rows kept stay on disk) once more than this share of requests "
+        "have failed (after 50); a run whose every request failed always stops.",
     ),
 ]
 TemplateOpt = Annotated[
@@ -335,7 +335,7 @@ def _command_name(callback: Callable[..., Any] | None) -> str | None:
 
 def main() -> None:
     """Entry point: a `SynthError` or a bad option becomes one clear line on stderr and exit code 2;
-    Ctrl-C exits 130."""
+    a run that stopped short (`StoppedShort`) exits 3; Ctrl-C exits 130."""
     try:
         code = invoked(sys.argv[1:])(prog_name="synth", standalone_mode=False)
     except typer.TyperException as exc:  # typer's own checks: --n 0, a missing argument, an unknown option
