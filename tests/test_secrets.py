@@ -5,10 +5,12 @@ loopback OpenAI-compatible server that records the Authorization header of each 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.backends.openai_server import serve
@@ -37,7 +39,8 @@ def _inputs(root: Path) -> dict[str, Path]:
 def _commands(inputs: dict[str, Path]) -> dict[str, list[str]]:
     small = ["--max-tokens", "16"]
     return {
-        "magpie": ["magpie", "--n", "2", "--max-attempts", "4", "--instruction-max-tokens", "8"],
+        # one row: every attempt echoes the same pre-query prompt, so the others are duplicates
+        "magpie": ["magpie", "--n", "1", "--max-attempts", "4", "--instruction-max-tokens", "8"],
         "respond": ["respond", str(inputs["instructions"]), *small],
         "judge": ["judge", str(inputs["instructions"]), *small],
         "prefs": ["prefs", str(inputs["instructions"]), "--k", "2", *small, "--judge-max-tokens", "16"],
@@ -70,6 +73,7 @@ def test_a_key_goes_only_where_the_user_sent_it_through_every_command(named, tmp
     monkeypatch.setenv("SYNTH_TEST_KEY", CANARY_NAMED)
     inputs = _inputs(tmp_path / "in")
     outputs = tmp_path / "out"
+    rows = {}
     with serve(tokenize=True) as server:
         for name, argv in _commands(inputs).items():
             server.authorization.clear()
@@ -79,6 +83,7 @@ def test_a_key_goes_only_where_the_user_sent_it_through_every_command(named, tmp
             captured = capfd.readouterr()
             assert code == 0, f"{name}: {captured.err}"
             assert (out / "README.md").is_file(), name
+            rows[name] = pq.read_table(out / "data").num_rows
             paths = {path for path, _ in server.authorization}
             assert any(p.startswith("/v1/") and p.endswith("completions") for p in paths), (name, paths)
             if name in ("synthesize", "think"):
@@ -88,6 +93,11 @@ def test_a_key_goes_only_where_the_user_sent_it_through_every_command(named, tmp
             for canary in (CANARY_DEFAULT, CANARY_NAMED):
                 assert canary not in captured.out + captured.err, name
     written = _written_text(outputs)
+    # The server echoes each prompt: prefs' judge and the synthesizer get no answer in their format and
+    # keep nothing (their own tests use doubles that speak it); every other command keeps its rows.
+    everything = dict.fromkeys(("respond", "judge", "think", "personas from-text", "personas expand"), 2)
+    expected = {"magpie": 1, "prefs": 0, "synthesize": 0, "personas generate": 2, **everything}
+    assert rows == expected, json.dumps(rows)
     assert len(list(outputs.rglob("README.md"))) == 9
     for canary in (CANARY_DEFAULT, CANARY_NAMED):
         assert canary not in written
@@ -146,7 +156,9 @@ def test_the_card_holds_no_paths_hosts_or_addresses_and_repeats_exactly(tmp_path
         assert run_main([*argv, "--overwrite"], monkeypatch) == 0, capfd.readouterr().err
         port = server.url.split(":")[-1].split("/")[0]
     card = (out / "README.md").read_text()
-    for private in (str(tmp_path), str(Path.home()), "127.0.0.1", port):
+    home = os.path.expanduser("~")  # unset HOME and no passwd entry: "~"; HOME=/ is in every path
+    home = [home] if os.path.isabs(home) and len(Path(home).parts) > 1 else []
+    for private in (str(tmp_path), *home, "127.0.0.1", port):
         assert private not in card, private
     assert not re.search(r" at 0x[0-9a-f]+", card) and "<function" not in card
     assert "instructions.jsonl" in card  # the input is still named, by its file name
