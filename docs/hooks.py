@@ -55,7 +55,7 @@ def render(command: Any, ctx: typer.Context) -> str:
     for kind, title in (("argument", "Arguments"), ("option", "Options")):
         rows = [record for param_kind, record in records if param_kind == kind and record]
         if rows:
-            lines += [f"**{title}**", "", "| | |", "|---|---|"]
+            lines += [f"**{title}**", "", f"| {title[:-1].lower()} | help |", "|---|---|"]
             lines += [f"| `{name}` | {_text(help_).replace('|', '&#124;')} |" for name, help_ in rows]
             lines.append("")
     if getattr(command, "commands", None):
