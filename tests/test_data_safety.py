@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from synth.backends import Completion, Metered, Sampling
@@ -92,6 +93,7 @@ def test_chat_commands_need_no_template_for_an_unknown_model_name(tmp_path, monk
         for name in ("respond", "judge"):
             code = run_main([name, str(inputs["instructions"]), "--out", str(tmp_path / name), *common], monkeypatch)
             assert code == 0, capfd.readouterr().err
+            assert pq.read_table(tmp_path / name / "data").num_rows == 2, name  # a row for each instruction
         chat = [b for p, b in server.requests if p == "/v1/chat/completions"]
         assert chat and all("messages" in b for b in chat)
         assert "template server" in capfd.readouterr().err  # the server applies its own
@@ -105,6 +107,7 @@ def test_chat_commands_need_no_template_for_an_unknown_model_name(tmp_path, monk
         )
         assert not list((tmp_path / "m").glob("*")) and not server.completions()  # nothing written, nothing asked
         assert run_main([*argv, "--template", "chatml", "--instruction-max-tokens", "8"], monkeypatch) == 0
+        assert pq.read_table(tmp_path / "m" / "data").num_rows == 1
 
 
 # ---------------------------------------------------------------- untrusted chat templates
@@ -183,7 +186,8 @@ def test_ollama_omitting_prompt_eval_count_mid_run_is_no_traceback(tmp_path, mon
 
     def respond(prompt, params):  # counts for the first two requests, then none (the probe is the first)
         calls.append(prompt)
-        return Completion("Q: What? A: That.", "stop", len(str(prompt).split()) if len(calls) <= 2 else -1, 4)
+        pairs = json.dumps({"pairs": [{"instruction": "What?", "response": "That."}]})  # prompt mode's format
+        return Completion(pairs, "stop", len(str(prompt).split()) if len(calls) <= 2 else -1, 4)
 
     docs = _inputs(tmp_path / "in")["documents"]
     with serve({"m:1": Model(respond, template="<|im_start|>user\n{{ .Prompt }}<|im_end|>")}) as server:
@@ -191,5 +195,6 @@ def test_ollama_omitting_prompt_eval_count_mid_run_is_no_traceback(tmp_path, mon
         code = run_main([*argv, "--model", "m:1", "--max-tokens", "16", "--context-tokens", "4096"], monkeypatch)
     err = capfd.readouterr().err
     assert code == 0 and "Traceback" not in err, err
+    assert pq.read_table(tmp_path / "o" / "data")["response"].to_pylist() == ["That.", "That."]  # one per document
     assert len(calls) > 3  # it went on past the counts' end
     assert err.count("stopped counting tokens") == 1 and "prompt_eval_count" in err
