@@ -263,6 +263,7 @@ class KeySet:
         return False
 
     def add(self, key: int) -> None:
+        """Add `key`; every 4,096 keys the recent set becomes a sorted run, merged with runs of similar size."""
         self._recent.add(key)
         if len(self._recent) >= 4096:
             self._runs.append(np.sort(np.fromiter(self._recent, np.uint64, len(self._recent))))

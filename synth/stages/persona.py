@@ -52,6 +52,7 @@ class PersonaTemplate:
         return list(self.answer.values())[-1]
 
     def fill(self, **values: str) -> str:
+        """The prompt with its `{field}` slots filled from `values`."""
         return self.prompt.format_map(values)
 
 
@@ -244,6 +245,7 @@ class AnswerParsed:
 
     @property
     def stats(self) -> Counter[str]:
+        """The wrapped `respond` stage's counters."""
         return self.respond.stats
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
