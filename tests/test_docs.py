@@ -171,3 +171,11 @@ def test_the_docstring_check_catches_a_missing_docstring() -> None:
 
     assert not has_docstring(Bare) and not has_docstring(bare)
     assert has_docstring(synth.stages.Magpie) and has_docstring(synth.pipe)
+
+
+def test_getting_started_holds_the_readme_set_up_commands_verbatim() -> None:
+    readme = (ROOT / "README.md").read_text()
+    setup = [line for line in readme.splitlines() if line.startswith(("python3 -m pip install -e", "(command -v"))]
+    assert len(setup) == 2, setup
+    page = (ROOT / "docs" / "getting-started.md").read_text().splitlines()
+    assert all(line in page for line in setup)
