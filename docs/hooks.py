@@ -40,8 +40,12 @@ def anchor(ctx: typer.Context) -> str:
 
 
 def _text(value: str) -> str:
-    """Help text as Markdown text: no HTML, emphasis or links (`*`, `_`, `[`); backticks stay code."""
-    return html.escape(" ".join(value.split()), quote=False).replace("*", r"\*").replace("_", r"\_").replace("[", r"\[")
+    """Help text as Markdown text: no HTML, emphasis or links (`*`, `_`, `[`) outside backticks, which stay code."""
+    pieces = " ".join(value.split()).split("`")
+    for i in range(0, len(pieces), 2):  # the even pieces are outside code spans
+        plain = html.escape(pieces[i], quote=False)
+        pieces[i] = plain.replace("*", r"\*").replace("_", r"\_").replace("[", r"\[")
+    return "`".join(pieces)
 
 
 def render(command: Any, ctx: typer.Context) -> str:
@@ -49,7 +53,8 @@ def render(command: Any, ctx: typer.Context) -> str:
     depth = ctx.command_path.count(" ") + 2  # synth: h2, synth dedup: h3, synth personas expand: h4
     lines = [f"{'#' * min(depth, 4)} `{ctx.command_path}` {{#{anchor(ctx)}}}", ""]
     if command.help:
-        lines += [inspect.cleandoc(command.help).replace("\b\n", ""), ""]
+        paragraphs = inspect.cleandoc(command.help).replace("\b\n", "").split("\n\n")
+        lines += ["\n\n".join(_text(paragraph) for paragraph in paragraphs), ""]
     lines += ["```text", f"{ctx.command_path} {' '.join(command.collect_usage_pieces(ctx))}", "```", ""]
     records = [(p.param_type_name, p.get_help_record(ctx)) for p in command.get_params(ctx)]
     for kind, title in (("argument", "Arguments"), ("option", "Options")):
