@@ -55,7 +55,7 @@ def build(
         "total": summary.rows,
         "columns": summary.columns,
         "stratum": stratum,
-        "card": _card(path),
+        "card": _card(path, summary.rows),
         "charts": summary.charts(),
         "filters": summary.filters(),
         "rows": rows,
@@ -286,43 +286,108 @@ def _verbs() -> frozenset[str]:
 _VERB_SET: frozenset[str] | None = None
 
 
-def _card(path: Path) -> dict[str, Any]:
+def _card(path: Path, rows: int) -> dict[str, Any]:
+    """The card as a person reads it: every value a plain string (never an object for the page to
+    print raw), the model by name, each stage by name with its settings, and the funnel."""
     try:
         provenance = read_provenance(path)
     except (FileNotFoundError, ValueError, KeyError):
         return {}
     counts = provenance.get("counts", {})
-    sampling = {k: v for k, v in provenance.items() if k.endswith("sampling") or k == "params"}
+    sampling = {
+        k: readable(v) for k, v in provenance.items() if (k.endswith("sampling") or k == "params") and v is not None
+    }
+    status = provenance.get("status", "")
+    if provenance.get("reason"):
+        status = f"{status}: {provenance['reason']}"
+    backend = provenance.get("backend")
     return {
         "command": provenance.get("command", ""),
+        "status": status,
         "model": _model_name(provenance),
-        "template": provenance.get("template", ""),
+        "models": _other_models(provenance),
+        "backend": backend.get("name", "") if isinstance(backend, dict) else str(backend or ""),
+        "template": readable(provenance.get("template") or ""),
         "sampling": sampling,
-        "stages": provenance.get("stages", []),
+        "stages": [_stage(s) for s in provenance.get("stages", [])],
         "counts": counts,
-        "funnel": _funnel(counts),
+        "funnel": _funnel(counts, rows, provenance.get("input_rows")),
     }
 
 
+def readable(value: Any) -> str:
+    """A card value in words: `name (key: value, ...)` for a record, items joined by commas; no
+    braces or quotes, so the page shows settings, not JSON."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value == "":
+        return "(empty)"
+    if isinstance(value, dict):
+        settings = ", ".join(f"{k}: {readable(v)}" for k, v in value.items() if k != "stage")
+        name = value.get("stage")
+        if name is None:
+            return settings or "none"
+        return f"{name} ({settings})" if settings else str(name)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(v) for v in value) if value else "none"
+    return str(value)
+
+
+def _stage(record: Any) -> dict[str, Any]:
+    """A stage of the card: its name and its settings, each a (name, words) pair."""
+    if isinstance(record, dict):
+        name = str(record.get("stage", "stage"))
+        return {"name": name, "settings": [[str(k), readable(v)] for k, v in record.items() if k != "stage"]}
+    return {"name": readable(record), "settings": []}
+
+
 def _model_name(provenance: dict[str, Any]) -> str:
-    for key in ("backend", "model", "judge", "response_backend"):
-        value = provenance.get(key)
-        if isinstance(value, dict) and value.get("model"):
-            return str(value["model"])
-        if isinstance(value, str) and value:
-            return value
-    return ""
+    """The model that made the rows (`smollm2:135m`), not the backend that ran it (`ollama`)."""
+    model, backend = provenance.get("model"), provenance.get("backend")
+    if isinstance(model, dict):  # a local model file: its name
+        model = model.get("file") or model.get("model")
+    if not model and isinstance(backend, dict):  # a record naming the backend and its model
+        model = backend.get("model")
+    return readable(model) if model else ""
 
 
-def _funnel(counts: dict[str, Any]) -> list[dict[str, Any]]:
-    """Attempts, then each drop reason, then what was kept, in the card's own counts."""
-    start = counts.get("attempts", counts.get("rows_in"))
+def _other_models(provenance: dict[str, Any]) -> list[list[str]]:
+    """Models besides the main one: a response model, judges."""
+    found = []
+    response = provenance.get("response_model")
+    if isinstance(response, dict) and response.get("model"):
+        found.append(["response model", readable(response["model"])])
+    judges = [j for j in [provenance.get("judge"), *(provenance.get("judges") or [])] if isinstance(j, dict)]
+    if judges:
+        label = "judge models" if len(judges) > 1 else "judge model"
+        found.append([label, ", ".join(readable(j.get("model")) for j in judges)])
+    return found
+
+
+def _funnel(counts: dict[str, Any], rows: int, input_rows: int | None = None) -> list[dict[str, Any]]:
+    """A chain: what went in, what is left after each drop (each bar is the next one's input), and
+    last the rows on disk. Rows the counts do not explain (a stage that makes several rows of one,
+    or an older card) show as their own step, so the chain always ends at what is on disk."""
     drops = [(k.removeprefix("dropped_"), v) for k, v in counts.items() if k.startswith("dropped_") and v]
-    steps = [{"label": "attempts", "value": start, "kind": "in"}] if start else []
-    steps += [{"label": k.replace("_", " "), "value": v, "kind": "drop"} for k, v in drops]
-    kept = counts.get("kept")
-    if kept is not None:
-        steps.append({"label": "kept", "value": kept, "kind": "out"})
+    start = counts.get("attempts") or counts.get("rows_in") or input_rows
+    if not start and not drops:
+        return [{"label": "rows on disk", "value": rows, "kind": "out"}] if counts else []
+    label = "attempts" if counts.get("attempts") else "rows in"
+    if not start:  # no count of what went in: at least what was kept and dropped
+        start, label = rows + sum(v for _, v in drops), "rows in (kept + dropped)"
+    steps = [{"label": label, "value": start, "kind": "in"}]
+    left = start
+    for reason, dropped in drops:
+        left -= dropped
+        steps.append({"label": f"{reason.replace('_', ' ')} \u2212{dropped}", "value": left, "kind": "drop"})
+    if left != rows:
+        change = f"not written \u2212{left - rows}" if left > rows else f"made by the stages +{rows - left}"
+        steps.append({"label": change, "value": rows, "kind": "gap"})
+    steps.append({"label": "rows on disk", "value": rows, "kind": "out"})
     return steps
 
 
@@ -341,9 +406,10 @@ def _embedding_map(rows: list[dict[str, Any]], stratum: str | None) -> dict[str,
         return {"error": "fewer than 3 instructions to place on a map"}
     try:
         vectors = np.asarray(_embed(texts), dtype=np.float64)
-    except (ImportError, SynthError, OSError) as exc:
-        print(f"synth: view: no embedding map ({exc})", file=sys.stderr)
-        return {"error": f"no embedding map: {exc}"}
+    except Exception as exc:  # the map is one panel of many: say why it is missing, here and on the page
+        why = str(exc) if isinstance(exc, SynthError) else f"{type(exc).__name__}: {exc}"
+        print(f"synth: view: no embedding map ({why})", file=sys.stderr)
+        return {"error": f"no embedding map: {why}"}
     centred = vectors - vectors.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     points = centred @ vt[:2].T

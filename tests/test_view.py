@@ -6,13 +6,17 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from synth import view
-from synth.core import SynthError, from_rows
+from synth import recipes, view
+from synth.backends import Completion, Prompt, Sampling
+from synth.core import StoppedShort, SynthError, from_rows
 from synth.io import write
+from synth.templates import ChatTemplate, builtin
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">Summarize this'
 CARD = {
@@ -65,7 +69,13 @@ def test_build_counts_every_row_and_keeps_the_card(dataset: Path) -> None:
     assert data["charts"]["labels"]["input_quality"] == {"good": 32, "poor": 8}
     assert sum(data["charts"]["lengths"]["instruction"]["counts"]) == 40
     assert data["card"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert [s["label"] for s in data["card"]["funnel"]] == ["attempts", "instruction truncated", "empty", "kept"]
+    funnel = [(s["label"], s["value"]) for s in data["card"]["funnel"]]  # a chain: each bar what the last left
+    assert funnel == [
+        ("attempts", 52),
+        ("instruction truncated \u22129", 43),
+        ("empty \u22123", 40),
+        ("rows on disk", 40),
+    ]
     assert [r["_reason"] for r in data["rejects"]] == ["rejected_by: input_quality >= good", "dup_cluster: r003"]
     assert "input_quality" in data["filters"] and "quality_score" in data["filters"]
     assert ("explain", "photosynthesis") in {(v, o) for v, o, _ in data["charts"]["verbs"]}
@@ -173,7 +183,7 @@ def test_page_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
         assert "<script>window.__pwned = 1</script>" in first.locator(".turn.user").inner_text()
         assert page.locator("details.folded").count() >= 1  # the long answer is folded
 
-        assert page.locator("#funnel svg rect").count() == 4
+        assert page.locator("#funnel svg rect").count() == 4  # attempts, two drops, rows on disk
         assert page.locator("#chart-grid svg rect").count() > 10
         assert page.locator("#chart-grid svg.map circle").count() == 40  # the embedding map
 
@@ -185,3 +195,99 @@ def test_page_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+@dataclass
+class _CutAfter:
+    """Instructions end; the first `whole` answers end, every later one runs to its length cap."""
+
+    whole: int
+    template: ChatTemplate = field(default_factory=lambda: builtin("chatml"))
+    name: str = "ollama"
+    model: str = "smollm2:135m"
+    answered: int = 0
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model, "template": self.template.family}  # as Ollama's card
+
+    def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
+        out = []
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                out.append(Completion(f"Describe river number {self.answered}-{i} in two lines?", "stop", 3, 8))
+                continue
+            self.answered += 1
+            cut = self.answered > self.whole
+            out.append(Completion("It flows on and on" if cut else "It flows to the sea.", "length" if cut else "stop"))
+        return out
+
+
+@pytest.fixture
+def short_run(tmp_path: Path) -> Path:
+    """A magpie run that kept 3 of the 4 rows asked for before --max-attempts 32 ran out."""
+    out = tmp_path / "short"
+    with pytest.raises(StoppedShort):
+        recipes.magpie(_CutAfter(3), n=4, out=out, max_attempts=32, command="synth magpie --n 4 --max-attempts 32")
+    return out
+
+
+def test_the_funnel_is_a_chain_ending_at_the_rows_on_disk(short_run: Path) -> None:
+    data = view.build(short_run, embed_map=False)
+    card, funnel = data["card"], data["card"]["funnel"]
+    assert data["total"] == 3 and funnel[0] == {"label": "attempts", "value": 32, "kind": "in"}
+    assert funnel[-1] == {"label": "rows on disk", "value": 3, "kind": "out"}
+    for before, step in zip(funnel, funnel[1:-1]):  # each step takes what it drops from the bar before
+        dropped = int(step["label"].rsplit("\u2212", 1)[1])
+        assert step["value"] == before["value"] - dropped, funnel
+    assert funnel[-2]["value"] == 3  # the counts explain every row: none unaccounted
+    assert card["model"] == "smollm2:135m" and card["backend"] == "ollama"  # the model, not the backend
+    assert card["status"].startswith("incomplete: stopped short: --max-attempts 32 reached")
+    names = [s["name"] for s in card["stages"]]
+    assert "Magpie" in names and "Respond" in names and "DropTruncated" in names
+    magpie = card["stages"][names.index("Magpie")]
+    assert ["backend", "smollm2:135m"] in magpie["settings"]
+    assert any(k == "params" and "max_tokens: 256" in v for k, v in magpie["settings"])
+
+
+def test_a_card_names_the_model_a_server_ran(tmp_path: Path) -> None:
+    card = {"backend": "ollama", "model": "smollm2:135m", "response_model": {"backend": "openai", "model": "qwen"}}
+    write([from_rows([{"id": "a", "instruction": "Say hi."}])], tmp_path / "d", card=card)
+    data = view.build(tmp_path / "d", embed_map=False)["card"]
+    assert data["model"] == "smollm2:135m" and data["models"] == [["response model", "qwen"]]
+    assert data["funnel"] == []  # no counts: no chart that would claim what happened
+
+
+def test_a_failed_map_says_why_on_stderr_and_in_the_page(dataset: Path, monkeypatch, capsys) -> None:
+    def broken(texts):
+        raise RuntimeError("the embedder's weights are missing")
+
+    monkeypatch.setattr(view, "_embed", broken)
+    data = view.build(dataset / "magpie")
+    assert data["map"] == {"error": "no embedding map: RuntimeError: the embedder's weights are missing"}
+    assert "no embedding map (RuntimeError: the embedder's weights are missing)" in capsys.readouterr().err
+
+
+def test_the_page_reads_as_words_in_chromium(short_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """What a person sees: the card's stages by name with their settings, the status and its
+    reason, the funnel ending at the rows on disk, the map's error; no raw objects or JSON."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setattr(view, "_embed", lambda texts: (_ for _ in ()).throw(OSError("no model files here")))
+    page_file = view.write_view(short_run, tmp_path / "short.html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_file.resolve().as_uri())
+        page.wait_for_selector("body[data-ready='1']")
+        text = page.inner_text("body")
+        card = page.inner_text("#card")
+        bars = page.locator("#funnel svg text").all_text_contents()
+        browser.close()
+    assert not errors
+    assert "[object Object]" not in text and "{" not in text and "}" not in text and '":' not in text
+    assert "incomplete: stopped short: --max-attempts 32 reached" in card and "smollm2:135m" in card
+    assert "Magpie" in card and "max_tokens: 256" in card and "DropTruncated" in card
+    assert bars[-2:] == ["rows on disk", "3"]  # the last bar: its label, then its value
+    assert "no embedding map: OSError: no model files here" in text

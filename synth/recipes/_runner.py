@@ -191,21 +191,16 @@ def _run(
 
     bar = report.progress(total, _Tokens(tokens, meters), initial=output.rows, stats=progress_stats)
     started = time.monotonic()
-    short = None
     try:
         stream = delivered(pipe(source, *stages, bar))
         write(stream, output, card=card, shard_rows=shard_rows, checkpoint=checkpoint)
-        for meter in {id(m): m for m in meters}.values():
-            meter.finish()  # a run whose every request failed never ends as a success
-        if asked is not None and output.rows < asked.rows:
-            short = _short(output, asked.why, asked.fix, asked)
+        short = _shortfall(output, meters, asked)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: {output.rows} rows are safe in {output.path}; run the same command with --resume to go on"
         ) from None
     except StoppedShort as exc:  # a give-up or an error-rate stop, in the stream or at its end
-        again = "run the same command with --resume (with --overwrite instead, if the fix changes a setting)"
-        short = _short(output, str(exc).rstrip("."), again, asked)
+        short = _short(output, str(exc).rstrip("."), AGAIN, asked)
     if short is not None:
         stopped(output, str(short), card)
     seconds = time.monotonic() - started
@@ -216,6 +211,18 @@ def _run(
         short.result = result  # type: ignore[attr-defined]  # for a caller in Python: what the run did
         raise short
     return result
+
+
+AGAIN = "run the same command with --resume (with --overwrite instead, if the fix changes a setting)"
+
+
+def _shortfall(output: Output, meters: tuple[Metered, ...], asked: Asked | None) -> StoppedShort | None:
+    """After the stream ended: a run whose every request failed, or with fewer rows than asked, is short."""
+    for meter in {id(m): m for m in meters}.values():
+        meter.finish()  # a run whose every request failed never ends as a success
+    if asked is not None and output.rows < asked.rows:
+        return _short(output, asked.why, asked.fix, asked)
+    return None
 
 
 def _short(output: Output, cause: str, fix: str, asked: Asked | None) -> StoppedShort:

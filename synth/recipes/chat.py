@@ -123,10 +123,10 @@ def magpie(
     if progress is not None and max_attempts is None:
         stages.append(_give_up(stages, progress, instruction, response))
     stages.append(up_to(n - output.rows))
-    asked = Asked(n)
-    if max_attempts:  # the source is the attempts: when they run out, the cap was reached
-        again = "run the same command with --resume and a higher --max-attempts"
-        asked = Asked(n, f"--max-attempts {max_attempts} reached", again)
+    # The source is the attempts: when they run out, the cap was reached.
+    asked = Asked(
+        n, f"--max-attempts {max_attempts} reached", "run the same command with --resume and a higher --max-attempts"
+    )
     return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows, asked=asked)
 
 
