@@ -30,7 +30,7 @@ from synth.core import StoppedShort, SynthError
 
 KINDS = ("unreachable", "busy", "dropped", "timeout", "error")
 BUSY_STATUSES = frozenset({429, 502, 503, 504})
-OUTAGE_CAP = 30.0  # seconds between probes of a server that went away, at most
+OUTAGE_CAP = 8.0  # seconds between probes of a server that went away, at most: a refused probe costs nothing
 
 
 def parse_concurrency(value: int | str | None) -> int | None:
@@ -240,9 +240,11 @@ class Concurrency:
     def acquire(self) -> None:
         with self._cond:
             self.waiting += 1
-            while self.in_flight >= int(self.limit):
-                self._cond.wait(0.5)
-            self.waiting -= 1
+            try:
+                while self.in_flight >= int(self.limit):
+                    self._cond.wait(0.5)
+            finally:
+                self.waiting -= 1
             self.in_flight += 1
 
     def release(self, seconds: float, tokens: int, fault: str | None = None) -> None:
