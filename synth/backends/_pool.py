@@ -249,6 +249,7 @@ class Pool(Generic[T]):
             reserved = self.cost(item) if self.cost is not None and item is not None else 1
             wait = max(wait, tokens.reserve(reserved))
         if wait > 0:
+            self._slots.paced()  # the rate limit, not the concurrency, sets the pace now
             time.sleep(wait)
         return reserved
 

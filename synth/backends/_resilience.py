@@ -255,6 +255,12 @@ class Concurrency:
                 self._observe(time.monotonic(), seconds, tokens, fault)
             self._cond.notify_all()
 
+    def paced(self) -> None:
+        """A request waited for --rpm or --tpm: this window's throughput says nothing of the limit."""
+        with self._cond:
+            if self._window is not None:
+                self._window.starved = True
+
     def settled(self, now: float | None = None) -> int:
         """The limit the run spent most time at."""
         with self._cond:

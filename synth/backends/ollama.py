@@ -65,6 +65,7 @@ class OllamaBackend:
         if not model:
             raise SynthError("the ollama backend needs a model: pass --model NAME:TAG, e.g. llama3:8b")
         self.options = OllamaOptions(**options)
+        concurrency = parse_concurrency(self.options.concurrency)  # a bad value fails before any request
         self.model = model
         self.host = (self.options.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).rstrip("/")
         self._ollama, self._httpx = ollama, httpx
@@ -89,7 +90,7 @@ class OllamaBackend:
         self.chat_tuned = family_from_text(self.go_template) is not None
         self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
             self._send,
-            parse_concurrency(self.options.concurrency),
+            concurrency,
             self._retry,
             server_wait=self.options.server_wait,
             rpm=self.options.rpm,

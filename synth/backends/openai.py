@@ -57,6 +57,7 @@ class OpenAIBackend:
             raise SynthError("the openai backend needs the `openai` package: pip install 'synth[server]'") from None
 
         self.options = OpenAIOptions(**options)
+        concurrency = parse_concurrency(self.options.concurrency)  # a bad value fails before any request
         if not self.options.base_url:
             raise SynthError("the openai backend needs the server's address: pass --base-url http://HOST:PORT/v1")
         self.base_url = self.options.base_url.rstrip("/")
@@ -74,7 +75,7 @@ class OpenAIBackend:
         self._retry = Retry(self.options.attempts, self.options.retry_delay)
         self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
             self._send,
-            parse_concurrency(self.options.concurrency),
+            concurrency,
             self._retry,
             server_wait=self.options.server_wait,
             rpm=self.options.rpm,

@@ -192,3 +192,18 @@ def test_fixed_concurrency_stays_fixed() -> None:
     slots.acquire()
     slots.release(0.1, 0, "busy")
     assert slots.limit == 5 and slots.threads == 5 and slots.in_flight == 0
+
+
+def test_a_bad_concurrency_is_one_line_before_any_request(tmp_path, dead_url) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "q.jsonl"
+    source.write_text('{"id": "a", "instruction": "hi"}\n')
+    argv = [sys.executable, "-m", "synth", "respond", str(source), "-o", str(tmp_path / "out")]
+    argv += ["--base-url", f"{dead_url}/v1", "--concurrency", "lots"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "synth: error: --concurrency takes auto or a number of at least 1, not 'lots'; pass --concurrency auto"
+    )
