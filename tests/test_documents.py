@@ -264,6 +264,25 @@ def test_a_broken_warc_record_is_reported_and_the_records_after_it_are_read(tmp_
     assert [r["url"] for r in found] == urls[:2] + urls[3:]
     assert stats["warc_records_broken"] == 1
     assert "broken.warc.gz" in capsys.readouterr().err
+    with pytest.raises(SynthError, match=r"broken\.warc\.gz: a record after byte \d+ is broken"):
+        rows(broken, strict=True)
+
+
+def test_a_wet_file_gives_its_text_records_with_their_urls(tmp_path) -> None:
+    texts = {
+        f"https://docs.python.org/3.11/tutorial/{n}.html": rows(PYDOC / "tutorial" / f"{n}.html")[0]["text"]
+        for n in TUTORIAL[:3]
+    }
+    wet = tmp_path / "crawl.warc.wet.gz"
+    with wet.open("wb") as handle:
+        writer = WARCWriter(handle, gzip=True)
+        for url, text in texts.items():
+            payload = io.BytesIO(text.encode())
+            writer.write_record(
+                writer.create_warc_record(url, "conversion", payload=payload, warc_content_type="text/plain")
+            )
+    found = rows(tmp_path / "*.wet.gz")
+    assert [(r["url"], r["text"]) for r in found] == list(texts.items())
 
 
 # ---------------------------------------------------------------- folders, links, Office files, EPUB
@@ -284,6 +303,8 @@ def test_a_folder_mixing_html_pdf_and_text_reads_them_all_and_follows_no_link_ou
     assert set(sources) == {"controlflow.html", "spec.pdf", "notes.txt", "inside.txt"}
     assert stats["skipped_links_outside"] == 1 and stats["skipped_folder_links"] == 1
     assert all(r["text"].strip() for r in found)
+    through_glob = rows(folder / "**" / "*.html")  # a glob follows no link out either
+    assert [r["id"] for r in through_glob] == ["web/controlflow.html"]
 
 
 def test_word_slides_and_an_epub_made_from_a_real_page(tmp_path) -> None:

@@ -142,7 +142,9 @@ def _read_raw(path: Path, batch_size: int, strict: bool, stats: Counter[str]) ->
 def _read_glob(pattern: Path, batch_size: int, strict: bool, stats: Counter[str]) -> Iterator[Batch]:
     """The files a glob matches (`**` recursive); ids relative to the folder before the first wildcard."""
     root = Path(*_until_magic(pattern.parts))
+    top = root.resolve()
     files = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+    files = [f for f in files if documents.inside(f, top, root, stats)]
     if not files:
         raise SynthError(f"{pattern} matches no files; check the pattern (quote it so the shell leaves it alone)")
     return _read_files(files, root, batch_size, strict, stats)
