@@ -81,13 +81,20 @@ class Retry:
 
 
 class _Workers:
-    """A fixed set of daemon threads running submitted calls; enough of an executor for `Pool`."""
+    """Daemon threads running submitted calls, as many as asked for so far; enough of an executor for `Pool`."""
 
     def __init__(self, count: int, name: str) -> None:
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None]
         self._jobs = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
-        for thread in self._threads:
+        self._name = name
+        self._threads: list[threading.Thread] = []
+        self.grow(count)
+
+    def grow(self, count: int) -> None:
+        """At least `count` threads (only the caller's thread grows them)."""
+        while len(self._threads) < count:
+            thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
             thread.start()
 
     def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
@@ -157,13 +164,15 @@ class Pool(Generic[T]):
     def map(self, items: Sequence[T]) -> list[Completion]:
         """One completion per item, in order. Item i is passed to `send` with its index i."""
         if self.concurrency == 1 or len(items) <= 1:
-            out = [self._with_retries(i, item) for i, item in enumerate(items)]
-            self._note()
-            return out
+            try:
+                return [self._with_retries(i, item) for i, item in enumerate(items)]
+            finally:
+                self._note()
         with self._lock:
             if self._executor is None:
-                self._executor = _Workers(self._slots.threads, "synth-request")
+                self._executor = _Workers(0, "synth-request")
             executor = self._executor
+        executor.grow(self._slots.threads())
         futures = [executor.submit(self._with_retries, i, item) for i, item in enumerate(items)]
         try:
             return [f.result() for f in futures]

@@ -233,9 +233,9 @@ class Concurrency:
     def auto(self) -> bool:
         return self.fixed is None
 
-    @property
     def threads(self) -> int:
-        return self.high if self.auto else int(self.limit)
+        """Workers to keep: the limit, and while adapting some more, so that demand beyond it shows."""
+        return min(self.high, 2 * int(self.limit) + 2) if self.auto else int(self.limit)
 
     def acquire(self) -> None:
         with self._cond:

@@ -191,7 +191,7 @@ def test_fixed_concurrency_stays_fixed() -> None:
     slots = Concurrency(fixed=5)
     slots.acquire()
     slots.release(0.1, 0, "busy")
-    assert slots.limit == 5 and slots.threads == 5 and slots.in_flight == 0
+    assert slots.limit == 5 and slots.threads() == 5 and slots.in_flight == 0
 
 
 def test_a_bad_concurrency_is_one_line_before_any_request(tmp_path, dead_url) -> None:
