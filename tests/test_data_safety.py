@@ -31,10 +31,14 @@ def test_a_run_whose_every_request_fails_never_exits_0(name, tmp_path, monkeypat
         )
         assert server.completions(), name  # it did try
     err = capfd.readouterr().err
-    assert code == 2, err
+    assert code == 3, err  # stopped short: what it kept (nothing) is on disk, the card says incomplete
     last = err.strip().splitlines()[-1]
     assert last.startswith("synth: error: ") and "requests failed" in last and "injected fault 400" in last, last
     assert "Traceback" not in err
+    from synth.io import read_provenance
+
+    card = read_provenance(tmp_path / "o")  # every command: the card says the run did not finish, and why
+    assert card["status"] == "incomplete" and "requests failed" in card["reason"], name
 
 
 def test_judge_and_prefs_stop_past_max_error_rate(tmp_path) -> None:

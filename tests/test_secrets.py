@@ -132,7 +132,7 @@ def test_a_server_echoing_the_key_back_does_not_put_it_in_messages(tmp_path, mon
         monkeypatch.setattr(openai_server._Handler, "_error", echoing)
         code = run_main(argv, monkeypatch)
     captured = capfd.readouterr()
-    assert code == 2 and "all 2 requests failed" in captured.err  # every request failed: never exit 0
+    assert code == 3 and "all 2 requests failed" in captured.err  # every request failed: stopped short, never 0
     assert CANARY_NAMED not in captured.out + captured.err + _written_text(tmp_path)
     assert "Bearer ***" in captured.err  # the message is kept, the key masked
 
