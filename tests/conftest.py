@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,6 +15,22 @@ from synth.templates import ChatTemplate, builtin
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def pytest_configure(config) -> None:
+    """Every test, and every command a test starts, caches in a fresh folder, never the user's
+    (`XDG_CACHE_HOME`: synth's verify results and static embedder, matplotlib's fonts, the Hub's
+    cache): what the tests use from outside comes from installed packages (the GGUFs, MiniLM)."""
+    config._synth_user_cache = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = config._synth_cache = tempfile.mkdtemp(prefix="synth-test-cache-")
+
+
+def pytest_unconfigure(config) -> None:
+    if getattr(config, "_synth_cache", None):
+        shutil.rmtree(config._synth_cache, ignore_errors=True)
+        os.environ.pop("XDG_CACHE_HOME")
+        if config._synth_user_cache is not None:
+            os.environ["XDG_CACHE_HOME"] = config._synth_user_cache
 
 
 @dataclass

@@ -60,6 +60,8 @@ def test_magpie_end_to_end_with_the_embedded_model(tmp_path) -> None:
     assert len(set(ds["id"])) == 8
     for row in ds:
         assert row["instruction"] and row["instruction_finish_reason"] == "stop"
+        # --keep-truncated keeps answers cut off at 16 tokens, never empty ones
+        assert row["response"].strip() and row["response_finish_reason"] in {"stop", "length"}, row
         assert row["messages"] == [
             {"role": "user", "content": row["instruction"]},
             {"role": "assistant", "content": row["response"]},
@@ -200,6 +202,7 @@ def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(tmp_path / "b/data").to_pylist()
+    assert len(rows) == 2 and all(r["response"].strip() for r in rows), rows
     assert rows[0]["messages"][0] == conv[0] and rows[0]["messages"][1]["role"] == "assistant"
 
 
@@ -228,6 +231,7 @@ def test_respond_checks_its_input_before_claiming_the_output(tmp_path) -> None:
     rows = pq.read_table(out / "data").to_pylist()
     assert [r["response_finish_reason"] == "error" for r in rows] == [False, True]
     assert [r["response_error"] for r in rows] == [None, "question is null"]
+    assert rows[0]["response"].strip() and rows[0]["response_finish_reason"] in {"stop", "length"}
 
 
 def test_more_turns_need_responses(tmp_path) -> None:

@@ -155,6 +155,7 @@ def test_the_card_holds_no_paths_hosts_or_addresses_and_repeats_exactly(tmp_path
         first = _card_without_times_and_counts(out)
         assert run_main([*argv, "--overwrite"], monkeypatch) == 0, capfd.readouterr().err
         port = server.url.split(":")[-1].split("/")[0]
+    assert pq.read_table(out / "data").num_rows == 2  # the card of a run that answered both instructions
     card = (out / "README.md").read_text()
     home = os.path.expanduser("~")  # unset HOME and no passwd entry: "~"; HOME=/ is in every path
     home = [home] if os.path.isabs(home) and len(Path(home).parts) > 1 else []
