@@ -3,6 +3,15 @@ the embedding pass's speed, and recall / false positives on the planted pool.
 
     flock /tmp/heavy.lock python benchmarks/decontaminate.py                  # 1,000,000 rows, 20,000 items
     python benchmarks/decontaminate.py --rows 100000 --items 5000             # a quick look
+    python benchmarks/decontaminate.py --calibrate --embedder minilm --embedder static   # the defaults' curves
+
+`--calibrate`: the precision/recall curves the defaults in filters/decontamination/thresholds.yaml
+were chosen from, per embedder, on three corpora of real text installed on the machine
+(tests/realtext.py: stdlib docstrings, dpkg package descriptions, the Python library reference;
+near-copies inside a corpus removed). Per corpus, `--cal-items` texts stand for a benchmark; each is
+planted once as a light edit (one word in seven replaced by a word drawn at random from the corpus)
+and `--cal-negatives` other texts of the corpus are the rows that must stay. Then the benchmark-shaped
+sets of tests/fixtures/benchmarks (GSM8K-like, ARC-like, IFEval-like, HumanEval-like) at the defaults.
 
 The corpus: instruction + response rows of words drawn Zipf-like from a 20,000-word vocabulary (about
 150 words a row), 1% of them holding a benchmark item's question verbatim; the benchmark: GSM8K-shaped
@@ -33,6 +42,9 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
+# Run as a script, this folder comes first on sys.path, and its kernels.py would pass for the `kernels`
+# package that transformers probes for (then fails to read a version of): the folder is no package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def texts(rng: np.random.Generator, vocab: pa.Array, rows: int, low: int, high: int) -> pa.Array:
@@ -153,6 +165,101 @@ def embedding_speed(rows: int) -> dict:
     return {"items": rows, "index_items_per_s": rows / built, "rows": rows, "rows_per_s": rows / seconds}
 
 
+CURVE = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def _curve(scores: np.ndarray, positive: np.ndarray) -> dict[str, list[float]]:
+    """Recall on the planted rows and false-positive rate on the others, at each threshold of CURVE."""
+    return {
+        f"{t:.2f}": [round(float(np.mean(scores[positive] >= t)), 4), round(float(np.mean(scores[~positive] >= t)), 4)]
+        for t in CURVE
+    }
+
+
+def calibrate(embedders: list[str], items: int, negatives: int, seed: int = 0) -> dict:
+    """Per corpus and embedder: the curves of the edit and embedding methods, and both at the defaults."""
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from synth.benchmarks import Benchmark
+    from synth.stages.decontaminate import Decontaminate
+    from tests import realtext
+
+    results: dict = {}
+    for name, texts in realtext.iter_corpora():
+        wanted = min(items, len(texts) // 4)
+        chosen, others = realtext.split(texts, wanted, min(negatives, len(texts) - wanted), seed)
+        rng, vocab = random.Random(seed + 1), realtext.vocabulary(texts)
+        rows = [realtext.light_edit(t, rng, vocab) for t in chosen] + others
+        planted = np.r_[np.ones(len(chosen), bool), np.zeros(len(others), bool)]
+        bench = Benchmark(name, "real text", tuple(map(str, range(len(chosen)))), tuple(chosen), ("",) * len(chosen))
+        table = pa.table({"instruction": rows})
+        entry = {"items": len(chosen), "planted": int(planted.sum()), "others": len(others), "embedders": {}}
+        edit = Decontaminate((bench,), ("instruction",), ("edit",))
+        _, share = edit._edits.best(table["instruction"].combine_chunks())
+        entry["edit_curve"] = _curve(share, planted)
+        for embedder in embedders:
+            stage = Decontaminate((bench,), ("instruction",), ("ngram", "edit", "embedding"), model=embedder)
+            started = time.perf_counter()
+            _, sims = stage._embeddings.best(rows)
+            found = stage.check(table).to_pylist()
+            flagged = np.array([f is not None for f in found])
+            entry["embedders"][embedder] = {
+                "embedding_curve": _curve(sims, planted),
+                "others_99th_cosine": round(float(np.quantile(sims[~planted], 0.99)), 4),
+                "others_99_5th_cosine": round(float(np.quantile(sims[~planted], 0.995)), 4),
+                "defaults": {
+                    "edit_threshold": stage.edit_threshold,
+                    "embedding_threshold": stage.embedding_threshold,
+                    "light_edit_recall": round(float(flagged[planted].mean()), 4),
+                    "false_positives": round(float(flagged[~planted].mean()), 4),
+                },
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            print(f"{name} {embedder}: {entry['embedders'][embedder]['defaults']}", file=sys.stderr)
+        results[name] = entry
+    results["benchmark_shaped"] = {e: shaped(e) for e in embedders}
+    return results
+
+
+def shaped(embedder: str, seed: int = 0) -> dict:
+    """At the defaults, on the benchmark-shaped fixtures: GSM8K's planted pool per kind of row, and the
+    ARC-, IFEval- and HumanEval-like sets with a light edit of each item and same-topic rows that ask
+    something else (tests/fixtures/benchmarks/same_topic_nonnumeric.jsonl)."""
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from synth.benchmarks import load_benchmark
+    from synth.stages.decontaminate import Decontaminate
+    from tests import realtext
+
+    out: dict = {}
+    bench = load_benchmark(f"gsm8k={FIXTURES / 'gsm8k_test.jsonl'}")
+    pool = pa.Table.from_pylist([json.loads(line) for line in (FIXTURES / "pool.jsonl").read_text().splitlines()])
+    found = Decontaminate((bench,), model=embedder).check(pool).to_pylist()
+    kinds = defaultdict(list)
+    for row, f in zip(pool.to_pylist(), found):
+        kinds[row["kind"]].append(f is not None)
+    out["gsm8k_pool"] = {k: f"{sum(v)}/{len(v)}" for k, v in kinds.items()}
+    negatives = [json.loads(line) for line in (FIXTURES / "same_topic_nonnumeric.jsonl").read_text().splitlines()]
+    for name, file in (("arc_challenge", "arc_like"), ("ifeval", "ifeval_like"), ("humaneval", "humaneval_like")):
+        bench = load_benchmark(f"{name}={FIXTURES / (file + '.jsonl')}")
+        rng = random.Random(seed)
+        vocab = realtext.vocabulary(list(bench.questions))
+        edits = [realtext.light_edit(q, rng, vocab) for q in bench.questions]
+        others = [n["instruction"] for n in negatives if n["benchmark"] == name]
+        table = pa.table({"instruction": edits + others})
+        flags = [
+            f is not None for f in Decontaminate((bench,), ("instruction",), model=embedder).check(table).to_pylist()
+        ]
+        out[name] = {
+            "light_edits": f"{sum(flags[: len(edits)])}/{len(edits)}",
+            "same_topic": f"{sum(flags[len(edits) :])}/{len(others)}",
+        }
+    print(f"benchmark-shaped, {embedder}: {out}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -160,7 +267,18 @@ def main() -> None:
     parser.add_argument("--ngram", type=int, default=13)
     parser.add_argument("--baseline-rows", type=int, default=20_000)
     parser.add_argument("--embed-rows", type=int, default=2_000)
+    parser.add_argument("--calibrate", action="store_true", help="Only the real-text curves (see above).")
+    parser.add_argument("--embedder", action="append", help="With --calibrate: minilm, static, or a model path.")
+    parser.add_argument("--cal-items", type=int, default=300)
+    parser.add_argument("--cal-negatives", type=int, default=2000)
     args = parser.parse_args()
+    if args.calibrate:
+        result = calibrate(args.embedder or ["minilm", "static"], args.cal_items, args.cal_negatives)
+        result["machine"] = f"{os.cpu_count()} cores, shared (load average {os.getloadavg()[0]:.1f} at the end)"
+        out = ROOT / "benchmarks" / "results" / "decontaminate-calibration.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         started = time.perf_counter()

@@ -13,11 +13,13 @@ import pyarrow as pa
 import pytest
 
 from synth import stats
+from synth.backends import Completion
 from synth.benchmarks import catalogue, catalogue_names, load_benchmark
 from synth.cli import main
-from synth.core import SynthError, from_rows
+from synth.core import StoppedShort, SynthError, from_rows
 from synth.io import read, read_provenance
-from synth.stages.decontaminate import Decontaminate, NgramIndex, ngram_hashes, numbers
+from synth.stages._ngrams import NgramIndex, ngram_hashes
+from synth.stages.decontaminate import Decontaminate, calibrated, numbers
 from tests.conftest import ScriptedBackend
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
@@ -96,20 +98,32 @@ def test_numbers_are_read_alike() -> None:
     assert numbers("It costs $1,240.50 or 4.50 for 3 items") == {"1240.5", "4.5", "3"}
 
 
-def test_rejects_carry_contaminated_by_and_the_card_counts_them(pool, tmp_path, monkeypatch, capsys) -> None:
+def test_rejects_carry_contaminated_by_and_the_card_counts_them(pool, bench, tmp_path, monkeypatch, capsys) -> None:
     source = tmp_path / "pool.jsonl"
     source.write_text((FIXTURES / "pool.jsonl").read_text())
     out, rejects = tmp_path / "out", tmp_path / "rejects"
     assert synth(["decontaminate", source, "--against", GSM8K, "--out", out, "--rejects", rejects], monkeypatch) == 0
     kept = [r for b in read(out) for r in b.to_pylist()]
     dropped = [r for b in read(rejects) for r in b.to_pylist()]
-    assert len(kept) + len(dropped) == pool.num_rows
-    assert {r["kind"] for r in kept} <= {"same_topic", "unrelated", "light_edit", "rephrase"}
+    rows = pool.to_pylist()
+    # Exactly the planted copies go, every one with the item it was made from; every other row stays.
+    assert sorted(r["id"] for r in dropped) == sorted(
+        r["id"] for r in rows if r["kind"] in {"verbatim", "light_edit", "rephrase"}
+    )
+    assert sorted(r["id"] for r in kept) == sorted(r["id"] for r in rows if r["kind"] in {"same_topic", "unrelated"})
+    assert len(kept) == 50 and len(dropped) == 75
+    assert all(r["contaminated_by"]["item_id"] == bench.ids[r["item"]] for r in dropped)
+    assert all(0 < r["contaminated_by"]["score"] <= 1 for r in dropped)
     assert "contaminated_by" not in kept[0]
     assert all(r["contaminated_by"]["benchmark"] == "gsm8k" for r in dropped)
-    counts = read_provenance(out)["counts"]
-    assert counts["dropped_contaminated_gsm8k_ngram"] == 30
-    assert counts["dropped_contaminated_gsm8k_ngram"] + counts["dropped_contaminated_gsm8k_embedding"] == len(dropped)
+    card = read_provenance(out)
+    counts = card["counts"]
+    by_method = {m: counts.get(f"dropped_contaminated_gsm8k_{m}", 0) for m in ("ngram", "edit", "embedding", "llm")}
+    assert by_method["ngram"] == 30 and by_method["edit"] >= 28 and by_method["llm"] == 0
+    assert sum(by_method.values()) == len(dropped)
+    assert card["embedder"] == "minilm"
+    assert card["thresholds"]["embedding"]["threshold"] == calibrated()["embedding"]["minilm"]["threshold"]
+    assert card["thresholds"]["edit"]["threshold"] == calibrated()["edit"]["threshold"]
     assert "contaminated_gsm8k_ngram" in capsys.readouterr().err
     for path in (out, rejects):  # `synth stats` reads the card of the one, the column of the other
         table = stats.table(stats.collect(path))
@@ -230,3 +244,83 @@ def test_the_llm_check_from_the_command_line(tmp_path, monkeypatch) -> None:
     assert {r["kind"] for r in kept} == {"unrelated"} and len(kept) == 20  # unrelated rows are never asked about
     assert read_provenance(out)["counts"]["dropped_contaminated_gsm8k_llm"] == 15
     assert sum(len(c) for c in judge.calls) == 15
+
+
+def failing(reason: str = "ConnectionError: the judge's server is down") -> Completion:
+    return Completion("", "error", error=reason)
+
+
+def pool_rows(tmp_path: Path, kinds: set[str]) -> tuple[Path, list[dict]]:
+    rows = [json.loads(line) for line in (FIXTURES / "pool.jsonl").read_text().splitlines()]
+    chosen = [r for r in rows if r["kind"] in kinds]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in chosen))
+    return source, chosen
+
+
+def test_a_judge_that_fails_every_request_stops_the_run_and_keeps_nothing(tmp_path, monkeypatch, capsys) -> None:
+    import synth.cli._shared as shared
+
+    judge = ScriptedBackend([failing() for _ in range(200)])
+    monkeypatch.setattr(shared, "load_backend", lambda *a, **k: judge)
+    source, rows = pool_rows(tmp_path, {"rephrase", "unrelated"})
+    out = tmp_path / "out"
+    args = ["decontaminate", source, "--against", GSM8K, "--out", out, "--model", "judge", "--methods", "embedding"]
+    assert synth(args, monkeypatch) == 3
+    err = capsys.readouterr().err
+    assert "no usable answer for 15 of the 15 rows" in err and "the judge's server is down" in err
+    assert sum(len(c) for c in judge.calls) == 30  # each candidate asked, then once again
+    assert [r for b in read(out) for r in b.to_pylist()] == []  # not one row kept unchecked
+    card = read_provenance(out)
+    assert card["status"] != "complete"
+    assert card["failed_requests"]["count"] == 30 and card["failed_requests"]["of"] == 30
+
+
+def test_the_stage_stops_at_the_first_batch_a_dead_judge_leaves_unchecked(pool, bench) -> None:
+    rephrased = pool.filter(pa.compute.equal(pool["kind"], "rephrase"))
+    stage = Decontaminate((bench,), methods=("embedding", "llm"), judge=ScriptedBackend(["no idea"] * 40))
+    with pytest.raises(StoppedShort, match="no usable answer for 15 of the 15 rows"):
+        list(stage([rephrased]))
+    assert stage.stats["llm_failed"] == 15
+
+
+def test_some_judge_failures_are_counted_in_the_card(tmp_path, monkeypatch) -> None:
+    import synth.cli._shared as shared
+
+    # 15 candidates: 12 answered, 3 failed twice (the batch, then the retry of the three).
+    judge = ScriptedBackend(['{"rephrase": true}'] * 12 + [failing()] * 3 + [failing("HTTP 503")] * 3)
+    monkeypatch.setattr(shared, "load_backend", lambda *a, **k: judge)
+    source, rows = pool_rows(tmp_path, {"rephrase", "unrelated"})
+    out = tmp_path / "out"
+    args = ["decontaminate", source, "--against", GSM8K, "--out", out, "--model", "judge", "--methods", "embedding"]
+    assert synth(args, monkeypatch) == 0
+    card = read_provenance(out)
+    assert card["counts"]["llm_asked"] == 15 and card["counts"]["llm_failed"] == 3
+    assert card["failed_requests"]["count"] == 6 and card["failed_requests"]["of"] == 18
+    assert card["failed_requests"]["reasons"] == {"ConnectionError: the judge's server is down": 3, "HTTP 503": 3}
+    counts = card["counts"]
+    # the 12 answered rows by the judge; the 3 it failed on by the embedding rule (close enough), none kept unchecked
+    assert counts["dropped_contaminated_gsm8k_llm"] == 12
+    assert counts["dropped_contaminated_gsm8k_llm"] + counts.get("dropped_contaminated_gsm8k_embedding", 0) == 15
+    kept = [r for b in read(out) for r in b.to_pylist()]
+    assert sorted(r["id"] for r in kept) == sorted(r["id"] for r in rows if r["kind"] == "unrelated")
+
+
+def test_the_judge_error_rate_stop_uses_max_error_rate(pool, bench) -> None:
+    rows = pa.concat_tables([pool.filter(pa.compute.equal(pool["kind"], "rephrase"))] * 4)  # 60 candidates
+    replies = ['{"rephrase": true}'] * 55 + ["no idea"] * 5 + ["no idea"] * 5  # 5 of 60 unusable: 8.3%
+    strict = Decontaminate((bench,), methods=("embedding", "llm"), judge=ScriptedBackend(list(replies)))
+    with pytest.raises(StoppedShort, match="over the allowed 5.0%"):
+        strict.check(rows)
+    lenient = Decontaminate(
+        (bench,), methods=("embedding", "llm"), judge=ScriptedBackend(list(replies)), max_error_rate=0.1
+    )
+    assert sum(f is not None for f in lenient.check(rows).to_pylist()) == 60
+    assert lenient.stats["llm_failed"] == 5
+
+
+def test_an_embedder_without_a_calibrated_threshold_asks_for_one(bench) -> None:
+    with pytest.raises(SynthError, match="no calibrated --embedding-threshold for embedder '/models/mine'"):
+        Decontaminate((bench,), model="/models/mine")
+    stage = Decontaminate((bench,), methods=("ngram", "edit"), model="/models/mine")  # no embedding: no threshold
+    assert stage.embedding_threshold is None

@@ -15,6 +15,7 @@ from synth.cli._shared import (
     BackendOpt,
     BaseUrlOpt,
     ConcurrencyOpt,
+    MaxErrorRateOpt,
     OutOpt,
     Saving,
     Server,
@@ -54,16 +55,31 @@ def decontaminate(
         ListOpt,
         typer.Option("--column", "-c", help="Text column(s) to check; repeatable. Default: instruction and response."),
     ] = None,
-    methods: Annotated[str, typer.Option(help="ngram, embedding and llm, comma-separated; --model adds llm.")] = (
-        "ngram,embedding"
-    ),
-    ngram: Annotated[int, typer.Option(min=1, help="Words per n-gram.")] = 13,
+    methods: Annotated[
+        str, typer.Option(help="ngram, edit, embedding and llm, comma-separated; --model adds llm.")
+    ] = "ngram,edit,embedding",
+    ngram: Annotated[int, typer.Option(min=1, help="Words per n-gram of the copy check (ngram).")] = 13,
     ngram_threshold: Annotated[
         float, typer.Option(help="Share of a benchmark item's n-grams a row must hold to be dropped.")
     ] = 0.5,
+    edit_ngram: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Words per n-gram of the edited-copy check (edit). Default: calibrated, 2."),
+    ] = None,
+    edit_threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="edit: weighted share of an item's question n-grams from which a row is dropped. "
+            "Default: calibrated (filters/decontamination/thresholds.yaml)."
+        ),
+    ] = None,
     embedding_threshold: Annotated[
-        float, typer.Option(help="Cosine similarity to a benchmark question from which a row is dropped.")
-    ] = 0.8,
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Cosine similarity to a benchmark question from which a row is dropped. "
+            "Default: calibrated per embedder (filters/decontamination/thresholds.yaml)."
+        ),
+    ] = None,
     embedding_model: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="Embedder: minilm (default), static (fast), or a model name or path."),
@@ -90,6 +106,7 @@ def decontaminate(
         typer.Option(help="LLM check: a copy of filters/decontamination/rephrase.yaml to use instead."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and checked at once.")] = 8192,
+    max_error_rate: MaxErrorRateOpt = 0.05,
     save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     verbose: VerboseOpt = False,
 ) -> None:
@@ -113,11 +130,14 @@ def decontaminate(
         methods=chosen,
         judge=judge,
         batch_size=batch_size,
+        max_error_rate=max_error_rate,
         overwrite=save.overwrite,
         resume=save.resume,
         command=command_line(),
         ngram=ngram,
         ngram_threshold=ngram_threshold,
+        edit_ngram=edit_ngram,
+        edit_threshold=edit_threshold,
         embedding_threshold=embedding_threshold,
         model=embedding_model,
         judge_floor=judge_floor,

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from synth.backends import Backend
+from synth.backends import Backend, Metered
 from synth.benchmarks import Benchmark, Fields, load_benchmark
 from synth.core import SynthError
 from synth.io import Sink, open_output
 from synth.recipes._runner import _describe, _resumable, _run
-from synth.stages.decontaminate import Decontaminate
+from synth.stages.decontaminate import Decontaminate, embedder_key
 
 
 def benchmarks(
@@ -35,6 +35,7 @@ def decontaminate(
     fields: Fields = Fields(),
     split: str | None = None,
     batch_size: int = 8192,
+    max_error_rate: float | None = 0.05,
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
@@ -42,7 +43,9 @@ def decontaminate(
 ) -> dict[str, Any]:
     """Keep the rows of `source` that hold no item of the `against` benchmarks; dropped rows go to
     `rejects` (if given) with `contaminated_by`. `options` go to the stage: `ngram`, `ngram_threshold`,
-    `embedding_threshold`, `model`, `judge_floor`, `rubric`, `judge_params`.
+    `edit_ngram`, `edit_threshold`, `embedding_threshold`, `model`, `judge_floor`, `rubric`, `judge_params`.
+    The judge is metered like every model call: past `max_error_rate` failed requests, or with none
+    answered, the run stops short (exit 3) and the card counts the failures.
 
     The stage judges each row on its own, so a resumed run skips the rows the output already covers.
     """
@@ -53,13 +56,23 @@ def decontaminate(
     if "llm" not in methods and judge is not None:
         methods = (*methods, "llm")
     given = {k: v for k, v in options.items() if v is not None}
-    stage = Decontaminate(benchmarks(against, fields, split), tuple(columns), tuple(methods), judge=judge, **given)
+    meter = Metered(judge, max_error_rate=max_error_rate) if judge is not None else None
+    stage = Decontaminate(
+        benchmarks(against, fields, split),
+        tuple(columns),
+        tuple(methods),
+        judge=meter,
+        max_error_rate=max_error_rate,
+        **given,
+    )
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
     settings = {
         "input": str(source),
         "stage": repr(stage),
         "benchmarks": [repr(b) for b in stage.benchmarks],
+        "embedder": embedder_key(stage.model) if stage.embedding_threshold is not None else None,
+        "thresholds": thresholds(stage),
         "judge": _describe(judge) if judge is not None else None,
         "judge_sampling": str(stage.judge_params) if judge is not None else None,
     }
@@ -72,4 +85,16 @@ def decontaminate(
             card = {"command": command, **settings, "rows": "dropped by synth decontaminate; see `contaminated_by`"}
             side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
             stage = dataclasses.replace(stage, rejects=side)
-        return _run(_resumable(batches, output), [stage], output, settings, command, None, meters=())
+        meters = (meter,) if meter is not None else ()
+        return _run(_resumable(batches, output), [stage], output, settings, command, None, meters=meters)
+
+
+def thresholds(stage: Decontaminate) -> dict[str, Any]:
+    """The settings each method of `stage` drops a row at, for the card."""
+    chosen = {
+        "ngram": {"ngram": stage.ngram, "threshold": stage.ngram_threshold},
+        "edit": {"ngram": stage.edit_ngram, "threshold": stage.edit_threshold, "weighted": "idf"},
+        "embedding": {"threshold": stage.embedding_threshold, "match_numbers": stage.match_numbers},
+        "llm": {"judge_floor": stage.judge_floor, "max_error_rate": stage.max_error_rate},
+    }
+    return {m: chosen[m] for m in stage.methods}
