@@ -108,8 +108,9 @@ def pipeline(
     rows = _resumable(source, output)
     meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
     tail = [up_to(n - output.rows)] if n else []
-    more = "give the run more input or attempts, or ask for fewer rows"
-    asked = Asked(n, f"the input ran out before {n} rows were kept", more) if n else None
+    why = f"the source ran out (its input, or a cap on attempts) before {n} rows were kept"
+    more = "run it again with --resume and more input or attempts, or ask for fewer rows"
+    asked = Asked(n, why, more) if n else None
     return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters, asked=asked)
 
 
