@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="the server's threads (the client and proxy: the rest)")
     parser.add_argument("--fixed", default="1-16", help="fixed concurrencies to compare, e.g. 1-16 or 1,2,4,8,16")
     parser.add_argument("--turns", type=int, default=3, help="auto and the best fixed value, taking turns")
+    parser.add_argument("--parts", default="abc", help="which parts to run; the others' results are kept")
+    parser.add_argument("--rate", type=float, help="R for (b), when (a) is not run")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "resilience.json")
     args = parser.parse_args()
     if "-" in args.fixed:
@@ -159,33 +161,30 @@ def main() -> None:
     else:
         fixed = [int(k) for k in args.fixed.split(",")]
     asks, params = prompts(args.rows), Sampling(max_tokens=args.max_tokens, temperature=0.0)
+    result = json.loads(args.json.read_text()) if args.json.exists() and args.parts != "abc" else {}
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess("openai", Path(tmp) / "server.log", threads=args.threads).start()
         try:
             run(server.url, asks[:8], params, 2)  # warm: the model's first requests are slower
-            print("(a) throughput, auto against fixed", flush=True)
-            a = throughput(server.url, asks, params, fixed, args.turns)
-            rate = round(0.5 * a["sweep"][str(a["best_fixed"])]["rows_per_s"], 2)
-            print(f"(b) a proxy admitting R = {rate} requests/s, 429 beyond", flush=True)
-            b = rate_limited(server.url, asks, params, rate)
-            print(f"  {b}")
-            print("(c) faults, wall time against the fault-free run", flush=True)
-            c = faults(server, asks, params)
+            if "a" in args.parts:
+                print("(a) throughput, auto against fixed", flush=True)
+                result["throughput"] = throughput(server.url, asks, params, fixed, args.turns)
+            if "b" in args.parts:
+                a = result["throughput"]
+                rate = args.rate or round(0.5 * a["sweep"][str(a["best_fixed"])]["rows_per_s"], 2)
+                print(f"(b) a proxy admitting R = {rate} requests/s, 429 beyond", flush=True)
+                result["rate_limited"] = rate_limited(server.url, asks, params, rate)
+                print(f"  {result['rate_limited']}")
+            if "c" in args.parts:
+                print("(c) faults, wall time against the fault-free run", flush=True)
+                result["faults"] = faults(server, asks, params)
         finally:
             server.kill()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
-        "rows": args.rows,
-        "max_tokens": args.max_tokens,
-        "server_threads": args.threads,
-        "client_peak_rss_mb": round(peak, 1),
-        "throughput": a,
-        "rate_limited": b,
-        "faults": c,
-    }
+    result.update(rows=args.rows, max_tokens=args.max_tokens, server_threads=args.threads)
+    result[f"client_peak_rss_mb_{args.parts}"] = round(peak, 1)
     args.json.parent.mkdir(exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"auto {a['auto_vs_best']}x the best fixed ({a['best_fixed']}); rate-limited {b['achieved_vs_R']}x R")
     print(f"written to {args.json}")
 
 

@@ -219,7 +219,8 @@ class Pool(Generic[T]):
             except Retryable as exc:
                 fault = exc
                 self._settle(reserved, None)
-                slots.release(time.monotonic() - started, 0, fault.kind)
+                paced = fault.kind == "busy" and fault.retry_after is not None  # the pause is the back-off
+                slots.release(time.monotonic() - started, 0, "paused" if paced else fault.kind)
             except BaseException:  # Ctrl-C, or a fault no retry fixes: the slot is free, the call ends
                 slots.release(0.0, 0, "call")
                 raise

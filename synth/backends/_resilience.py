@@ -202,7 +202,9 @@ class Concurrency:
     start, then one at a time); that limit is the knee so far. Latency up by RISE after a raise
     with no throughput gain, or by twice RISE over the knee's: the server queues instead of
     batching, so cut it by DECREASE (not below the knee). A 429, 503 or timeout halves it (once
-    per calm period: a burst of refusals arrives together). Level for HOLD windows: probe one up.
+    per calm period: a burst of refusals arrives together); one with Retry-After does not, as
+    the pause of every request it brings is the back-off (halving too left a rate-limited server
+    idle: in flight at 1, requests came slower than it admitted). Level for HOLD windows: probe one up.
     """
 
     fixed: int | None = None
@@ -248,7 +250,8 @@ class Concurrency:
             self.in_flight += 1
 
     def release(self, seconds: float, tokens: int, fault: str | None = None) -> None:
-        """An attempt ended after `seconds`, with `tokens` generated, or with a `fault` kind."""
+        """An attempt ended after `seconds`, with `tokens` generated, or with a `fault` kind
+        (`paused`: a refusal with Retry-After, whose pause of every request is the back-off)."""
         with self._cond:
             self.in_flight -= 1
             if self.auto:
@@ -284,6 +287,8 @@ class Concurrency:
                 self._calm_until = now + max(seconds, 0.5)
             return
         if fault is not None:
+            if fault == "paused" and self._window is not None:
+                self._window.starved = True  # every request paused: the window's rate says nothing
             return
         w = self._window
         if w is None:

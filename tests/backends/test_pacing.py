@@ -207,3 +207,13 @@ def test_a_bad_concurrency_is_one_line_before_any_request(tmp_path, dead_url) ->
     assert done.stderr.strip().splitlines()[-1] == (
         "synth: error: --concurrency takes auto or a number of at least 1, not 'lots'; pass --concurrency auto"
     )
+
+
+def test_a_refusal_with_retry_after_pauses_instead_of_halving() -> None:
+    slots = Concurrency()
+    slots.acquire()
+    slots.release(0.1, 0, "paused")  # the server said when: every request waits, which is back-off enough
+    assert slots.limit == 4
+    slots.acquire()
+    slots.release(0.1, 0, "busy")  # it did not: halve
+    assert slots.limit == 2

@@ -117,6 +117,7 @@ def test_a_fault_a_retry_fixes_ends_with_every_row_once(server, tmp_path, scenar
     found = check(tmp_path / "out")
     faults = [e for e in proxy.generations() if e.action not in ("pass", "slow")]
     assert found["server_requests"]["retries"] == len(faults)  # each fault retried once, nothing else
+    assert found["concurrency"] == "auto" and 1 <= found["server_requests"]["settled_concurrency"] <= 64
     assert len(proxy.generations()) == ROWS + len(faults)
     if scenario != "slow":
         assert len(faults) >= 2
