@@ -206,6 +206,25 @@ def test_check_answer_against_a_reference_column() -> None:
     assert out["predicted_answer"].to_pylist() == ["\\frac{1}{2}", "7", None, None]
 
 
+def test_check_answer_takes_an_expression_reference_whole() -> None:
+    # A reference is the answer itself (or a solution ending in \boxed{} or `#### X`), never
+    # cut down to its last number: `\sqrt{2}` is not 2, `(x+1)^2` is not 2.
+    cases = [
+        ("The answer is 2.", "\\sqrt{2}", "fail"),
+        ("So \\boxed{\\sqrt{2}}.", "\\sqrt{2}", "pass"),
+        ("The answer is $x^2+2x+1$.", "(x+1)^2", "pass"),
+        ("\\boxed{2}", "(x+1)^2", "fail"),
+        ("The answer is 0.5.", "\\frac{1}{2}", "pass"),
+        ("The answer is 2.", "$\\frac{1}{2}$", "fail"),
+        ("\\boxed{\\frac{1}{2}}", "We halve it: $\\boxed{\\dfrac{1}{2}}$", "pass"),  # a reference solution
+        ("It is 72.", "She sold 48/2 = 24 clips.\n#### 72", "pass"),  # GSM8K's answer column
+        ("It is 24.", "She sold 48/2 = 24 clips.\n#### 72", "fail"),
+    ]
+    rows = [{"id": str(i), "response": r, "answer": a} for i, (r, a, _) in enumerate(cases)]
+    (out,) = CheckAnswer("response", "answer")([from_rows(rows)])
+    assert out["verify_status"].to_pylist() == [status for _, _, status in cases]
+
+
 def test_verify_math_cli_with_a_reference(tmp_path) -> None:
     rows = [
         {"id": "a", "response": "So the answer is \\boxed{\\dfrac{1}{2}}.", "gold": "1/2"},

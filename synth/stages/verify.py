@@ -210,6 +210,20 @@ def extract_answer(text: str | None) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
+def reference_answer(text: str | None) -> str | None:
+    """The expected answer in a reference column: the last `\\boxed{...}` or GSM8K's `#### X` where
+    it has one (a reference solution), else the whole text. Never its last number, as for a
+    solution: the reference `(x+1)^2` or `\\sqrt{2}` is an expression, not `2`."""
+    if text is None:
+        return None
+    boxed = _last_boxed(text)
+    if boxed and boxed.strip():
+        return boxed.strip()
+    said = GSM8K.findall(text)
+    answer = (said[-1] if said else text).strip().strip("$").strip()
+    return answer or None
+
+
 def _last_boxed(text: str) -> str | None:
     starts = list(BOXED.finditer(text))
     if not starts:
@@ -276,8 +290,9 @@ def majority(answers: Sequence[str | None]) -> tuple[str | None, float, int]:
 
 @dataclass(frozen=True)
 class CheckAnswer:
-    """Reads `column` (a solution) and `reference` (the expected answer, or a solution ending in
-    one); adds `predicted_answer` and `verify_status`: pass, fail (not equivalent) or no_answer.
+    """Reads `column` (a solution) and `reference` (the expected answer, taken whole, or a solution
+    ending in `\\boxed{}` or `#### X`); adds `predicted_answer` and `verify_status`: pass, fail
+    (not equivalent) or no_answer.
 
     A solution whose `<column>_finish_reason` is not `stop` has no answer. After
     `SelfConsistency`, a row it did not pass keeps its status."""
@@ -298,7 +313,7 @@ class CheckAnswer:
             reason = f"{self.column}_finish_reason"
             if reason in batch.column_names:  # a cut-off or failed solution has no final answer
                 answers = [a if r in (None, "stop") else None for a, r in zip(answers, batch[reason].to_pylist())]
-            expected = [extract_answer(str(r)) if r is not None else None for r in batch[self.reference].to_pylist()]
+            expected = [reference_answer(str(r)) if r is not None else None for r in batch[self.reference].to_pylist()]
             statuses = [
                 "no_answer" if a is None else "pass" if equivalent(a, e) else "fail" for a, e in zip(answers, expected)
             ]
