@@ -75,10 +75,14 @@ class Respond:
     conversation with the answer appended, as TRL trainers take it); with `errors`, also
     `response_error`, why a row failed (null where it did not).
 
-    A row with nothing to answer (a null or non-text instruction, a conversation without a
+    A row with nothing to answer (a null, non-text or blank instruction, a conversation without a
     user turn) is not sent: like a request that failed, it gets finish reason `error` and null
     `messages` (never a conversation ending in an empty answer), counted in `stats` as
-    `response_no_input`. `on_answer` sees each answer as it ends (a recipe moves its progress bar with it).
+    `response_no_input`. An answer that comes back empty or blank is no answer either: null
+    `messages`, counted as `response_empty`; with `errors` (the caller keeps every row, so each
+    must say why) also finish reason `error` and `response_error` "empty answer", else its own
+    finish reason, for `DropTruncated` to drop. `on_answer` sees each answer as it ends (a recipe
+    moves its progress bar with it).
     """
 
     backend: Backend
@@ -93,12 +97,16 @@ class Respond:
         for batch in batches:
             convs, problems = self._conversations(batch)
             out = self._complete(convs, problems, batch)
-            for c in out:
-                self.stats[f"response_{c.finish_reason}"] += 1
+            for i, c in enumerate(out):
+                if c.finish_reason != "error" and not c.text.strip():
+                    self.stats["response_empty"] += 1
+                    if self.errors:
+                        out[i] = Completion("", "error", c.prompt_tokens, c.completion_tokens, error="empty answer")
+                self.stats[f"response_{out[i].finish_reason}"] += 1
             answers = [c.text.strip() for c in out]
-            # A failed answer is no training row: its `messages` is null, never an empty assistant turn.
+            # A failed or empty answer is no training row: its `messages` is null, never an empty assistant turn.
             messages = [
-                None if c.finish_reason == "error" else [*conv, _turn("assistant", a)]
+                None if c.finish_reason == "error" or not a else [*conv, _turn("assistant", a)]
                 for conv, a, c in zip(convs, answers, out)
             ]
             columns: dict[str, pa.Array] = {
@@ -138,9 +146,11 @@ class Respond:
 
 @dataclass(frozen=True)
 class DropTruncated:
-    """Reads `response_finish_reason`; drops rows whose answer was cut off by max tokens
-    (finish reason `length`), counted as `dropped_response_truncated`. A cut-off answer is not a
-    training row; with `keep` they are kept (and still counted, as `kept_response_truncated`)."""
+    """Reads `response_finish_reason` (and `response`); drops rows whose answer was cut off by max
+    tokens (finish reason `length`), counted as `dropped_response_truncated`, and rows whose answer
+    is empty or blank, counted as `dropped_response_empty`. A cut-off answer is not a training row;
+    with `keep` they are kept (and still counted, as `kept_response_truncated`); an empty one never is.
+    Failed answers (finish reason `error`) are left to the recipe, which counts them as failed requests."""
 
     keep: bool = False
     stats: Counter[str] = field(default_factory=Counter, compare=False)
@@ -150,9 +160,14 @@ class DropTruncated:
             if "response_finish_reason" not in batch.column_names:
                 yield batch
                 continue
-            cut = [reason == "length" for reason in batch["response_finish_reason"].to_pylist()]
+            reasons = batch["response_finish_reason"].to_pylist()
+            texts = _column_or(batch, "response", "-")
+            empty = [r != "error" and not (t or "").strip() for r, t in zip(reasons, texts)]
+            cut = [r == "length" and not e for r, e in zip(reasons, empty)]
+            self.stats["dropped_response_empty"] += sum(empty)
             self.stats[f"{'kept' if self.keep else 'dropped'}_response_truncated"] += sum(cut)
-            yield batch if self.keep else batch.filter(pa.array([not c for c in cut], pa.bool_()))
+            keep = [not e and (self.keep or not c) for e, c in zip(empty, cut)]
+            yield batch.filter(pa.array(keep, pa.bool_()))
 
 
 @dataclass(frozen=True)
@@ -307,7 +322,7 @@ def _text_problem(value: Any, column: str) -> str | None:
         return f"{column} is null"
     if not isinstance(value, str):
         return f"{column} is {type(value).__name__}, not text"
-    return None
+    return None if value.strip() else f"{column} is empty"
 
 
 def _open_turn(conv: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
