@@ -247,7 +247,8 @@ class Pool(Generic[T]):
                     return Completion("", "error", error=f"{fault.reason} (gave up after {faults + 1} attempts)")
                 delay = 0.0 if fault.retry_after is not None else retry.delay(min(faults, 8))
                 faults += 1
-            link.wait(delay)
+            with slots.queued():
+                link.wait(delay)
 
     def _pace(self, item: T) -> int:
         """Wait for the --rpm and --tpm buckets; the tokens reserved."""

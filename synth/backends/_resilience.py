@@ -22,7 +22,8 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,7 @@ class _Window:
     tokens: int = 0
     seconds: float = 0.0
     starved: bool = False  # a slot stood free with nothing to send: the rate says nothing of the limit
+    refused: int = 0  # refusals with Retry-After: the server's own pace binds
 
     def rate(self, now: float) -> float:
         return self.tokens / max(now - self.start, 1e-9)
@@ -204,7 +206,8 @@ class Concurrency:
     batching, so cut it by DECREASE (not below the knee). A 429, 503 or timeout halves it (once
     per calm period: a burst of refusals arrives together); one with Retry-After does not, as
     the pause of every request it brings is the back-off (halving too left a rate-limited server
-    idle: in flight at 1, requests came slower than it admitted). Level for HOLD windows: probe one up.
+    idle: in flight at 1, requests came slower than it admitted), but a window with more such
+    refusals than answers eases it by a tenth. Level for HOLD windows: probe one up.
     """
 
     fixed: int | None = None
@@ -258,6 +261,17 @@ class Concurrency:
                 self._observe(time.monotonic(), seconds, tokens, fault)
             self._cond.notify_all()
 
+    @contextmanager
+    def queued(self) -> Iterator[None]:
+        """A request waiting to go again (a back-off, a pause) counts as demand beyond the limit."""
+        with self._cond:
+            self.waiting += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.waiting -= 1
+
     def paced(self) -> None:
         """A request waited for --rpm or --tpm: this window's throughput says nothing of the limit."""
         with self._cond:
@@ -288,7 +302,7 @@ class Concurrency:
             return
         if fault is not None:
             if fault == "paused" and self._window is not None:
-                self._window.starved = True  # every request paused: the window's rate says nothing
+                self._window.refused += 1
             return
         w = self._window
         if w is None:
@@ -301,6 +315,10 @@ class Concurrency:
             return
         if w.starved:  # the end of a batch: no load to judge by
             self._window = None
+            return
+        if w.refused > w.done:  # more refused than admitted: ready requests to spare, ease off a little
+            self.slow_start = False
+            self._set(self.limit * 0.9, now)
             return
         rate, latency = w.rate(now), w.latency()
         previous, self._previous = self._previous, (w.limit, rate, latency)
