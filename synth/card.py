@@ -37,8 +37,8 @@ def public(value: Any, key: str = "") -> Any:
 
 def public_text(text: str) -> str:
     """`text` with each URL replaced by `<server>` and each absolute or `~` path cut to its file name."""
-    home = str(Path.home())
-    if len(home) > 1:
+    home = _home()
+    if home is not None and len(home) > 1:
         text = text.replace(home, "~")
     text = _URL.sub("<server>", text)
     return _PATH.sub(lambda m: Path(m.group(0).rstrip("/")).name or "/", text)
@@ -46,7 +46,8 @@ def public_text(text: str) -> str:
 
 def model_file(path: str) -> dict[str, Any] | str:
     """A local model file as the card names it: file name, size in bytes and SHA-256."""
-    file = Path(path).expanduser()
+    home = _home()
+    file = Path(path).expanduser() if home is not None else Path(path)
     if not file.is_file():
         return public_text(path)
     stat = file.stat()
@@ -55,6 +56,15 @@ def model_file(path: str) -> dict[str, Any] | str:
         "bytes": stat.st_size,
         "sha256": _sha256(str(file.resolve()), stat.st_size, stat.st_mtime_ns),
     }
+
+
+def _home() -> str | None:
+    """The user's home, or None where there is none to find (no HOME, and a uid with no passwd
+    entry, as in a container run as an arbitrary user): then there is no home to hide."""
+    try:
+        return str(Path.home())
+    except (RuntimeError, KeyError):  # pathlib raises RuntimeError; KeyError is pwd's own, should it escape
+        return None
 
 
 @functools.lru_cache(maxsize=16)
