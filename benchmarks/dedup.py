@@ -28,6 +28,7 @@ Then the static path alone on `--static-rows` template rows, for rows/s and peak
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -38,22 +39,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-NOUNS = (
-    "garden river library market bridge lighthouse orchard database compiler telescope harbour glacier bakery "
-    "vineyard satellite railway festival museum monastery reef desert forest spreadsheet kernel cathedral bicycle "
-    "workshop laboratory marathon parliament symphony volcano theatre castle canal factory pipeline network "
-    "algorithm startup classroom hospital village island mountain budget contract vaccine battery engine "
-    "election climate insurance mortgage recipe painting novel podcast camera password firewall cluster "
-    "tournament orchestra bakery pharmacy airport tunnel subway stadium prison embassy archive newsroom "
-    "greenhouse beehive tractor drone robot sensor microscope galaxy comet asteroid fossil dinosaur coral "
-    "salmon wolf falcon elephant cactus mushroom wheat coffee chocolate cheese bread noodle soup violin guitar"
-).split()
-ADJS = (
-    "quiet ancient modern rural urban coastal frozen tropical digital medieval distributed noisy sparse renewable "
-    "fragile hidden forgotten crowded remote seasonal volcanic secure mobile vintage organic floating underground "
-    "portable nocturnal migratory industrial experimental affordable sustainable haunted luxurious minimalist "
-    "chaotic efficient legendary mysterious automated handmade bilingual decentralised"
-).split()
+import numpy as np
+
+
+def _realtext():  # type: ignore[no-untyped-def]
+    """benchmarks/realtext.py, loaded by path: this folder must not be on sys.path, as its
+    kernels.py would shadow the `kernels` package that transformers looks for."""
+    spec = importlib.util.spec_from_file_location("realtext", Path(__file__).with_name("realtext.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["realtext"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+realtext = _realtext()
+ADJS, NOUNS, near_copy = realtext.ADJS, realtext.NOUNS, realtext.near_copy
 PEOPLE = (
     "children beginners nurses engineers tourists farmers students retirees managers chefs pilots teachers "
     "designers historians volunteers athletes lawyers investors parents musicians scientists journalists "
@@ -99,21 +100,6 @@ def instruction(rng: random.Random) -> str:
     return f"{rng.choice(OPENERS)} the {', the '.join(pairs[:-1])} and the {pairs[-1]} {closer}"
 
 
-def near_copy(text: str, rng: random.Random) -> str:
-    kind = rng.random()
-    if kind < 0.25:
-        return text
-    if kind < 0.5:  # case, punctuation and spacing noise
-        return "  ".join(w.upper() if rng.random() < 0.3 else w for w in text.split()).rstrip(".") + "!!"
-    words = text.split()
-    i = rng.randrange(1, len(words) - 1)
-    if kind < 0.8:
-        words[i] = rng.choice(NOUNS + ADJS)  # one word changed
-    else:
-        words.insert(i, rng.choice(["really", "very", "quite", "short"]))  # one word added
-    return " ".join(words)
-
-
 def build(
     rows: int, path: Path, dup_rate: float = 0.1, seed: int = 0, fresh: Callable[[random.Random], str] | None = None
 ) -> dict[str, str | None]:
@@ -135,37 +121,9 @@ def build(
     return truth
 
 
-def docstring_sentences() -> list[str]:
-    """Real English sentences every Python install has: the docstrings of the standard library
-    (tests and IDLE left out), split into sentences of 4+ words and 30-300 characters, each once."""
-    import ast
-    import re
-    import sysconfig
-
-    out, seen = [], set()
-    for file in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        if {"test", "tests", "idlelib", "site-packages"} & set(file.parts):
-            continue
-        try:
-            tree = ast.parse(file.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            for para in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
-                for text in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(para.split())):
-                    letters = sum(c.isalpha() for c in text)
-                    if 30 <= len(text) <= 300 and letters > 0.7 * len(text) and len(text.split()) >= 4:
-                        if text not in seen:
-                            seen.add(text)
-                            out.append(text)
-    return out
-
-
 def build_docstrings(rows: int, path: Path, seed: int = 0) -> dict[str, str | None]:
     """`build` with the standard library's docstring sentences as the new texts."""
-    pool = docstring_sentences()
+    pool = realtext.docstring_sentences()
     random.Random(seed).shuffle(pool)
     if len(pool) < rows:
         raise SystemExit(f"the standard library gives {len(pool)} docstring sentences; ask for fewer rows")
@@ -364,6 +322,114 @@ def semantic_sides(
     return out
 
 
+SEMANTIC_GRID = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12, 0.15)
+MINHASH_GRID = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def calibration_corpora(rows: int, seed: int = 1) -> dict[str, tuple[list[str], list[int | None]]]:
+    """Real text (docstrings, package descriptions, man pages) and the template instructions, each
+    cleaned of its own near-copies and planted with 10% near-copies: (texts, what each copies)."""
+    rng = random.Random(seed)
+    pools = {
+        "docstrings": realtext.docstring_sentences(),
+        "dpkg": realtext.dpkg_sentences(),
+        "man": realtext.man_sentences(),
+        "templates": [instruction(rng) for _ in range(2 * rows)],
+    }
+    out = {}
+    for name, pool in pools.items():
+        pool = realtext.distinct(pool, 0.5 if name != "templates" else 0.999)
+        if len(pool) >= 200:
+            out[name] = realtext.plant(pool, min(rows, int(len(pool) * 1.05)), seed)
+    return out
+
+
+def _score(dropped: np.ndarray, truth: list[int | None]) -> tuple[float, float]:
+    planted = {i for i, t in enumerate(truth) if t is not None}
+    hits = len(planted.intersection(dropped.tolist()))
+    return hits / max(len(dropped), 1), hits / max(len(planted), 1)
+
+
+def semantic_drops(emb: np.ndarray, texts: list[str], threshold: float, check_terms: bool = True) -> np.ndarray:
+    """Rows the semantic stage drops (with or without its numbers-and-names check), as one batch:
+    its own matching, on embeddings made once."""
+    import pyarrow as pa
+
+    from synth.stages.dedup import _match_semantic, _VectorIndex
+    from synth.stages.similarity import TermsGuard, key_terms
+
+    guard = TermsGuard(key_terms(pa.array(texts)), lambda i: i, 0) if check_terms else None
+    return np.flatnonzero(~_match_semantic(emb, _VectorIndex(emb.shape[1], len(emb) + 1), threshold, guard=guard).keep)
+
+
+def minhash_drops(texts: list[str], threshold: float) -> np.ndarray:
+    from synth.core import from_rows
+    from synth.stages import dedup_minhash
+
+    kept = set()
+    for batch in dedup_minhash(threshold=threshold)(
+        [from_rows([{"id": str(i), "instruction": t} for i, t in enumerate(texts)])]
+    ):
+        kept.update(int(i) for i in batch["id"].to_pylist())
+    return np.array(sorted(set(range(len(texts))) - kept), int)
+
+
+def calibrate(rows: int, embedders: list[str]) -> dict:
+    """Precision and recall of planted copies on each corpus, and the share of distinct look-alike
+    rows dropped, per threshold, for each embedder (with and without the numbers check) and MinHash;
+    the default each would get: the best mean recall with precision >= 0.95 on every corpus and at
+    most 1% of the look-alikes dropped. Then each embedder's self-calibration, as an unknown one gets."""
+    from synth.stages.embed import load_embedder
+    from synth.stages.similarity import self_calibrate
+
+    corpora, looks = calibration_corpora(rows), realtext.distinct_requests()
+    alike = [t for kind, texts in looks.items() if kind != "package_labels" for t in texts]
+    labels = looks["package_labels"]
+    print(f"calibration: {', '.join(f'{k} {len(v[0])} rows' for k, v in corpora.items())}; {len(alike)} look-alikes")
+    out: dict = {
+        "corpora": {k: len(v[0]) for k, v in corpora.items()},
+        "look_alikes": {k: len(v) for k, v in looks.items()},
+    }
+    sides = [(e, True) for e in embedders] + [(e, False) for e in embedders] + [("minhash", False)]
+    for name, check in sides:
+        embed = None if name == "minhash" else load_embedder(name).encode
+        vectors = {} if embed is None else {k: embed(v[0]) for k, v in corpora.items()}
+        alike_emb = None if embed is None else embed(alike)
+        labels_emb = None if embed is None else embed(labels)
+        curve = []
+        for t in MINHASH_GRID if embed is None else SEMANTIC_GRID:
+            point: dict = {"threshold": t}
+            for corpus, (texts, truth) in corpora.items():
+                if embed is None:
+                    drops = minhash_drops(texts, t)
+                else:
+                    drops = semantic_drops(vectors[corpus], texts, t, check)
+                point[corpus] = [round(x, 3) for x in _score(drops, truth)]
+            wrong = minhash_drops(alike, t) if embed is None else semantic_drops(alike_emb, alike, t, check)
+            point["look_alikes_dropped"] = round(len(wrong) / len(alike), 4)
+            wrong = minhash_drops(labels, t) if embed is None else semantic_drops(labels_emb, labels, t, check)
+            point["package_labels_dropped"] = round(len(wrong) / max(len(labels), 1), 4)
+            curve.append(point)
+        ok = [p for p in curve if all(p[c][0] >= 0.95 for c in corpora) and p["look_alikes_dropped"] <= 0.01]
+        recall = lambda p: sum(p[c][1] for c in corpora) / len(corpora)  # noqa: E731
+        chosen = max(ok, key=recall)["threshold"] if ok else None
+        key = f"{name}{' + terms' if check else ''}"
+        out[key] = {"curve": curve, "chosen": chosen}
+        print(f"\n{key}: threshold, then precision/recall per corpus, then look-alikes dropped (* chosen)")
+        for p in curve:
+            cells = "  ".join(f"{c} {p[c][0]:.3f}/{p[c][1]:.3f}" for c in corpora)
+            mark = "*" if p["threshold"] == chosen else " "
+            alike_share, labels_share = p["look_alikes_dropped"], p["package_labels_dropped"]
+            print(f"{mark} {p['threshold']:<5} {cells}  alike {alike_share:.2%} (labels {labels_share:.0%})")
+        if embed is not None and check:
+            for corpus, (texts, truth) in corpora.items():
+                t, how = self_calibrate(texts[:8192], embed, name)
+                p, r = _score(semantic_drops(vectors[corpus], texts, t), truth)
+                out[key].setdefault("self_calibrated", {})[corpus] = [round(t, 4), round(p, 3), round(r, 3)]
+                print(f"  self-calibrated on {corpus}: {t:.4f}, precision {p:.3f} recall {r:.3f}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=54_209)
@@ -372,8 +438,15 @@ def main() -> None:
     parser.add_argument("--static-rows", type=int, default=54_209, help="rows of the larger static-only run")
     parser.add_argument("--repeat", type=int, default=5, help="whole-process runs of synth and rensa (median)")
     parser.add_argument("--only", choices=["synth", "rensa", "datasketch", "static", "minilm"], action="append")
+    parser.add_argument("--calibrate", action="store_true", help="threshold curves on real text, then stop")
+    parser.add_argument("--calibration-rows", type=int, default=4000)
     parser.add_argument("--worker"), parser.add_argument("--input"), parser.add_argument("--out")
     args = parser.parse_args()
+    if args.calibrate:
+        embedders = [e for e in ("static", "minilm") if e in (args.only or ["static", "minilm"])]
+        result = calibrate(args.calibration_rows, embedders)
+        (Path(__file__).parent / "results" / "dedup-calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, Path(args.input), Path(args.out), args.rows)))
         return

@@ -94,7 +94,8 @@ def dedup(
         stage = dataclasses.replace(stage, rejects=set_aside)
 
     def card() -> dict[str, Any]:
-        return {"command": command, **settings, "counts": dict(stage.stats), "notes": stage.notes}
+        dropped = {method: stage.stats["dropped"]}  # rows each method dropped: one method a run here
+        return {"command": command, **settings, "counts": dict(stage.stats), "dropped": dropped, "notes": stage.notes}
 
     started = time.monotonic()
     try:
