@@ -209,7 +209,7 @@ def dedup(
         Optional[float],  # noqa: UP045
         typer.Option(
             help="minhash: Jaccard similarity to drop at (0.7); semantic: cosine distance below "
-            "(the embedder's, calibrated on real text: static 0.05, minilm 0.1; see filters/dedup.toml)."
+            "(the embedder's, calibrated on real text: static 0.07, minilm 0.09; see filters/dedup.toml)."
         ),
     ] = None,
     ngram: Annotated[Optional[int], typer.Option(help="minhash: words per shingle (1; 5 for documents).")] = None,  # noqa: UP045
