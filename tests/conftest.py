@@ -70,6 +70,31 @@ def base_model():
     return LlamaCppBackend(base_model_path(), n_ctx=2048)
 
 
+@pytest.fixture(scope="session")
+def distilled_static(tmp_path_factory):
+    """A fresh cache folder holding the real static embedder, distilled from the packaged
+    all-MiniLM-L6-v2 once per session (1-2 minutes on two idle cores); see `real_static`."""
+    pytest.importorskip("model2vec.distill")
+    from synth.stages import embed
+
+    cache = tmp_path_factory.mktemp("static-embedder")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        embed.static_model()
+    return cache
+
+
+@pytest.fixture
+def real_static(distilled_static, monkeypatch):
+    """The real static embedder as the default: XDG_CACHE_HOME at the session's distilled copy."""
+    from synth.stages import embed
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(distilled_static))
+    embed.load_embedder.cache_clear()
+    yield distilled_static / "synth" / embed.STATIC_DIR
+    embed.load_embedder.cache_clear()
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch  # noqa: F401 - only to ask whether a GPU is here
