@@ -69,12 +69,31 @@ def test_exact_reads_a_synth_output_and_parquet(source, tmp_path, monkeypatch) -
 
 
 def test_semantic_from_the_command_line(source, tmp_path, monkeypatch, capsys) -> None:
-    out = tmp_path / "out"
-    assert synth([source, "--out", out, "--method", "semantic", "--embedder", "minilm"], monkeypatch) == 0
+    out, rejects = tmp_path / "out", tmp_path / "rejects"
+    args = [source, "--out", out, "--method", "semantic", "--embedder", "minilm", "--rejects", rejects]
+    assert synth(args, monkeypatch) == 0
     kept = rows_of(out)
     assert [r["source"] for r in kept] == ["a", "c", "d"]
     assert kept[0]["min_neighbor_distance"] is None and kept[1]["min_neighbor_distance"] > 0.15
     assert "index exact (numpy inner products)" in capsys.readouterr().err
+    dropped = rows_of(rejects)  # each with the row it repeats and the score, to check in one look
+    assert [(r["source"], r["dup_cluster"]) for r in dropped] == [("b", kept[0]["id"]), ("e", kept[0]["id"])]
+    assert all(1 - r["dup_similarity"] == pytest.approx(r["min_neighbor_distance"], abs=1e-4) for r in dropped)
+    assert all(r["min_neighbor_distance"] < 0.09 for r in dropped)
+    card = read_provenance(out)
+    assert card["dropped"] == {"semantic": 2} and card["counts"]["dropped"] == 2
+    notes = card["notes"]
+    assert notes["embedder"].startswith("all-MiniLM-L6-v2") and notes["threshold"] == 0.09
+    assert notes["threshold_from"].startswith("calibrated for minilm")
+
+
+def test_a_given_threshold_wins_over_the_calibrated_one(source, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    args = [source, "--out", out, "--method", "semantic", "--embedder", "minilm", "--threshold", "0.001"]
+    assert synth(args, monkeypatch) == 0
+    assert {"a", "c", "d", "e"} <= {r["source"] for r in rows_of(out)}  # "a park" / "the park": not that close
+    assert read_provenance(out)["notes"]["threshold"] == 0.001
+    assert read_provenance(out)["notes"]["threshold_from"] == "given"
 
 
 def test_empty_input_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys) -> None:
