@@ -268,4 +268,3 @@ def test_instruction_pretrain_on_the_double_keeps_only_whole_pairs(
         assert row["id"].startswith(f"{row['source_id']}#{row['chunk']}-") and row["finish_reason"] != "error"
         turns = [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["response"]}]
         assert row["messages"] == turns and row["instruction"].startswith("Why does")
-
