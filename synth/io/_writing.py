@@ -177,7 +177,8 @@ def _resumed(path: Path, state_file: Path, settings: dict[str, Any]) -> Output:
     for unlisted in (path / "data").glob("train-*.parquet"):  # synth's names only: other files stay
         if unlisted.name not in listed:  # renamed into place, then killed before the state said so
             unlisted.unlink()  # its rows come again from the checkpoint; kept, they would be read twice
-    return Output(path, settings, shards, state.get("checkpoint", {}), state["started"], state.get("complete", False))
+    # Running again, it is not complete until this run ends so (a card written on the way says so).
+    return Output(path, settings, shards, state.get("checkpoint", {}), state["started"], complete=False)
 
 
 def _check_writable(path: Path) -> None:
