@@ -22,7 +22,7 @@ from synth.templates import ChatTemplate
 
 Message = Mapping[str, str]
 Prompt = Union[str, Sequence[Message]]  # noqa: UP007 - a runtime alias, kept readable on 3.10
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "repetition", "error"]  # repetition: cut off as looping
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class Sampling:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     json_schema: Mapping[str, Any] | None = None  # structured output, where the backend can
+    # Repetition controls, as llama.cpp defines them (1.0 and 0.0: off), where the backend has them:
+    repeat_penalty: float = 1.0  # a token among the last 64 has its logit divided by this (times if negative)
+    presence_penalty: float = 0.0  # ... and lowered by this once
+    frequency_penalty: float = 0.0  # ... and by this times how often it occurs there
+    loop_stop: bool = True  # end a generation found looping, finish reason `repetition` (synth.backends.loops)
 
     def with_stop(self, *stop: str) -> Sampling:
         """A copy with `stop` strings added (duplicates dropped, order kept)."""
@@ -46,7 +51,8 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Completion:
-    """One generated text; `finish_reason` is `length` when `max_tokens` cut it off."""
+    """One generated text; `finish_reason` is `length` when `max_tokens` cut it off, `repetition`
+    when it was ended as looping (neither is a training row)."""
 
     text: str
     finish_reason: FinishReason

@@ -195,6 +195,10 @@ def _request(
         seed=seed,
         stop=stop,
         grammar=grammar,
+        repeat_penalty=params.repeat_penalty,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        loop_stop=params.loop_stop,
     )
 
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from synth.backends import Completion, FinishReason, completed
-from synth.backends.sampling import sample
+from synth.backends.loops import Loop
+from synth.backends.sampling import penalise, sample
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
@@ -46,6 +47,14 @@ class Request:
     seed: int = 0
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF, root rule `root`
+    repeat_penalty: float = 1.0  # penalties over the last PENALTY_LAST_N tokens, as llama.cpp's
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    loop_stop: bool = False  # end the sequence as `repetition` once it loops (synth.backends.loops)
+
+    @property
+    def penalised(self) -> bool:
+        return self.repeat_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
 @dataclass
@@ -63,6 +72,7 @@ class _Seq:
     rng: np.random.Generator | None = None
     grammar: Any = None
     stops: tuple[bytes, ...] = ()
+    loop: Loop | None = None
 
 
 @dataclass
@@ -79,6 +89,7 @@ class Stats:
     shared_prefix_tokens: int = 0  # prefilled once, then copied into each sequence's cache
 
 
+PENALTY_LAST_N = 64  # tokens (prompt and completion) the penalties look back over: llama.cpp's default
 ROOM = 128  # tokens of completion each first-wave sequence gets in the cache before it has to grow
 GROWTH = 1.5
 _PAD = 256  # llama.cpp pads what attention reads to 256 cells: no use sizing the cache finer
@@ -276,6 +287,8 @@ class BatchDecoder:
         seq.stops = tuple(s.encode("utf-8") for s in request.stop if s)
         if request.temperature > 0 or request.grammar:
             seq.rng = np.random.default_rng(request.seed)
+        if request.loop_stop:
+            seq.loop = Loop()
         if request.grammar:
             seq.grammar = self._lib.llama_sampler_init_grammar(self._vocab, request.grammar.encode(), b"root")
         return seq
@@ -327,9 +340,14 @@ class BatchDecoder:
         logits = np.ctypeslib.as_array(
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float * self.n_vocab)), (len(rows),)
         )
+        matrix = logits.view(np.float32).reshape(len(rows), self.n_vocab)
+        for i, seq in enumerate(rows):
+            if seq.request.penalised:
+                recent = seq.out if len(seq.out) >= PENALTY_LAST_N else [*seq.request.tokens, *seq.out]
+                penalise(matrix[i], recent[-PENALTY_LAST_N:], seq.request)
         allow = [functools.partial(self._allowed, seq.grammar) if seq.grammar else None for seq in rows]
         tokens = sample(
-            logits.view(np.float32).reshape(len(rows), self.n_vocab),
+            matrix,
             [s.request for s in rows],
             [s.rng for s in rows],
             allow,
@@ -365,6 +383,8 @@ class BatchDecoder:
                 return "stop"
         if len(seq.out) >= seq.request.max_tokens:
             return "length"
+        if seq.loop is not None and seq.loop.add(token):
+            return "repetition"  # its slot goes to the next waiting prompt in this same step
         seq.todo.append(token)
         return None
 

@@ -194,6 +194,7 @@ class OllamaBackend:
             options["stop"] = list(stop)
         if seed is not None:
             options["seed"] = seed
+        options.update(_penalties(params))
         if self.options.num_ctx or self._send_num_ctx:
             options["num_ctx"] = self.num_ctx
         return options
@@ -301,3 +302,13 @@ def _parameter(parameters: str, name: str) -> int | None:
         if key == name and value.strip().isdigit():
             return int(value.strip())
     return None
+
+
+def _penalties(params: Sampling) -> dict[str, float]:
+    """The repetition controls that are set, as Ollama's options name them (its own defaults otherwise)."""
+    named = {
+        "repeat_penalty": (params.repeat_penalty, 1.0),
+        "presence_penalty": (params.presence_penalty, 0.0),
+        "frequency_penalty": (params.frequency_penalty, 0.0),
+    }
+    return {name: value for name, (value, off) in named.items() if value != off}

@@ -255,12 +255,19 @@ class OpenAIBackend:
             body["stop"] = list(stop)
         if seed is not None:
             body["seed"] = seed
+        if params.presence_penalty:
+            body["presence_penalty"] = params.presence_penalty
+        if params.frequency_penalty:
+            body["frequency_penalty"] = params.frequency_penalty
         extra: dict[str, Any] = {}
         # Not OpenAI's own parameters: sent only when set, since strict servers reject unknown fields.
         if params.top_k > 0:
             extra["top_k"] = params.top_k
         if params.min_p > 0:
             extra["min_p"] = params.min_p
+        if params.repeat_penalty != 1.0:
+            extra["repetition_penalty"] = params.repeat_penalty  # vLLM's and SGLang's name
+            extra["repeat_penalty"] = params.repeat_penalty  # llama.cpp server's
         if params.json_schema is not None:
             fmt = {"type": "json_schema", "json_schema": {"name": "output", "schema": dict(params.json_schema)}}
             if chat:

@@ -22,6 +22,26 @@ _BLOCK = 512
 _WIDTHS = (10.0, 20.0, math.inf)  # candidate windows below the best logit, tried in turn
 
 
+class Penalties(Protocol):
+    repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+
+
+def penalise(row: np.ndarray, recent: Sequence[int], p: Penalties) -> None:
+    """Lower, in place, the logits of the tokens in `recent`, as llama.cpp's penalties sampler does:
+    a positive logit divided by `repeat_penalty`, a negative one multiplied by it, then minus
+    `presence_penalty` once and `frequency_penalty` per occurrence."""
+    if not len(recent):
+        return
+    ids, counts = np.unique(np.asarray(recent, np.int64), return_counts=True)
+    values = row[ids]
+    if p.repeat_penalty != 1.0:
+        values = np.where(values > 0, values / p.repeat_penalty, values * p.repeat_penalty)
+    values = values - counts * p.frequency_penalty - p.presence_penalty
+    row[ids] = values
+
+
 class Settings(Protocol):
     temperature: float
     top_p: float

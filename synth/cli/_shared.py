@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from synth import hub, io
-from synth.backends import Backend, load_backend
+from synth.backends import Backend, Sampling, load_backend
 from synth.core import SynthError
 from synth.distributed import RayExecutor
 
@@ -232,7 +232,35 @@ class Saving:
         push_out(out, self.push_to_hub, self.private)
 
 
-GROUPS = {"server": Server, "save": Saving}
+@dataclasses.dataclass(frozen=True)
+class Repetition:
+    """The repetition controls every generating command takes, declared once like `Server`: a
+    command names `repetition: Repetition = Repetition()` and `@shared_options` puts the penalties
+    and --no-loop-stop in its place; `apply` sets them on each of its `Sampling`s."""
+
+    repeat_penalty: Annotated[
+        float, typer.Option(min=0.0, help="Divide the logit of a token among the last 64 by this (1.0: off).")
+    ] = 1.0
+    presence_penalty: Annotated[
+        float, typer.Option(help="Lower the logit of a token among the last 64 by this (0.0: off).")
+    ] = 0.0
+    frequency_penalty: Annotated[
+        float, typer.Option(help="Lower it by this for each time it occurs there (0.0: off).")
+    ] = 0.0
+    loop_stop: Annotated[
+        bool,
+        typer.Option(
+            "--loop-stop/--no-loop-stop",
+            help="End a generation that loops (finish reason repetition; dropped like a cut-off one).",
+        ),
+    ] = True
+
+    def apply(self, sampling: Sampling) -> Sampling:
+        """`sampling` with these controls set."""
+        return dataclasses.replace(sampling, **dataclasses.asdict(self))
+
+
+GROUPS = {"server": Server, "save": Saving, "repetition": Repetition}
 
 
 def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,6 +20,7 @@ from synth.cli._shared import (
     PersonaColumnOpt,
     QuietOpt,
     RayAddressOpt,
+    Repetition,
     Saving,
     SeedOpt,
     Server,
@@ -68,8 +69,10 @@ def magpie(
         ),
     ] = 0,
     keep_truncated: Annotated[
-        bool, typer.Option("--keep-truncated", help="Keep answers cut off by max tokens (dropped by default).")
+        bool,
+        typer.Option("--keep-truncated", help="Keep answers cut off by max tokens or as looping (dropped by default)."),
     ] = False,
+    repetition: Repetition = Repetition(),  # --repeat-penalty ... --no-loop-stop: @shared_options
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     actors: ActorsOpt = 2,
@@ -90,10 +93,12 @@ def magpie(
         system_prompt=system_prompt,
         task=task,
         language=language,
-        instruction=Sampling(max_tokens=instruction_max_tokens, temperature=instruction_temperature, seed=seed),
+        instruction=repetition.apply(
+            Sampling(max_tokens=instruction_max_tokens, temperature=instruction_temperature, seed=seed)
+        ),
         response=None
         if no_responses
-        else Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed),
+        else repetition.apply(Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)),
         response_backend=server.load(response_model) if response_model else None,
         turns=turns,
         exact_turns=exact_turns,
@@ -127,6 +132,7 @@ def respond(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
     seed: SeedOpt = None,
+    repetition: Repetition = Repetition(),  # --repeat-penalty ... --no-loop-stop: @shared_options
     save: Saving = Saving(),  # --overwrite ... --private: @shared_options
     quiet: QuietOpt = False,
 ) -> None:
@@ -140,7 +146,7 @@ def respond(
         out=out,
         column=column,
         messages_column=messages_column,
-        params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        params=repetition.apply(Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)),
         n_responses=n_responses,
         max_error_rate=max_error_rate,
         overwrite=save.overwrite,

@@ -249,7 +249,7 @@ def _conversations(
 ) -> list[Stage]:
     """Magpie's LLM stages: instruction, response, then further turns. The last answer of each
     conversation moves the progress bar as it ends."""
-    ends = functools.partial(_row_end, ("stop", "length") if keep_truncated else ("stop",))
+    ends = functools.partial(_row_end, ("stop", "length", "repetition") if keep_truncated else ("stop",))
     keys = None if seen is None else KeySet(seen)
     stages: list[Stage] = [Magpie(ask, template, instruction, seen=keys, on_answer=None if response else ends)]
     if response:

@@ -241,7 +241,7 @@ def _refusal(cfg: Mapping[str, Any], column: str) -> Rule:
 def _truncated(cfg: Mapping[str, Any], column: str) -> list[Rule]:
     def finish_length(batch: Batch) -> Mask | None:
         reason = f"{column}_finish_reason"
-        return pc.equal(batch[reason], "length") if reason in batch.column_names else None
+        return pc.is_in(batch[reason], pa.array(["length", "repetition"])) if reason in batch.column_names else None
 
     def finish_error(batch: Batch) -> Mask | None:
         # A failed request (finish reason `error`) may keep the words before the failure, which

@@ -19,6 +19,8 @@ from synth.backends import Backend, Completion, Sampling, watching
 from synth.core import Batch, add_columns
 from synth.templates import ChatTemplate
 
+# Finish reasons of a generation cut off before its end, and the name its rows are counted under.
+CUT = {"length": "truncated", "repetition": "repetition"}
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
@@ -26,8 +28,8 @@ MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])
 class Magpie:
     """Reads `id` (and `system_prompt` if present); adds `instruction`, `instruction_finish_reason`.
 
-    Rows whose instruction comes back empty, cut off by max tokens, failed, or repeating an
-    earlier one are dropped and counted in `stats` by reason.
+    Rows whose instruction comes back empty, cut off by max tokens, ended as looping, failed, or
+    repeating an earlier one are dropped and counted in `stats` by reason.
     """
 
     backend: Backend
@@ -147,9 +149,11 @@ class Respond:
 @dataclass(frozen=True)
 class DropTruncated:
     """Reads `response_finish_reason` (and `response`); drops rows whose answer was cut off by max
-    tokens (finish reason `length`), counted as `dropped_response_truncated`, and rows whose answer
-    is empty or blank, counted as `dropped_response_empty`. A cut-off answer is not a training row;
-    with `keep` they are kept (and still counted, as `kept_response_truncated`); an empty one never is.
+    tokens (finish reason `length`), counted as `dropped_response_truncated`, or ended as looping
+    (`repetition`), counted as `dropped_response_repetition`, and rows whose answer is empty or
+    blank, counted as `dropped_response_empty`. A cut-off answer is not a training row; with `keep`
+    they are kept (and still counted, as `kept_response_truncated`, `kept_response_repetition`);
+    an empty one never is.
     Failed answers (finish reason `error`) are left to the recipe, which counts them as failed requests."""
 
     keep: bool = False
@@ -163,9 +167,12 @@ class DropTruncated:
             reasons = batch["response_finish_reason"].to_pylist()
             texts = _column_or(batch, "response", "-")
             empty = [r != "error" and not (t or "").strip() for r, t in zip(reasons, texts)]
-            cut = [r == "length" and not e for r, e in zip(reasons, empty)]
+            cut = [r in CUT and not e for r, e in zip(reasons, empty)]
             self.stats["dropped_response_empty"] += sum(empty)
-            self.stats[f"{'kept' if self.keep else 'dropped'}_response_truncated"] += sum(cut)
+            for reason in CUT:
+                n = sum(r == reason for r, c in zip(reasons, cut) if c)
+                if n:
+                    self.stats[f"{'kept' if self.keep else 'dropped'}_response_{CUT[reason]}"] += n
             keep = [not e and (self.keep or not c) for e, c in zip(empty, cut)]
             yield batch.filter(pa.array(keep, pa.bool_()))
 
@@ -202,7 +209,7 @@ class MultiTurn:
             convs = [[dict(m) for m in conv or []] for conv in batch["messages"].to_pylist()]
             first = _column_or(batch, "response_finish_reason", "stop")
             # A failed first answer is dropped downstream; a cut-off one goes on only if kept on request.
-            ended = ("error",) if self.keep_truncated else ("error", "length")
+            ended = ("error",) if self.keep_truncated else ("error", *CUT)
             live = [i for i, reason in enumerate(first) if reason not in ended]
             for turn in range(2, self.turns + 1):
                 if not live:
@@ -241,8 +248,8 @@ class MultiTurn:
         going = []
         for (i, q), a in zip(questions.items(), answers):
             reason = _failure(a.text.strip(), a.finish_reason)
-            if reason == "truncated" and self.keep_truncated:
-                self.stats["kept_response_truncated"] += 1
+            if reason in CUT.values() and self.keep_truncated:
+                self.stats[f"kept_response_{reason}"] += 1
                 reason = None
             if reason:
                 self._ended(turn, "response", reason)
@@ -303,11 +310,12 @@ def instruction_key(text: str) -> int:
 
 
 def _failure(text: str, finish_reason: str) -> str | None:
-    """Why a generated turn cannot be kept: error, truncated (cut off by max tokens) or empty."""
+    """Why a generated turn cannot be kept: error, truncated (cut off by max tokens), repetition
+    (ended as looping) or empty."""
     if finish_reason == "error":
         return "error"
-    if finish_reason == "length":
-        return "truncated"
+    if finish_reason in CUT:
+        return CUT[finish_reason]
     return None if text else "empty"
 
 
