@@ -121,8 +121,8 @@ def test_a_fault_a_retry_fixes_ends_with_every_row_once(server, tmp_path, scenar
     assert len(proxy.generations()) == ROWS + len(faults)
     if scenario != "slow":
         assert len(faults) >= 2
-    if scenario == "resets":  # a request whose first try reached the server still gives one row
-        assert len({e.key for e in faults if e.action == "reset_after"}) == 2
+    if scenario == "resets":  # a request whose first try reached the server still gives one row (check above)
+        assert len([e for e in faults if e.action == "reset_after"]) == 2  # the same row's retry may be hit again
 
 
 def test_429_with_retry_after_is_waited_out_by_every_request(server, tmp_path) -> None:
