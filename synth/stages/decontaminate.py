@@ -5,10 +5,11 @@ Four methods, in order, each on the rows the ones before it left:
   a row's score against an item is the share of the item's n-grams it holds, taken over the item's
   question, its answer, and the two together (a row may copy the question alone). Catches copies.
 - edit: a copy with words changed here and there keeps few 13-grams (with one word in seven changed,
-  2-4% of real texts keep half of theirs), but most of the item's word pairs. The row's first column is scored by the share of the
-  item question's 2-grams it holds, each weighted by how rare it is among the items (boilerplate such
-  as "which of the following" weighs little); items with under 8 such pairs are out of its reach. The
-  threshold is calibrated on real text (filters/decontamination/thresholds.yaml).
+  2-4% of real texts keep half of theirs), but most of the item's word pairs. The row's first column
+  is scored by the share of the item question's 2-grams it holds, each weighted by how rare it is
+  among the items (boilerplate such as "which of the following" weighs little); items with under 8
+  such pairs are out of its reach. The threshold is calibrated on real text
+  (filters/decontamination/thresholds.yaml).
 - embedding: cosine similarity of the row's first column to each item's question, through semantic
   dedup's vector index over the benchmark; catches rephrasings, which share few words. The
   threshold is calibrated per embedder on real text. Where the item's question holds two or more
