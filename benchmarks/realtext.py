@@ -152,9 +152,10 @@ def translations(
         for msgid in english:
             if len(msgid.split()) < 5 or len(msgid) > 200 or "%" in msgid or "\n" in msgid or "--" in msgid:
                 continue
-            versions = [msgid] + [c[msgid] for c in catalogues.values() if c.get(msgid, msgid) != msgid]
+            # versions that keep most words (command syntax, names) are copies of one another: left out
+            versions = distinct([msgid] + [c[msgid] for c in catalogues.values() if c.get(msgid, msgid) != msgid])
             if len(versions) >= 4:
-                out.append(_once(versions))
+                out.append(versions)
     return out
 
 
@@ -246,7 +247,8 @@ def distinct_requests(seed: int = 0, per_kind: int = 80) -> dict[str, list[str]]
     rng.shuffle(messages)
     languages = [v for item in messages[: per_kind // 6] for v in item[:4]]
     targets = ["French", "German", "Spanish", "Italian"]
-    short = [s for s in docs if len(s) < 90]
+    used = set(out["same_form"]) | set(out["other_numbers"])  # each sentence in one kind only
+    short = [s for s in docs if len(s) < 90 and s not in used]
     rng.shuffle(short)
     requests = [f"Translate into {lang}: {s}" for s in short[: per_kind // 8] for lang in targets]
     out["other_languages"] = (languages + requests)[:per_kind]
