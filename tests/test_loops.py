@@ -142,3 +142,21 @@ def test_a_looping_instruction_is_dropped_and_a_looping_later_turn_ends_the_conv
     (batch,) = pipe([from_rows([{"id": "c0", "messages": conv, "response_finish_reason": "stop"}])], turns)
     assert batch["turns"].to_pylist() == [1]
     assert turns.stats == Counter({"ended_at_turn_2": 1, "ended_response_repetition": 1})
+
+
+def test_the_card_records_repetition_controls_when_set_and_old_outputs_still_resume() -> None:
+    from synth.recipes._runner import _plain
+
+    recorded = _plain(Sampling(repeat_penalty=1.2, frequency_penalty=0.3, loop_stop=False))
+    assert {"repeat_penalty": 1.2, "frequency_penalty": 0.3, "loop_stop": False}.items() <= recorded.items()
+    # the settings an output written before these existed recorded: equal, so it resumes
+    assert set(_plain(Sampling())) == {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "stop",
+        "seed",
+        "json_schema",
+    }

@@ -283,10 +283,16 @@ def _describe(backend: Backend) -> dict[str, Any]:
     return info
 
 
+# Sampling settings added later, recorded only where they differ from these defaults: an output
+# written before them still resumes (its settings compare equal), and a card shows them when set.
+_LATER = {"repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "loop_stop": True}
+
+
 def _plain(params: Sampling | None) -> dict[str, Any] | None:
     if params is None:
         return None
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+    fields = dataclasses.asdict(params).items()
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields if k not in _LATER or v != _LATER[k]}
 
 
 def _constants(values: dict[str, Any]) -> Stage:
