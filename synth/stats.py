@@ -63,7 +63,27 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
         "duplicate_rate": duplicates,
         "near_duplicate_rate": near,
         "drops": drops,
+        "diversity": diversity_of(path, keys),
     }
+
+
+def diversity_of(path: str | Path, columns: Any) -> dict[str, Any]:
+    """`synth diversity`'s figures of the first text column (instruction first), on a sample of
+    2,000 rows with the static embedder; {} where there is no text or no embedder installed."""
+    import importlib.util
+
+    column = next((c for c in TEXT_COLUMNS if c in columns), None)
+    if column is None or importlib.util.find_spec("model2vec") is None:
+        return {}
+    from synth.core import SynthError
+    from synth.recipes.diversity import sampled_texts
+    from synth.stages.diversity import measure
+
+    texts, rows = sampled_texts(path, column, 2_000)
+    try:
+        return {column: measure(texts, k=10, rows=rows)} if len(texts) > 1 else {}
+    except SynthError:  # the static embedder cannot be built here (no torch to distil it once)
+        return {}
 
 
 def near_duplicate_rate(path: str | Path, column: str, threshold: float = 0.7) -> float:
@@ -101,6 +121,10 @@ def table(stats: dict[str, Any]) -> str:
     if stats.get("contamination"):
         found = sorted(stats["contamination"].items())
         lines.append("contaminated (benchmark method): " + ", ".join(f"{k} {v}" for k, v in found))
+    for column, figures in stats.get("diversity", {}).items():
+        from synth.stages.diversity import table as diversity_table
+
+        lines += diversity_table(figures, column).splitlines()[:6]
     if stats["drops"]:
         lines.append("dropped: " + ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in stats["drops"].items()))
     return "\n".join(lines)

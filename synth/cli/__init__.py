@@ -6,7 +6,7 @@ A new command is a module here, imported below so that it registers on `app`.
 
 # isort: off
 # In the order `synth --help` lists them: generation, quality, corpora, personas, checks, reading.
-from synth.cli import chat, quality, corpus, personas, decontaminate, verify, calibrate, view  # noqa: F401
+from synth.cli import chat, quality, corpus, personas, decontaminate, verify, calibrate, view, diversity  # noqa: F401
 
 # isort: on
 from synth.cli._shared import app, main

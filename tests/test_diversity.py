@@ -1,0 +1,263 @@
+"""Diversity: the figures against hand-computed values, the novelty gate, spreading, topics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from synth import recipes
+from synth.backends import Completion, Prompt, Sampling
+from synth.core import counter_source, from_rows, pipe
+from synth.recipes import diversity as rdiv
+from synth.stages import diversity as div
+from synth.templates import ChatTemplate, builtin
+
+pytest.importorskip("model2vec")
+
+
+def docstrings(k: int = 60) -> list[str]:
+    """First lines of stdlib docstrings: real, varied English text."""
+    import collections
+    import json as json_
+    import os
+    import re
+    import textwrap
+
+    found = []
+    for module in (os, re, json_, collections, textwrap, subprocess):
+        for name in sorted(dir(module)):
+            doc = getattr(getattr(module, name), "__doc__", None)
+            line = doc.strip().split("\n")[0] if isinstance(doc, str) else ""
+            if len(line.split()) >= 5 and line not in found:
+                found.append(line)
+    return found[:k]
+
+
+# ---------------------------------------------------------------- the figures
+
+
+def test_vendi_identical_rows_give_one_and_orthogonal_rows_give_n() -> None:
+    assert div.vendi_from_kernel(np.ones((4, 4))) == pytest.approx(1.0)
+    assert div.vendi_from_kernel(np.eye(5)) == pytest.approx(5.0)
+    assert div.vendi_score(np.tile([[0.6, 0.8]], (7, 1))) == pytest.approx(1.0)
+    assert div.vendi_score(np.eye(6)) == pytest.approx(6.0)
+
+
+def test_vendi_matches_a_hand_computed_kernel() -> None:
+    # Two identical rows and one orthogonal: K/3 has eigenvalues 2/3, 1/3, 0.
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    expected = np.exp(-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)))
+    assert div.vendi_from_kernel(x @ x.T) == pytest.approx(expected)
+    assert div.vendi_score(x) == pytest.approx(expected)
+    # Cosine 0.5 between two rows: eigenvalues of [[1, .5], [.5, 1]] / 2 are 3/4 and 1/4.
+    half = np.array([[1.0, 0.0], [0.5, np.sqrt(0.75)]])
+    assert div.vendi_score(half) == pytest.approx(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))
+
+
+def test_vendi_meter_adds_up_to_the_whole() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    meter = div.VendiMeter(8)
+    for part in np.array_split(x, 7):
+        meter.add(part)
+    assert meter.score() == pytest.approx(div.vendi_from_kernel(x @ x.T))
+
+
+def test_distinct_n_counts_unique_ngrams() -> None:
+    assert div.distinct_n(["a b c a b", "A b"], 1) == pytest.approx(3 / 7)
+    assert div.distinct_n(["a b c a b", "a b"], 2) == pytest.approx(3 / 5)  # ab bc ca ab | ab
+    assert div.distinct_n([""], 2) == 0.0
+
+
+def test_measure_tells_a_varied_set_from_a_repetitive_one() -> None:
+    varied = docstrings(60)
+    assert len(varied) == 60
+    repetitive = [f"Return the path of file number {i}." for i in range(60)]
+    a, b = div.measure(varied, k=5), div.measure(repetitive, k=5)
+    assert a["vendi"] > 3 * b["vendi"] and a["distinct_2"] > b["distinct_2"]
+    assert a["nn_similarity"] < b["nn_similarity"]
+    assert a["entropy_normalised"] > 0.5 and len(a["clusters"]) == 5
+    assert all(c["label"] in varied for c in a["clusters"])  # each cluster's label is one of its rows
+    lo, hi = a["vendi_interval"]
+    assert lo < a["vendi"] < hi
+
+
+def test_coverage_sees_a_set_that_misses_half_the_reference() -> None:
+    ref = div.load_embedder().encode(docstrings(60))
+    _, assign = div.kmeans(ref, 6)
+    half = ref[assign < 3]  # the rows of three of the six clusters coverage draws on the reference
+    assert div.coverage(ref, ref, 6) == 1.0
+    assert div.coverage(ref, half, 6) == 0.5
+    assert div.coverage(half, ref, 3) == 1.0
+
+
+def test_synth_diversity_samples_a_large_set_and_writes_its_report(tmp_path) -> None:
+    rows = [{"instruction": t} for t in docstrings(60)] * 5
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in docstrings(60)))
+    done = subprocess.run(
+        [sys.executable, "-m", "synth", "diversity", str(tmp_path / "d.jsonl"), "--sample", "100"]
+        + ["--reference", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "rep"), "-k", "5"],
+        capture_output=True,
+        text=True,
+        timeout=900,  # minutes on a loaded two-core machine
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "rep" / "diversity.json").read_text())
+    assert figures["rows"] == 300 and figures["sample"] == 100 and figures["column"] == "instruction"
+    assert "a uniform sample of 100" in done.stdout and "Vendi score" in done.stdout
+    assert figures["reference"]["covered_by_reference"] == 1.0
+    assert "Vendi score" in (tmp_path / "rep" / "diversity.md").read_text()
+    again = subprocess.run(
+        [sys.executable, "-m", "synth", "diversity", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "rep")],
+        capture_output=True,
+        text=True,
+        timeout=900,  # minutes on a loaded two-core machine
+    )
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "synth", "diversity", str(tmp_path / "d.jsonl"), "--column", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=900,  # minutes on a loaded two-core machine
+    )
+    assert wrong.returncode == 2 and "nope" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+# ---------------------------------------------------------------- the novelty gate
+
+PLANTED = "How do I bake sourdough bread at home?"
+PARAPHRASE = "How can I bake sourdough bread at home?"
+DISTINCT = "What is the capital of France?"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_the_gate_drops_a_planted_paraphrase_whatever_the_batches(size) -> None:
+    texts = [PLANTED, *docstrings(2), PARAPHRASE, DISTINCT]
+    rows = [{"id": f"r{i}", "instruction": t} for i, t in enumerate(texts)]
+    gate = div.NoveltyGate(0.15)
+    batches = [from_rows(rows[i : i + size]) for i in range(0, len(rows), size)]
+    kept = [t for b in gate(batches) for t in b["instruction"].to_pylist()]
+    assert kept == [PLANTED, *docstrings(2), DISTINCT]
+    assert gate.stats["dropped_similar"] == 1
+
+
+@dataclass
+class Writer:
+    """A chat model that, asked for an instruction, writes one about the item in its system prompt
+    (or the next of `script`); asked to answer, answers. Records what it answered."""
+
+    script: list[str] = field(default_factory=list)
+    template: ChatTemplate = field(default_factory=lambda: builtin("llama3"))
+    answered: list[str] = field(default_factory=list)
+    name: str = "writer"
+    model: str = "writer-model"
+
+    def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
+        out = []
+        for prompt in prompts:
+            if isinstance(prompt, str):  # Magpie's pre-query text
+                text = self.script.pop(0) if self.script else _about(prompt)
+            else:
+                self.answered.append(prompt[-1]["content"])
+                text = "Here is an answer."
+            out.append(Completion(text, "stop", 3, len(text.split())))
+        return out
+
+
+def _about(prompt: str) -> str:
+    item = prompt.split("about ", 1)[1].split(". They write", 1)[0]
+    return f"Please tell me everything about {item}."
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_magpie_novelty_answers_no_paraphrase(tmp_path, batch_size) -> None:
+    llm = Writer([PLANTED, PARAPHRASE, DISTINCT, "Write a haiku about autumn leaves."])
+    recipes.magpie(llm, n=3, out=tmp_path / "o", novelty=0.15, batch_size=batch_size, max_attempts=4)
+    kept = pq.read_table(tmp_path / "o" / "data")["instruction"].to_pylist()
+    assert kept == [PLANTED, DISTINCT, "Write a haiku about autumn leaves."]
+    assert PARAPHRASE not in llm.answered and len(llm.answered) == 3  # no answer tokens spent on it
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert '"dropped_similar": 1' in card and '"novelty": 0.15' in card
+
+
+# ---------------------------------------------------------------- spreading
+
+AREAS = {
+    "Cooking": ["baking sourdough bread", "roasting vegetables", "making fresh pasta"],
+    "Astronomy": ["black holes and neutron stars", "the phases of the moon", "comets and meteor showers"],
+    "Personal finance": ["saving for retirement", "paying off credit card debt", "index fund investing"],
+    "Gardening": ["growing tomatoes in pots", "pruning rose bushes", "composting kitchen scraps"],
+}
+
+
+def taxonomy(tmp_path) -> object:
+    path = tmp_path / "topics.jsonl"
+    rows = [{"topic": t, "subtopic": s} for t, subs in AREAS.items() for s in subs]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_spreading_moves_draws_toward_the_empty_clusters(tmp_path) -> None:
+    spread = rdiv.spread_stage("topics", topics=taxonomy(tmp_path))
+    assert spread.names == list(AREAS)
+    feedback = spread.observe()
+    planted = [f"Please tell me everything about {s} ({t})." for t in ("Cooking", "Astronomy") for s in AREAS[t]] * 4
+    list(feedback([from_rows([{"id": f"p{i}", "instruction": t} for i, t in enumerate(planted)])]))
+    assert spread.kept.tolist() == [12, 12, 0, 0]  # each planted row lands in its own topic's cluster
+    llm = Writer()
+    seen: list[str] = []
+    for batch in pipe(counter_source(4), spread, _instructions(llm), feedback):
+        seen += batch["spread_item"].to_pylist()
+        if len(seen) >= 24:
+            break
+    first = [s.split(" (")[1].rstrip(")") for s in seen]
+    empty = [t in ("Personal finance", "Gardening") for t in first]
+    assert sum(empty[:8]) >= 7 and sum(empty[:12]) >= 9  # the empty clusters fill first
+    assert sum(empty[12:]) <= 8  # then the draws even out
+    assert max(spread.kept) - min(spread.kept) <= 6, spread.kept  # the gap of 12 planted rows halves
+    assert spread.drawn[2] + spread.drawn[3] >= 2 * (spread.drawn[0] + spread.drawn[1])
+    record = spread.describe()
+    assert [c["drawn"] for c in record["clusters"]][:2] == [spread.drawn[0], spread.drawn[1]]
+
+
+def _instructions(llm: Writer):
+    def stage(batches):
+        for batch in batches:
+            prompts = [f"about {s}. They write" for s in batch["spread_item"].to_pylist()]
+            texts = [c.text for c in llm.generate(prompts, Sampling())]
+            yield batch.append_column("instruction", __import__("pyarrow").array(texts))
+
+    return stage
+
+
+def test_magpie_spread_balances_kept_rows_and_records_the_draws(tmp_path) -> None:
+    llm = Writer()
+    # The writer gives one instruction per item, so 12 kept rows need 12 different items.
+    recipes.magpie(llm, n=12, out=tmp_path / "o", spread="topics", topics=taxonomy(tmp_path), batch_size=4)
+    table = pq.read_table(tmp_path / "o" / "data")
+    topics = [s.split(" (")[1].rstrip(")") for s in table["spread_item"].to_pylist()]
+    counts = [topics.count(t) for t in AREAS]
+    assert counts == [3, 3, 3, 3], counts
+    assert all(s.startswith("You are a helpful AI assistant") for s in table["system_prompt"].to_pylist())
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert '"stage": "Spread"' in card and '"drawn"' in card and '"spread": "topics"' in card
+
+
+def test_magpie_refuses_an_unknown_spread_before_loading_a_model(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "synth", "magpie", "--spread", "colours", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "colours" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
