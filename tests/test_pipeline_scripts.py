@@ -32,6 +32,7 @@ TINY = {
     "persona_math.py": ["--n", "2", "--max-tokens", "32", "--judge-max-tokens", "48", "--samples", "2"]
     + ["--against", GSM8K, "--decontaminate-methods", "ngram"],
     "code_instruct.py": ["--n", "2", "--max-tokens", "32", "--max-attempts", "2", "--batch-size", "2"],
+    "magpie_diverse.py": ["--n", "2", "--max-tokens", "128", "--max-attempts", "8"],
 }
 # Why a script may keep no row at tiny n on the embedded SmolLM2-135M-Instruct; each is run on the
 # double below, where its rows are asserted. Measured 2026-12-07 with the arguments in TINY:
@@ -48,6 +49,7 @@ WHY_NONE = {
 }
 # magpie_air keeps at least one row (with no quality bar; its dedup may still drop a near-repeat).
 WANTED = {"magpie_air.py": 2, "instruction_pretrain.py": 2, "code_instruct.py": 2, "persona_math.py": None}
+WANTED["magpie_diverse.py"] = 2  # SmolLM2 answers most topics within 128 tokens
 
 
 def test_every_pipeline_script_is_covered() -> None:
@@ -102,7 +104,8 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
     assert "id" in ds.features and sum(1 for _ in ds) == rows
 
 
-SCRIPTED = {"magpie_air.py", "instruction_pretrain.py", "persona_math.py", "code_instruct.py"}  # run on the double
+SCRIPTED = {"magpie_air.py", "instruction_pretrain.py", "persona_math.py", "code_instruct.py"}
+SCRIPTED.add("magpie_diverse.py")  # run on the double
 
 
 def _on_double(tmp_path, monkeypatch, script: str, argv: list, faults: dict) -> tuple[list[dict], dict, object]:
@@ -268,3 +271,12 @@ def test_instruction_pretrain_on_the_double_keeps_only_whole_pairs(
         assert row["id"].startswith(f"{row['source_id']}#{row['chunk']}-") and row["finish_reason"] != "error"
         turns = [{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["response"]}]
         assert row["messages"] == turns and row["instruction"].startswith("Why does")
+
+
+def test_magpie_diverse_on_the_double_drops_each_planted_fault(tmp_path, monkeypatch) -> None:
+    faults = {1: "instruction_cut", 3: "near_copy", 4: "answer_cut", 5: "answer_failed"}
+    argv = ["--n", 4, "--max-attempts", 8, "--novelty", 0.05]
+    rows, counts, llm = _on_double(tmp_path, monkeypatch, "magpie_diverse.py", argv, faults)
+    assert len(rows) == 4 and counts["dropped_truncated"] == 1
+    assert (counts["dropped_response_truncated"], counts["dropped_failed_request"]) == (1, 1)
+    assert all(r["spread_item"] and r["spread_item"] in r["system_prompt"] for r in rows)

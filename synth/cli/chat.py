@@ -56,6 +56,27 @@ def magpie(
         typer.Option(help="Put one persona per row in the system prompt: starter, a file or a Hub id."),
     ] = None,
     persona_column: PersonaColumnOpt = None,
+    novelty: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="Drop an instruction closer than this cosine distance to a kept one, before it is answered "
+            "(dropped_similar)."
+        ),
+    ] = None,
+    spread: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            metavar="topics|personas|tasks",
+            help="Condition each attempt on an item drawn toward the clusters least represented among kept rows.",
+        ),
+    ] = None,
+    topics: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="A `synth topics` output for --spread topics (default: the shipped taxonomy)."),
+    ] = None,
+    diverse: Annotated[
+        bool, typer.Option("--diverse", help="Gate and spread as measured best: --novelty 0.15 --spread topics.")
+    ] = False,
     instruction_temperature: float = 1.0,
     instruction_max_tokens: Annotated[int, typer.Option(min=1)] = 256,
     response_temperature: float = 0.7,
@@ -85,6 +106,10 @@ def magpie(
     recipes.chat.check_magpie(None if no_responses else Sampling(), turns)
     if personas:
         persona.check_personas(personas, persona_column)
+    if diverse:
+        novelty = recipes.diversity.DIVERSE["novelty"] if novelty is None else novelty
+        spread = spread or recipes.diversity.DIVERSE["spread"]
+    recipes.diversity.check_spread(spread, topics, novelty)
     llm = server.load(model, template)
     recipes.magpie(
         llm,
@@ -104,6 +129,9 @@ def magpie(
         exact_turns=exact_turns,
         personas=personas,
         persona_column=persona_column,
+        novelty=novelty,
+        spread=spread,
+        topics=topics,
         max_attempts=max_attempts or None,
         keep_truncated=keep_truncated,
         executor=make_executor(executor, ray_address, actors, llm),

@@ -32,6 +32,7 @@ from synth.recipes._runner import (
     read_window,
     up_to,
 )
+from synth.recipes.diversity import steered
 from synth.resources import data_file, read_choice
 from synth.stages.magpie import DropTruncated, KeySet, Magpie, MultiTurn, Respond, instruction_key
 from synth.stages.persona import (
@@ -66,6 +67,9 @@ def magpie(
     exact_turns: bool = False,
     personas: str | Path | None = None,
     persona_column: str | None = None,
+    novelty: float | None = None,
+    spread: str | None = None,
+    topics: str | Path | None = None,
     batch_size: int = 128,
     max_attempts: int | None = None,
     keep_truncated: bool = False,
@@ -86,9 +90,14 @@ def magpie(
     counted (`dropped_response_truncated`) unless `keep_truncated`. With a Ray `executor` the LLM stages run in Ray
     actors, each opening its backends with `make_backend()` and `make_response_backend()`.
     Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
-    `personas` (a persona set) puts one persona per row into the system prompt.
+    `personas` (a persona set) puts one persona per row into the system prompt. `novelty` drops an
+    instruction closer than that cosine distance to a kept one before it is answered; `spread`
+    (topics, personas, tasks; `topics` a `synth topics` output) conditions each attempt on an item
+    drawn toward the clusters kept rows leave empty (`synth.stages.diversity`).
     """
     check_magpie(response, turns, response_backend, executor, make_backend, make_response_backend)
+    if executor is not None and novelty is not None:
+        raise SynthError("--novelty checks each instruction before Ray actors answer it: use --executor local")
     template = template_of(backend)  # raw prompts need one: asked for before the output is claimed
     llm = Metered(backend, max_error_rate=max_error_rate)
     answerer = Metered(response_backend, max_error_rate=max_error_rate) if response_backend else llm
@@ -96,7 +105,12 @@ def magpie(
     steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
     settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
     settings.update(exact_turns=exact_turns, persona_column=persona_column, keep_truncated=keep_truncated)
+    if novelty is not None or spread is not None:  # absent otherwise: earlier runs still resume
+        settings.update(novelty=novelty, spread=spread, topics=None if topics is None else str(topics))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    spreading, gate, feedback = steered(
+        output, novelty=novelty, spread=spread, topics=topics, personas=personas, seed=instruction.seed or 0
+    )
     start = output.checkpoint.get("attempts", 0)
     # No more attempts per call than a few times the rows asked for: `--n 20` need not pay for 128.
     window = min(read_window(batch_size, backend, response_backend), max(2 * n, 16))
@@ -112,10 +126,12 @@ def magpie(
         exact_turns=exact_turns,
         keep_truncated=keep_truncated,
         seen=seen,
+        gate=gate,
     )
     stages: list[Stage] = [_constants({k: v for k, v in steer.items() if v})]
-    if personas is not None:
+    if personas is not None and spread != "personas":  # --spread personas draws from the set instead
         stages.append(with_personas(personas, start, persona_column))
+    stages += spreading
     remote = (make_backend, make_response_backend if response_backend else None)
     stages += _llm_stages(talk, llm, answerer, seen, executor, remote)
     stages += [_drop_failed("response"), _constants({"model": settings["model"]})]
@@ -123,6 +139,7 @@ def magpie(
     if progress is not None and max_attempts is None:
         stages.append(_give_up(stages, progress, instruction, response))
     stages.append(up_to(n - output.rows))
+    stages += feedback
     # The source is the attempts: when they run out, the cap was reached.
     asked = Asked(
         n, f"--max-attempts {max_attempts} reached", "run the same command with --resume and a higher --max-attempts"
@@ -157,6 +174,7 @@ def _give_up(stages: list[Stage], progress: Any, instruction: Sampling, response
         "duplicate": "the model repeats itself: raise --instruction-temperature, or steer with --system-prompt "
         "or --task",
         "short": "conversations end early: drop --exact-turns, or raise --response-max-tokens",
+        "similar": "the novelty gate drops nearly every instruction: lower --novelty, or add --spread",
     }
     return GiveUp(attempts=lambda: progress.get("attempts", 0), counts=counts, fixes=fixes)
 
@@ -246,12 +264,14 @@ def _conversations(
     exact_turns: bool,
     seen: KeySet | None,
     keep_truncated: bool = False,
+    gate: Stage | None = None,
 ) -> list[Stage]:
     """Magpie's LLM stages: instruction, response, then further turns. The last answer of each
     conversation moves the progress bar as it ends."""
     ends = functools.partial(_row_end, ("stop", "length", "repetition") if keep_truncated else ("stop",))
     keys = None if seen is None else KeySet(seen)
     stages: list[Stage] = [Magpie(ask, template, instruction, seen=keys, on_answer=None if response else ends)]
+    stages += [gate] if gate is not None else []  # before any answer token is spent
     if response:
         stages += [Respond(answer, response, on_answer=ends if turns == 1 else None), DropTruncated(keep_truncated)]
     if response and turns > 1:
