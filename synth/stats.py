@@ -69,12 +69,17 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
 
 def diversity_of(path: str | Path, columns: Any) -> dict[str, Any]:
     """`synth diversity`'s figures of the first text column (instruction first), on a sample of
-    2,000 rows with the static embedder; {} where there is no text or no embedder installed."""
+    2,000 rows with the static embedder; {} where there is no text, no embedder installed, or the static
+    embedder not yet distilled (`synth diversity` builds it)."""
     import importlib.util
 
     column = next((c for c in TEXT_COLUMNS if c in columns), None)
     if column is None or importlib.util.find_spec("model2vec") is None:
         return {}
+    from synth.stages.embed import STATIC_DIR, cache_dir
+
+    if not (cache_dir() / STATIC_DIR / "model.safetensors").is_file():
+        return {}  # stats never waits minutes to distil the embedder: `synth diversity` does that once
     from synth.core import SynthError
     from synth.recipes.diversity import sampled_texts
     from synth.stages.diversity import measure

@@ -71,13 +71,16 @@ def base_model():
 
 
 @pytest.fixture(scope="session")
-def distilled_static(tmp_path_factory):
-    """A fresh cache folder holding the real static embedder, distilled from the packaged
-    all-MiniLM-L6-v2 once per session (1-2 minutes on two idle cores); see `real_static`."""
+def distilled_static(pytestconfig):
+    """The session's fresh cache folder, holding the real static embedder distilled from the packaged
+    all-MiniLM-L6-v2 (1-2 minutes on two idle cores). The one distillation of the session: the
+    commands the tests start cache in the same folder, so they find it there; see `real_static`."""
     pytest.importorskip("model2vec.distill")
+    from pathlib import Path
+
     from synth.stages import embed
 
-    cache = tmp_path_factory.mktemp("static-embedder")
+    cache = Path(pytestconfig._synth_cache)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(cache))
         embed.static_model()
