@@ -1,5 +1,8 @@
+import pytest
+
+from synth import read
 from synth.backends import Completion, Sampling
-from synth.core import counter_source, from_rows, pipe, take
+from synth.core import StoppedShort, counter_source, from_rows, pipe, take
 from synth.stages import Magpie, Respond
 from synth.templates import builtin
 from tests.conftest import ScriptedBackend
@@ -64,6 +67,9 @@ def test_max_attempts_caps_the_run_even_when_nothing_is_kept(tmp_path) -> None:
     from synth.recipes import magpie
 
     llm = ScriptedBackend(replies=[Completion("x", "length")] * 12)
-    result = magpie(llm, n=5, out=tmp_path / "o", response=None, batch_size=4, max_attempts=12)
+    with pytest.raises(StoppedShort, match="--max-attempts 12 reached") as stopped:
+        magpie(llm, n=5, out=tmp_path / "o", response=None, batch_size=4, max_attempts=12)
+    result = stopped.value.result  # what the run did, on the error
     assert result["rows"] == 0 and result["counts"]["attempts"] == 12
     assert sum(len(c) for c in llm.calls) == 12
+    assert sum(b.num_rows for b in read(tmp_path / "o")) == 0  # an empty dataset on disk, not a missing one
