@@ -16,6 +16,7 @@ from synth.core import Batch, SynthError, from_rows, pipe
 from synth.stages import dedup as dedup_module
 from synth.stages import dedup_exact, dedup_minhash, dedup_semantic
 from synth.stages.dedup import _Index, _words, jaccard, low_bits, lsh_params, minhash, shingle_hashes, word_lists
+from synth.stages.dedup import _minhash as minhash_module  # where MinHash looks up what tests patch
 
 ORIGINALS = {
     "o1": "How do I reverse a linked list in Python without using extra memory?",
@@ -312,12 +313,12 @@ def test_minhash_hashes_ahead_in_a_worker_but_pulls_its_input_in_the_callers_thr
             pulled.append(threading.current_thread())
             yield from_rows([{"id": f"b{i}r{j}", "instruction": f"w{i}{j}a w{i}{j}b w{i}{j}c"} for j in range(5)])
 
-    original = dedup_module.word_lists
+    original = minhash_module.word_lists
     try:
-        dedup_module.word_lists = lambda texts: hashed.append(threading.current_thread()) or original(texts)
+        minhash_module.word_lists = lambda texts: hashed.append(threading.current_thread()) or original(texts)
         out = pa.concat_tables(list(stage(upstream())))
     finally:
-        dedup_module.word_lists = original
+        minhash_module.word_lists = original
     assert out.num_rows == 20 and len(hashed) == 4
     assert set(pulled) == {threading.current_thread()}
     assert threading.current_thread() not in hashed
@@ -347,13 +348,13 @@ def test_batches_are_prepared_one_at_a_time_in_order_whether_ahead_or_not() -> N
 def test_an_error_while_hashing_ahead_reaches_the_caller() -> None:
     stage = dedup_minhash(read_ahead=True)
     batches = [from_rows([{"id": f"r{i}", "instruction": f"text {i}"}]) for i in range(3)]
-    original = dedup_module.word_lists
+    original = minhash_module.word_lists
     try:
-        dedup_module.word_lists = lambda texts: (_ for _ in ()).throw(SynthError("hashing failed"))
+        minhash_module.word_lists = lambda texts: (_ for _ in ()).throw(SynthError("hashing failed"))
         with pytest.raises(SynthError, match="hashing failed"):
             list(stage(iter(batches)))
     finally:
-        dedup_module.word_lists = original
+        minhash_module.word_lists = original
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -381,7 +382,7 @@ def test_settling_a_batch_in_whole_array_rounds_matches_row_by_row(seed, monkeyp
         (functools.partial(dedup_module._settle_within, rounds=1), in_order),  # the row-by-row way out
         (in_order, in_order),
     ):
-        monkeypatch.setattr(dedup_module, "_settle_in_order", way_out)
+        monkeypatch.setattr(minhash_module, "_settle_in_order", way_out)
         best, owner, prior = prior_best.copy(), np.full(n, -1), np.where(np.isfinite(prior_best), 7, -1)
         keep = best < 0.7
         settle(sig, rows, keys, 0.7, best, owner, prior, keep)
