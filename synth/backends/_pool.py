@@ -161,6 +161,23 @@ class Pool(Generic[T]):
         self._slots = Concurrency(self.concurrency)
         self._buckets = (Bucket(self.rpm) if self.rpm else None, Bucket(self.tpm) if self.tpm else None)
 
+    @classmethod
+    def for_server(
+        cls, send: Callable[[int, T], Completion], concurrency: int | None, options: Any, where: str
+    ) -> Pool[T]:
+        """The pool of an HTTP backend, from its options (`attempts`, `retry_delay`, `server_wait`,
+        `rpm`, `tpm`); a request's tokens estimated from its prompt and `max_tokens`."""
+        return cls(
+            send,
+            concurrency,
+            Retry(options.attempts, options.retry_delay),
+            server_wait=options.server_wait,
+            rpm=options.rpm,
+            tpm=options.tpm,
+            cost=estimate_tokens,  # type: ignore[arg-type]  # T is (prompt, sampling) for every server backend
+            where=where,
+        )
+
     def map(self, items: Sequence[T]) -> list[Completion]:
         """One completion per item, in order. Item i is passed to `send` with its index i."""
         if self.concurrency == 1 or len(items) <= 1:

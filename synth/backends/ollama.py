@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from synth.backends import Completion, Prompt, Sampling
-from synth.backends._pool import Failed, Pool, Retry, Retryable, estimate_tokens, strip_bos
+from synth.backends._pool import Failed, Pool, Retryable, strip_bos
 from synth.backends._resilience import BUSY_STATUSES, parse_concurrency, retry_after
 from synth.core import SynthError
 from synth.templates import MARKER, ChatTemplate, builtin, family_from_name, family_from_text, resolve
@@ -85,19 +85,9 @@ class OllamaBackend:
         self.context_length = _context_length(show.modelinfo or {})
         # Only a num_ctx synth sends, or the Modelfile's, is known to be the server's.
         self.num_ctx = self.options.num_ctx or _parameter(show.parameters or "", "num_ctx")
-        self._retry = Retry(self.options.attempts, self.options.retry_delay)
         # A template that is only `{{ .Prompt }}` marks a base model, which never closes a turn.
         self.chat_tuned = family_from_text(self.go_template) is not None
-        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
-            self._send,
-            concurrency,
-            self._retry,
-            server_wait=self.options.server_wait,
-            rpm=self.options.rpm,
-            tpm=self.options.tpm,
-            cost=estimate_tokens,
-            where=self.host,
-        )
+        self.pool: Pool[tuple[Prompt, Sampling]] = Pool.for_server(self._send, concurrency, self.options, self.host)
         self.pool.link.heard()  # /api/show answered: the server is there, and is waited for if it goes
 
     def _template(self, override: str | None) -> ChatTemplate:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from synth.backends import Completion, Prompt, Sampling
-from synth.backends._pool import Failed, Pool, Retry, Retryable, estimate_tokens, strip_bos
+from synth.backends._pool import Failed, Pool, Retryable, strip_bos
 from synth.backends._resilience import BUSY_STATUSES, parse_concurrency, retry_after
 from synth.core import SynthError
 from synth.templates import ChatTemplate, family_from_name, resolve
@@ -72,17 +72,7 @@ class OpenAIBackend:
         # template: only raw prompts (Magpie) need one, so it is resolved when first asked for.
         # A --template given is checked now, a wrong one fails before any request.
         self._template: ChatTemplate | None = resolve(template) if template else None
-        self._retry = Retry(self.options.attempts, self.options.retry_delay)
-        self.pool: Pool[tuple[Prompt, Sampling]] = Pool(
-            self._send,
-            concurrency,
-            self._retry,
-            server_wait=self.options.server_wait,
-            rpm=self.options.rpm,
-            tpm=self.options.tpm,
-            cost=estimate_tokens,
-            where=self.base_url,
-        )
+        self.pool: Pool[tuple[Prompt, Sampling]] = Pool.for_server(self._send, concurrency, self.options, self.base_url)
         if not model:  # /v1/models answered: the server is there, and is waited for if it goes
             self.pool.link.heard()
         self._tokenizer: int | None = None  # index into _TOKENIZE once probed; -1: the server has none
