@@ -187,7 +187,8 @@ def _sample_rows(path: Path, summary: _Summary, stratum: str | None, sample: int
         picked = heapq.nsmallest(quota, members, key=lambda i: hashes[i])
         chosen.extend(int(i) for i in picked)
     chosen = sorted(chosen)[: max(sample, 1) + len(np.unique(groups))]
-    wanted, rows, offset = set(chosen), [], 0
+    wanted, offset = set(chosen), 0
+    rows: list[dict[str, Any]] = []
     for batch in read(path):
         local = [i - offset for i in range(offset, offset + batch.num_rows) if i in wanted]
         if local:
@@ -198,7 +199,8 @@ def _sample_rows(path: Path, summary: _Summary, stratum: str | None, sample: int
 
 def _rejects(path: Path, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Rejected rows (their reason column kept), the first `limit` of them, and how many there are."""
-    rows, total = [], 0
+    rows: list[dict[str, Any]] = []
+    total = 0
     for batch in read(path):
         total += batch.num_rows
         if len(rows) < limit:
@@ -232,9 +234,9 @@ def _histogram(values: np.ndarray, integer: bool = True, bins: int = 30) -> dict
     if high == low:
         high = low + 1
     counts, edges = np.histogram(values, bins=min(bins, max(1, values.size)), range=(low, high))
-    edges = [round(float(e)) if integer else round(float(e), 3) for e in edges]
+    bounds = [round(float(e)) if integer else round(float(e), 3) for e in edges]
     return {
-        "edges": edges,
+        "edges": bounds,
         "counts": counts.tolist(),
         "median": float(np.median(values)),
         "mean": float(values.mean()),

@@ -164,8 +164,8 @@ class LlamaCppBackend:
             tokens = self.tokenize(prompt)
             if len(tokens) + 1 > n_ctx:
                 reason = f"prompt has {len(tokens)} tokens, over the per-sequence context of {n_ctx}"
-                out[i] = Completion("", "error", len(tokens), 0, error=reason)
-                completed(out[i])
+                out[i] = failed = Completion("", "error", len(tokens), 0, error=reason)
+                completed(failed)
                 continue
             stop = params.stop if isinstance(prompt, str) else params.with_stop(*self.template.response_stop).stop
             seed = int.from_bytes(os.urandom(4), "little") if params.seed is None else params.seed + i

@@ -192,7 +192,7 @@ class Server:
 
     def load(self, model: str | None, template: str | None = None) -> Backend:
         """Open `model` on these options, saying on stderr which backend, model and template run."""
-        llm = load_backend(model, self.backend, template=template, **self.options())
+        llm: Any = load_backend(model, self.backend, template=template, **self.options())  # ours: name, model, template
         reason = getattr(llm, "reason", "")
         family = getattr(llm, "template_family", None) or llm.template.family  # a server's own template: no family
         print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {family}", file=sys.stderr)

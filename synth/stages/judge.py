@@ -358,7 +358,7 @@ def _combine(rubric: Rubric, ballots: list[Verdict]) -> Verdict:
     properties = rubric.schema.get("properties", {})
     values = {}
     for f in rubric.columns:
-        votes = [v.values[f] for v in good if f in v.values]
+        votes = [v.values[f] for v in good if v.values and f in v.values]
         if not votes:
             continue
         kind = properties.get(f, {}).get("type")
