@@ -24,7 +24,7 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
     lengths: dict[str, dict[str, list[int]]] = {}  # column: chars and tokens per row
     labels: dict[str, Counter[str | None]] = {}
     numbers: dict[str, list[float]] = {}
-    keys: dict[str, Counter[str]] = {}  # column: instruction keys, for the duplicate rate
+    keys: dict[str, Counter[int]] = {}  # column: instruction keys, for the duplicate rate
     found: Counter[str] = Counter()  # a decontamination's rejects: by benchmark and method
     for batch in read(path):
         rows += batch.num_rows

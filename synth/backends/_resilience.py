@@ -324,7 +324,7 @@ class Concurrency:
         rate, latency = w.rate(now), w.latency()
         previous, self._previous = self._previous, (w.limit, rate, latency)
         knee = self._knee
-        past_knee = knee is not None and w.limit > knee[0]
+        past_knee = knee is not None and w.limit > knee[0]  # the ignores below: past_knee means knee is set
         if previous is None or rate > previous[1] * (1 + self.RISE):
             if previous is not None:
                 self._knee = (w.limit, rate, latency)

@@ -274,6 +274,7 @@ def avoid_amx_kernels(cpuinfo: str | None = None) -> bool:
         params.use_extra_bufts = False
         return params
 
+    # marks on the function itself, so a second call finds the patch in place (no attributes on a def for mypy)
     without_extra_buffers.synth_no_extra_buffers = True  # type: ignore[attr-defined]
     without_extra_buffers.original = defaults  # type: ignore[attr-defined]
     lib.llama_model_default_params = without_extra_buffers

@@ -286,7 +286,7 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         groups = {name: GROUPS[name](**{n: kwargs.pop(n) for n in names}) for name, names in fields.items()}
         return command(**groups, **kwargs)
 
-    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # what typer reads
     return run
 
 

@@ -33,7 +33,7 @@ TOPIC_TEMPLATE = (
 FILES = ("diversity.json", "diversity.md")
 # `--diverse`: the gate at cosine distance 0.15 (looser than dedup's calibrated copy threshold, so it
 # also turns away close rewordings; not yet tuned by benchmarks/diversity.py), and spreading over the shipped topics.
-DIVERSE = {"novelty": 0.15, "spread": "topics"}
+DIVERSE: dict[str, Any] = {"novelty": 0.15, "spread": "topics"}
 
 
 def pick_column(source: str | Path, column: str | None) -> str:
@@ -263,7 +263,7 @@ def _subtopics(
     for round_ in range(4):
         for t, topic in enumerate(macro):
             reply = _ask(llm, params, SUB.format(k=per_topic, topic=topic), calls, 1000 * (round_ + 1) + t)
-            rows = []
+            rows: list[dict[str, str]] = []
             for item in parse_list(reply)[:per_topic]:
                 key = instruction_key(item)
                 if key not in seen and instruction_key(topic) != key:
