@@ -81,6 +81,7 @@ def magpie(
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
+    defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
@@ -93,7 +94,8 @@ def magpie(
     `personas` (a persona set) puts one persona per row into the system prompt. `novelty` drops an
     instruction closer than that cosine distance to a kept one before it is answered; `spread`
     (topics, personas, tasks; `topics` a `synth topics` output) conditions each attempt on an item
-    drawn toward the clusters kept rows leave empty (`synth.stages.diversity`).
+    drawn toward the clusters kept rows leave empty (`synth.stages.diversity`). `defaults`: where
+    the sampling settings came from (a model family's file, `synth.backends.defaults.recorded`), for the card.
     """
     check_magpie(response, turns, response_backend, executor, make_backend, make_response_backend)
     if executor is not None and novelty is not None:
@@ -105,6 +107,8 @@ def magpie(
     steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
     settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
     settings.update(exact_turns=exact_turns, persona_column=persona_column, keep_truncated=keep_truncated)
+    if defaults:  # absent otherwise: earlier runs still resume
+        settings["sampling_defaults"] = defaults
     if novelty is not None or spread is not None:  # absent otherwise: earlier runs still resume
         settings.update(novelty=novelty, spread=spread, topics=None if topics is None else str(topics))
     output = open_output(out, settings, overwrite=overwrite, resume=resume)
@@ -326,11 +330,12 @@ def respond(
     overwrite: bool = False,
     resume: bool = False,
     command: str = "",
+    defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Answer the last user turn of every row of `source`, keeping all its columns.
 
     Rows that could not be answered (a failed request, a null instruction) are kept, with
-    finish reason `error` and the reason in `response_error`.
+    finish reason `error` and the reason in `response_error`. `defaults`: as in `magpie`, for the card.
     """
     check_respond_input(source, column, messages_column)
     llm = Metered(backend, max_error_rate=max_error_rate)
@@ -341,6 +346,7 @@ def respond(
         "messages_column": messages_column,
         "response_sampling": _plain(params),
         "n_responses": n_responses,
+        **({"sampling_defaults": defaults} if defaults else {}),
     }
     output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend)), output)
