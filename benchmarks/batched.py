@@ -185,6 +185,64 @@ def synth_magpie(model: Path, threads: int, attempts: int, max_tokens: int) -> d
     return {"tokens": result["tokens"], "seconds": result["seconds"], "kept": result["rows"], **_cache(backend)}
 
 
+def ceiling(model: Path, spec: dict, threads: int, max_tokens: int, batch: int) -> dict:
+    """llama.cpp's own batched decode through its low-level API, no synth code: the same prompts in
+    waves of `batch` sequences, each prefilled, then one token per sequence per `llama_decode`,
+    greedy (numpy argmax), every sequence to `max_tokens` (past its end of turn too): the most the
+    kernels give at this batch, prompt processing included."""
+    import llama_cpp as lib
+    import numpy as np
+
+    lib.llama_backend_init()
+    params = lib.llama_model_default_params()
+    params.use_extra_bufts = "amx_int8" not in Path("/proc/cpuinfo").read_text()  # as synth: AMX crashes in VMs
+    weights = lib.llama_model_load_from_file(str(model).encode(), params)
+    vocab = lib.llama_model_get_vocab(weights)
+    n_vocab, bos = lib.llama_vocab_n_tokens(vocab), lib.llama_vocab_bos(vocab)
+    before, after = spec["chat"]
+    prompts = []
+    for text in INSTRUCTIONS:
+        raw = (before + text + after).encode()
+        buf = (lib.llama_token * 4096)()
+        tokens = list(buf[: lib.llama_tokenize(vocab, raw, len(raw), buf, 4096, True, True)])
+        prompts.append(tokens[1:] if len(tokens) > 1 and tokens[0] == tokens[1] == bos else tokens)
+    cp = lib.llama_context_default_params()
+    cp.n_ctx = -(-batch * (max(map(len, prompts)) + max_tokens) // 256) * 256
+    cp.n_batch = cp.n_ubatch = 512
+    cp.n_seq_max = cp.n_outputs_max = batch
+    cp.kv_unified, cp.swa_full = True, False
+    cp.n_threads = cp.n_threads_batch = threads
+    ctx = lib.llama_init_from_model(weights, cp)
+    memory, step = lib.llama_get_memory(ctx), lib.llama_batch_init(512, 0, 1)
+
+    def decode(entries: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        step.n_tokens = len(entries)
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            step.token[i], step.pos[i], step.n_seq_id[i], step.logits[i] = token, pos, 1, logits
+            step.seq_id[i][0] = seq
+        if lib.llama_decode(ctx, step) != 0:
+            raise SystemExit("llama_decode failed")
+        rows = sum(e[3] for e in entries)
+        return np.ctypeslib.as_array(lib.llama_get_logits(ctx), (rows * n_vocab,)).reshape(rows, n_vocab)
+
+    generated, started = 0, time.perf_counter()
+    for wave in range(0, len(prompts), batch):
+        group = prompts[wave : wave + batch]
+        last = [
+            int(decode([(t, i, s, i == len(p) - 1) for i, t in enumerate(p)]).argmax()) for s, p in enumerate(group)
+        ]
+        for k in range(max_tokens - 1):
+            logits = decode([(t, len(p) + k, s, True) for s, (t, p) in enumerate(zip(last, group))])
+            last = [int(i) for i in logits.argmax(axis=1)]
+        generated += len(group) * max_tokens
+        lib.llama_memory_clear(memory, True)
+    seconds = time.perf_counter() - started
+    lib.llama_batch_free(step)
+    lib.llama_free(ctx)
+    lib.llama_model_free(weights)
+    return {"tokens": generated, "seconds": seconds, "batch_size": batch}
+
+
 def _cache(backend) -> dict:
     d = backend.decoder
     return {
@@ -208,6 +266,8 @@ def child(args: argparse.Namespace) -> None:
         out = synth_respond(model, args.threads, args.max_tokens, None)
     elif side == "synth-magpie":
         out = synth_magpie(model, args.threads, args.attempts, args.max_tokens)
+    elif side.startswith("ceiling-"):
+        out = ceiling(model, spec, args.threads, args.max_tokens, int(side.removeprefix("ceiling-")))
     else:
         out = synth_respond(model, args.threads, args.max_tokens, int(side.removeprefix("batch-")))
     out.update(tokens_per_s=round(out["tokens"] / out["seconds"], 1), peak_rss_mib=round(_peak_rss_mib(), 1))

@@ -113,6 +113,14 @@ BatchOpt = Annotated[
         help="Sequences the backend decodes together, one token each per step. llama.cpp: per model by default (-v).",
     ),
 ]
+ConvertOpt = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option(
+        "--convert/--no-convert",
+        help="llama.cpp, embedded model: run its weights converted once to a type that batches well (Q8_0 "
+        "for the shipped Q4_1, cached), where they pass a check against the original. Default on.",
+    ),
+]
 ReadBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and processed at a time.")]
 ColumnOpt = Annotated[str, typer.Option("--column", "-c", help="The text column to read.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
@@ -185,6 +193,7 @@ class Server:
     gpu_memory_utilization: GpuMemoryOpt = None
     max_model_len: MaxModelLenOpt = None
     batch_size: BatchOpt = None
+    convert: ConvertOpt = None
     verbose: VerboseOpt = False
 
     def options(self) -> dict[str, Any]:
