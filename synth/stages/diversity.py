@@ -437,6 +437,35 @@ class Spread:
         }
 
 
+def spread_rows(
+    batches: Iterable[Batch], column: str, n: int, *, k: int = 16, seed: int = 0, cap: int = 10_000
+) -> Iterator[Batch]:
+    """`n` rows of the first `cap`, spread over the set: `column` embedded, clustered (k-means, at
+    most `k` clusters), and the rows taken in turn from each cluster (each cluster's rows in their
+    order), so the n rows cover every cluster rather than the head of the set. The rows keep
+    their order in the set; all of them if there are no more than `n`."""
+    tables, held = [], 0
+    for batch in batches:
+        tables.append(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch)
+        held += batch.num_rows
+        if held >= cap:
+            break
+    if not tables:
+        return
+    table = pa.concat_tables(tables, promote_options="default").slice(0, cap)
+    if table.num_rows <= n:
+        yield table
+        return
+    _, assign = kmeans(load_embedder().encode(table[column].to_pylist()), min(k, n), seed)
+    queues = [list(np.flatnonzero(assign == j)) for j in range(int(assign.max()) + 1)]
+    picked: list[int] = []
+    while len(picked) < n:
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(int(queue.pop(0)))
+    yield table.take(pa.array(sorted(picked)))
+
+
 def _number(text: str) -> int:
     digits = re.search(r"(\d+)$", text)
     return int(digits.group(1)) if digits else sum(map(ord, text))
