@@ -144,8 +144,11 @@ def _header_value(path: Path, key: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def sha256(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the memo: a changed file hashes anew
+    digest = hashlib.sha256()  # hashlib.file_digest is Python 3.11+; synth supports 3.10
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checksum(path: Path) -> str:
