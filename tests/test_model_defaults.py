@@ -120,3 +120,27 @@ def test_a_family_file_with_an_unknown_setting_names_it(tmp_path) -> None:
     bad.write_text('[match]\nnames = ["x"]\n[response]\ntemprature = 0.5\n')
     with pytest.raises(SynthError, match="unknown setting temprature"):
         load(bad)
+
+
+def test_respond_takes_the_family_answers_settings_and_a_flag_beats_them(tmp_path, monkeypatch) -> None:
+    from synth import cli
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"instruction": "Why is the sea salty?"}) + "\n")
+    response = shipped("smollm2").get("response", {})
+    for flags in ([], ["--temperature", "0.2"]):
+        llm = Recorder(DEFAULT_MODEL_NAME)
+        monkeypatch.setattr(cli._shared, "load_backend", lambda *a, llm=llm, **k: llm)
+        out = tmp_path / f"r{len(flags)}"
+        monkeypatch.setattr(sys, "argv", ["synth", "respond", str(source), "--out", str(out), "--seed", "3", *flags])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+        generic = Sampling(max_tokens=1024, temperature=0.7, seed=3)
+        expected = dataclasses.replace(generic, **{**response, **({"temperature": 0.2} if flags else {})})
+        (params,) = llm.params
+        assert settings(params) == settings(expected)
+        text = (out / "README.md").read_text()
+        card = json.loads(text[text.index("```json") + 7 : text.rindex("```")])
+        assert card["sampling_defaults"]["response"]["file"] == "filters/models/smollm2.toml"
