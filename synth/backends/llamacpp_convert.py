@@ -187,8 +187,12 @@ def weights(
             f"{kind} weights have no batched kernel on this CPU: converting {path.name} to {target} once, "
             f"then checking it against the original on {check_prompts} prompts"
         )
-        verdict = convert_and_check(path, copy, target, prompts, batch_size, threads, check_prompts)
-        _write_json(verdict_file, verdict)
+        try:
+            verdict = convert_and_check(path, copy, target, prompts, batch_size, threads, check_prompts)
+            _write_json(verdict_file, verdict)
+        except (OSError, SynthError) as exc:  # a cache that cannot be written, a quantizer that fails
+            say(f"the {target} copy could not be made ({exc}); the shipped file runs")
+            return dataclasses.replace(source, why=f"conversion failed: {exc}")
         say(verdict["why"])
     if not verdict["use"]:
         return dataclasses.replace(source, verdict=verdict, why=verdict["why"])
@@ -249,7 +253,7 @@ def quantize(source: Path, target_file: Path, target: str, threads: int) -> None
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{target}")
     params.allow_requantize, params.nthread = True, threads
     if llama_cpp.llama_model_quantize(str(source).encode(), str(target_file).encode(), ctypes.byref(params)):
-        raise SynthError(f"llama.cpp could not convert {source.name} to {target}; run with --no-convert")
+        raise SynthError(f"llama.cpp could not convert {source.name} to {target}")
 
 
 def compare(

@@ -139,3 +139,12 @@ def test_the_card_names_the_file_that_ran(cache, lenient, tmp_path) -> None:
     assert cards["converted"]["model_path"]["file"] == copy.name
     assert shipped["type"] == "Q4_1" and shipped["file"] == default_model_path().name
     assert cards["shipped"]["model_path"]["file"] == default_model_path().name
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_shipped_file_running(cache, tmp_path, monkeypatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # synth's cache would be a folder inside a file
+    backend = LlamaCppBackend(**SMALL)
+    assert backend.path == default_model_path()
+    assert backend.describe()["weights"]["why"].startswith("conversion failed")
