@@ -291,6 +291,7 @@ def _cache(backend) -> dict:
 
 def child(args: argparse.Namespace) -> None:
     side = args.child
+    del INSTRUCTIONS[args.instructions :]
     model, spec = Path(args.model), json.loads(args.spec or "{}") if side != "check" else {}
     if side == "loop-respond":
         out = loop_respond(model, spec, args.threads, args.max_tokens)
@@ -323,6 +324,7 @@ def started(side: str, model: Path, spec: dict, args: argparse.Namespace, extra:
     cmd = [sys.executable, __file__, "--child", side, "--model", str(model)]
     cmd += extra or ["--spec", json.dumps(spec)]
     cmd += ["--threads", str(args.threads), "--max-tokens", str(args.max_tokens), "--attempts", str(args.attempts)]
+    cmd += ["--instructions", str(args.instructions)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return lambda: _result(side, model, process)
@@ -349,51 +351,62 @@ def converted(source: Path, folder: Path, threads: int) -> tuple[Path, float]:
 
 
 def ceiling_report(args: argparse.Namespace) -> None:
-    report = {"threads": args.threads, "max_tokens": args.max_tokens, "check_beside": args.check_beside}
-    report |= {"models": {}, "load_average_1min": {}}
-    report["load_average_1min"]["start"] = round(os.getloadavg()[0], 2)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as folder:
         for name, path in models().items():
             if args.models and not any(m.lower() in name.lower() for m in args.models.split(",")):
                 continue
-            spec = prompts_for(path)
-            copy, seconds = converted(path, Path(folder), args.threads)
-            entry = {"convert_seconds": round(seconds, 2), "weights": {}}
-            check = started("check", path, spec, args, extra=["--spec", str(copy)])
-            if not args.check_beside:
-                entry["check"] = check()
-            for kind, file in (("shipped", path), ("Q8_0", copy)):
-                sides = {"file_mib": round(file.stat().st_size / 2**20, 1)}
-                for side in ("loop-respond", "synth-respond", "batch-1"):
-                    sides[side] = run(side, file, spec, args)
-                batch = sides["synth-respond"]["batch_size"]
-                for size in sorted({*sizes, batch}):
-                    sides[f"ceiling-{size}"] = run(f"ceiling-{size}", file, spec, args)
-                sides["synth_share"] = round(
-                    sides["synth-respond"]["tokens_per_s"] / sides[f"ceiling-{batch}"]["tokens_per_s"], 2
-                )
-                sides["batch1_share"] = round(sides["batch-1"]["tokens_per_s"] / sides["ceiling-1"]["tokens_per_s"], 2)
-                entry["weights"][kind] = sides
-            entry["check"] = entry.get("check") or check()
-            report["models"][name] = entry
-    report["load_average_1min"]["end"] = round(os.getloadavg()[0], 2)
+            entry = ceiling_entry(path, Path(folder), sizes, args)
+            report = _merged(name, entry)
+    print(ceiling_table(report))
+
+
+def ceiling_entry(path: Path, folder: Path, sizes: list[int], args: argparse.Namespace) -> dict:
+    spec = prompts_for(path)
+    entry = {"threads": args.threads, "max_tokens": args.max_tokens, "instructions": len(INSTRUCTIONS)}
+    entry |= {"sizes": sizes, "check_beside": args.check_beside, "load_1min_start": round(os.getloadavg()[0], 1)}
+    copy, seconds = converted(path, folder, args.threads)
+    entry |= {"convert_seconds": round(seconds, 2), "weights": {}}
+    check = started("check", path, spec, args, extra=["--spec", str(copy)])
+    if not args.check_beside:
+        entry["check"] = check()
+    for kind, file in (("shipped", path), ("Q8_0", copy)):
+        sides = {"file_mib": round(file.stat().st_size / 2**20, 1)}
+        for side in ("loop-respond", "synth-respond", "batch-1"):
+            sides[side] = run(side, file, spec, args)
+        batch = sides["synth-respond"]["batch_size"]
+        for size in sorted({*sizes, batch}):
+            sides[f"ceiling-{size}"] = run(f"ceiling-{size}", file, spec, args)
+        ours, top = sides["synth-respond"]["tokens_per_s"], sides[f"ceiling-{batch}"]["tokens_per_s"]
+        sides["synth_share"] = round(ours / top, 2)
+        sides["batch1_share"] = round(sides["batch-1"]["tokens_per_s"] / sides["ceiling-1"]["tokens_per_s"], 2)
+        entry["weights"][kind] = sides
+    entry["check"] = entry.get("check") or check()
+    entry["load_1min_end"] = round(os.getloadavg()[0], 1)
+    return entry
+
+
+def _merged(name: str, entry: dict) -> dict:
+    """The results file with this model's entry put in (other models' entries kept: run one at a time)."""
+    import fcntl
+
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batched-ceiling.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "batched-ceiling.md").write_text(ceiling_table(report, sizes))
-    print(ceiling_table(report, sizes))
+    with open(RESULTS / ".batched-ceiling.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        target = RESULTS / "batched-ceiling.json"
+        report = json.loads(target.read_text()) if target.is_file() else {"models": {}}
+        report["models"][name] = entry
+        target.write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "batched-ceiling.md").write_text(ceiling_table(report))
+    return report
 
 
-def ceiling_table(report: dict, sizes: list[int]) -> str:
-    load = report["load_average_1min"]
+def ceiling_table(report: dict) -> str:
+    sizes = sorted({s for e in report["models"].values() for s in e["sizes"]})
     lines = [
-        f"{report['threads']} threads, {len(INSTRUCTIONS)} instructions, up to {report['max_tokens']} tokens each "
-        f"(the ceiling: exactly that many, greedy). Load average (1 min) {load['start']} at the start, "
-        f"{load['end']} at the end." + (" The check ran beside the timings." if report["check_beside"] else ""),
-        "",
         "| model | weights | file MiB | "
         + " | ".join(f"ceiling b{s} tok/s" for s in sizes)
-        + " | synth b1 tok/s (share) | synth default batch | synth tok/s | ceiling there | synth share "
+        + " | synth b1 tok/s (share) | synth batch | synth tok/s | ceiling there | synth share "
         "| loop tok/s | synth / loop | peak RSS MiB: loop, synth, ceiling |",
         "|---|---|---:|" + "---:|" * len(sizes) + "---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -404,7 +417,7 @@ def ceiling_table(report: dict, sizes: list[int]) -> str:
             top = w[f"ceiling-{batch}"]
             lines.append(
                 f"| {name} | {kind} | {w['file_mib']:.0f} | "
-                + " | ".join(str(w[f"ceiling-{s}"]["tokens_per_s"]) for s in sizes)
+                + " | ".join(str(w[f"ceiling-{s}"]["tokens_per_s"]) if f"ceiling-{s}" in w else "" for s in sizes)
                 + f" | {w['batch-1']['tokens_per_s']} ({w['batch1_share']:.2f}) | {batch} | {ours['tokens_per_s']} "
                 f"| {top['tokens_per_s']} | {w['synth_share']:.2f} | {loop['tokens_per_s']} "
                 f"| {ours['tokens_per_s'] / loop['tokens_per_s']:.2f}x "
@@ -412,14 +425,21 @@ def ceiling_table(report: dict, sizes: list[int]) -> str:
             )
     lines += [
         "",
-        "| model | Q8_0 copy: conversion s | greedy agreement (tokens) | check tok/s shipped -> Q8_0 at batch |",
+        "| model | Q8_0 conversion s | greedy agreement with the shipped file | check tok/s, shipped -> Q8_0 |",
         "|---|---:|---|---|",
     ]
     for name, entry in report["models"].items():
         a, t = entry["check"]["agreement"], entry["check"]["tokens_per_s"]
         lines.append(
-            f"| {name} | {entry['convert_seconds']} | {a['share']:.2%} ({a['agreeing']} of {a['compared']}, "
-            f"{a['prompts']} prompts) | {t['original']} -> {t['converted']} at {t['batch_size']} |"
+            f"| {name} | {entry['convert_seconds']} | {a['share']:.2%} ({a['agreeing']} of {a['compared']} tokens, "
+            f"{a['prompts']} prompts) | {t['original']} -> {t['converted']} at batch {t['batch_size']} |"
+        )
+    lines.append("")
+    for name, e in report["models"].items():
+        lines.append(
+            f"- {name}: {e['threads']} threads, {e['instructions']} instructions of up to {e['max_tokens']} tokens "
+            f"(the ceiling: exactly that many, greedy); load average (1 min) {e['load_1min_start']} at the start, "
+            f"{e['load_1min_end']} at the end" + ("; the check ran beside the timings." if e["check_beside"] else ".")
         )
     return "\n".join(lines) + "\n"
 
@@ -439,11 +459,15 @@ def main() -> None:
         action="store_true",
         help="With --ceiling: the check runs beside the timings (a busy machine).",
     )
+    parser.add_argument(
+        "--instructions", type=int, default=32, help="How many of the 32 instructions (a busy machine)."
+    )
     parser.add_argument("--models", help="With --ceiling: only models whose name contains one of these (comma list).")
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    del INSTRUCTIONS[args.instructions :]
     if args.ceiling:
         args.sizes = "1,8,16" if args.sizes == "1,4,8,16,32" else args.sizes
         ceiling_report(args)
