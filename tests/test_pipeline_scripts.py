@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cards import flat
+
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 GSM8K = f"gsm8k={Path(__file__).parent / 'fixtures' / 'benchmarks' / 'gsm8k_test.jsonl'}"  # for --against
@@ -95,7 +97,7 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
     assert rows <= (wanted or 2) and ("stopped short" in done.stderr) == short
     prov = read_provenance(out)
     assert prov["status"] == ("incomplete" if short else "complete") and prov["rows"] == rows
-    assert _unaccounted(script, prov["counts"], rows) == 0, prov["counts"]
+    assert _unaccounted(script, flat(prov["counts"]), rows) == 0, prov["counts"]
     assert prov["generated_tokens"] > 0 and prov["stages"]
     if "instruction" in table.column_names:  # every kept row has text: a failed request is never kept
         assert all(str(v).strip() for v in table["instruction"].to_pylist())
@@ -127,7 +129,7 @@ def _on_double(tmp_path, monkeypatch, script: str, argv: list, faults: dict) -> 
     rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf")).to_list()
     card = (out / "README.md").read_text()
     assert '"status": "complete"' in card and f'"rows": {len(rows)}' in card
-    counts = read_provenance(out)["counts"]
+    counts = flat(read_provenance(out)["counts"])
     assert _unaccounted(script, counts, len(rows)) == 0, counts  # every planted drop is counted
     return rows, counts, llm
 
