@@ -62,10 +62,10 @@ def _unaccounted(script: str, counts: dict, rows: int) -> int:
     """The rows that went into a script's run, less those written and those its card counts as dropped:
     0 when no row vanished without a count."""
     if script == "instruction_pretrain.py":  # rows are the pairs the chunks gave
-        gap = counts["pairs"] - rows - counts.get("dropped", 0) - counts.get("dropped_past_n", 0)
-        # `dropped_pair_duplicate` names both a question repeated within one answer (counted before
-        # `pairs`) and one repeated across a document's chunks (after): the second is at most that many.
-        return 0 if 0 <= gap <= counts.get("dropped_pair_duplicate", 0) else gap
+        # a question repeated within one answer is dropped before `pairs` counts it; one repeated
+        # across a document's chunks after
+        across = counts.get("dropped_pair_duplicate_across_chunks", 0)
+        return counts["pairs"] - rows - counts.get("dropped", 0) - counts.get("dropped_past_n", 0) - across
     went_in = counts.get("attempts") or sum(v for k, v in counts.items() if k.startswith("instruction_"))
     drops = ["dropped", *(k for k in counts if k.startswith("dropped_"))]  # "dropped": MinHash's
     return went_in - rows - sum(counts.get(k, 0) for k in drops)
@@ -257,7 +257,7 @@ def test_code_instruct_on_the_double_drops_each_planted_fault_at_its_stage(
         (  # a failed answer gives none, though it wrote a whole pair first; a repeated question is kept once
             {"three-way handshake": "answer_failed", "Rosetta Stone is": "repeated_pair"},
             ["photosynthesis.txt#0-0", "photosynthesis.txt#0-1", "rosetta-stone.md#0-0"],
-            {"dropped_chunk_error": 1, "dropped_chunk_without_pairs": 1, "dropped_pair_duplicate": 1},
+            {"dropped_chunk_error": 1, "dropped_chunk_without_pairs": 1, "dropped_pair_duplicate_in_answer": 1},
         ),
     ],
 )
