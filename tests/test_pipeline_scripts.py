@@ -190,7 +190,9 @@ def test_persona_math_on_the_double_drops_each_planted_fault_at_its_stage(tmp_pa
     assert [r["id"] for r in rows] == [ids[k] for k in (6, 7, 8, 10, 11)]
     rejected = {r["id"]: r["verify_status"] for r in pq.read_table(tmp_path / "rejects" / "data").to_pylist()}
     assert rejected == {ids[3]: "low_agreement", ids[4]: "no_answer", ids[5]: "no_answer"}
-    assert counts["instruction_ok"] == 11 and counts["dropped_problem_cut_off"] == 2
+    # the cut-off problem is no problem (status truncated), the failed one none either (error)
+    assert (counts["instruction_ok"], counts["instruction_truncated"], counts["instruction_error"]) == (10, 1, 1)
+    assert counts["dropped_problem_cut_off"] == 2
     assert counts["contamination_checked"] == 10 and counts["dropped_contaminated_gsm8k_ngram"] == 1
     assert (counts["verify_pass"], counts["verify_no_answer"], counts["verify_low_agreement"]) == (6, 2, 1)
     assert counts["dropped_verify"] == 3 and counts["dropped"] == 1  # MinHash's count
