@@ -392,12 +392,14 @@ class PromptWriter:
     script: list[str]
     template: ChatTemplate = field(default_factory=lambda: builtin("chatml"))
     answered: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # prompts per call
     name: str = "prompts"
     model: str = "prompt-model"
 
     def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
         from tests.doubles import LABEL
 
+        self.sizes.append(len(prompts))
         out = []
         for prompt in prompts:
             label = LABEL.search(prompt[-1]["content"])
@@ -416,8 +418,9 @@ def test_personas_generate_diverse_spreads_the_personas_and_gates_the_texts(tmp_
     texts = [PLANTED, PARAPHRASE, DISTINCT, "Write a haiku about autumn leaves.", *docstrings(2)]
     llm = PromptWriter(list(texts))
     recipes.personas_generate(
-        llm, people, out=tmp_path / "o", n=6, novelty=0.15, spread=True, responses=Sampling(max_tokens=64)
+        llm, people, out=tmp_path / "o", n=6, novelty=0.15, spread=True, responses=Sampling(max_tokens=64), batch_size=4
     )
+    assert max(llm.sizes) <= 4  # the spread personas still come in batches of --batch-size
     rows = pq.read_table(tmp_path / "o" / "data").to_pylist()
     used = [r["persona"] for r in rows]
     # the first six personas are all cooks; spread, the six come from every part of the set

@@ -138,7 +138,7 @@ def personas_generate(
         settings.update(novelty=novelty, spread=spread)
     output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(personas,))
     if spread and n:
-        people = spread_rows(people, "persona", n, seed=params.seed or 0)
+        people = spread_rows(people, "persona", n, seed=params.seed or 0, size=batch_size)
     rows = _resumable(take(n)(people) if n else people, output)
     stages: list[Stage] = [PersonaGenerate(llm, task, params)]
     if novelty is not None:  # on resume it first sees the rows written, as magpie's gate does

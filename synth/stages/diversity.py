@@ -446,12 +446,12 @@ class Spread:
 
 
 def spread_rows(
-    batches: Iterable[Batch], column: str, n: int, *, k: int = 16, seed: int = 0, cap: int = 10_000
+    batches: Iterable[Batch], column: str, n: int, *, k: int = 16, seed: int = 0, cap: int = 10_000, size: int = 64
 ) -> Iterator[Batch]:
     """`n` rows of the first `cap`, spread over the set: `column` embedded, clustered (k-means, at
     most `k` clusters), and the rows taken in turn from each cluster (each cluster's rows in their
     order), so the n rows cover every cluster rather than the head of the set. The rows keep
-    their order in the set; all of them if there are no more than `n`."""
+    their order in the set (all of them if there are no more than `n`), in batches of `size`."""
     tables, held = [], 0
     for batch in batches:
         tables.append(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch)
@@ -461,17 +461,17 @@ def spread_rows(
     if not tables:
         return
     table = pa.concat_tables(tables, promote_options="default").slice(0, cap)
-    if table.num_rows <= n:
-        yield table
-        return
-    _, assign = kmeans(load_embedder().encode(table[column].to_pylist()), min(k, n), seed)
-    queues = [list(np.flatnonzero(assign == j)) for j in range(int(assign.max()) + 1)]
-    picked: list[int] = []
-    while len(picked) < n:
-        for queue in queues:
-            if queue and len(picked) < n:
-                picked.append(int(queue.pop(0)))
-    yield table.take(pa.array(sorted(picked)))
+    if table.num_rows > n:
+        _, assign = kmeans(load_embedder().encode(table[column].to_pylist()), min(k, n), seed)
+        queues = [list(np.flatnonzero(assign == j)) for j in range(int(assign.max()) + 1)]
+        picked: list[int] = []
+        while len(picked) < n:
+            for queue in queues:
+                if queue and len(picked) < n:
+                    picked.append(int(queue.pop(0)))
+        table = table.take(pa.array(sorted(picked)))
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size)
 
 
 def _number(text: str) -> int:
