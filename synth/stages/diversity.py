@@ -225,11 +225,12 @@ def measure(
         x = np.asarray(emb, np.float64)
         moments = np.stack([x[b].T @ x[b] for b in blocks])
         vendi = _exp_entropy(np.linalg.eigvalsh(moments.sum(axis=0) / m))
-        flat, vendis = moments.reshape(len(blocks), -1), []
+        flat = moments.reshape(len(blocks), -1)
+        scores: list[float] = []
         for part in np.array_split(draws, max(1, bootstrap // 50)):  # 50 resamples at a time: 26 MB
             sums = (part @ flat).reshape(len(part), *moments.shape[1:]) / (part @ sizes)[:, None, None]
-            vendis += [_exp_entropy(v) for v in np.linalg.eigvalsh(sums.astype(np.float32))]  # float32: 2x faster
-        vendis = np.array(vendis)
+            scores += [_exp_entropy(v) for v in np.linalg.eigvalsh(sums.astype(np.float32))]  # float32: 2x faster
+        vendis = np.array(scores)
     queries = np.sort(rng.choice(m, NEAREST, replace=False)) if m > NEAREST else np.arange(m)
     near = nearest_similarity(emb, queries=queries)
     boot = rng.multinomial(len(near), np.full(len(near), 1 / len(near)), size=bootstrap)
