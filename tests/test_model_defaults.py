@@ -100,10 +100,15 @@ def test_an_unknown_model_runs_on_the_generic_defaults(tmp_path, monkeypatch) ->
     assert "sampling_defaults" not in card
 
 
-def test_the_base_model_file_fits_only_a_base_model() -> None:
+def test_a_base_only_file_fits_only_a_base_model(tmp_path) -> None:
+    (tmp_path / "gemma3-base.toml").write_text(
+        '[match]\nnames = ["gemma-3-270m"]\nbase = true\n[response]\nmin_p = 0.2\n'
+    )
     gemma = "gemma-3-270m-q4_k_m.gguf"
-    assert for_model(gemma, chat_tuned=False).file == "filters/models/gemma3-base.toml"
-    assert for_model(gemma, chat_tuned=True).file is None  # Gemma 3 270M instruct is another model
+    base = for_model(gemma, chat_tuned=False, folder=tmp_path)
+    assert (base.family, base.roles["response"]) == ("gemma3-base", {"min_p": 0.2})
+    assert for_model(gemma, chat_tuned=True, folder=tmp_path).file is None  # Gemma 3 270M instruct is another model
+    assert for_model(gemma, chat_tuned=False).file is None  # no shipped file: the generic defaults
 
 
 def test_precedence_flag_then_file_then_generic() -> None:

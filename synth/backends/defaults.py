@@ -79,12 +79,15 @@ def for_backend(backend: object) -> FamilyDefaults:
     return for_model(str(getattr(backend, "model", "")), chat_tuned=getattr(backend, "chat_tuned", True))
 
 
-def for_model(name: str | Path | None, chat_tuned: bool = True) -> FamilyDefaults:
-    """The first family file (in name order) whose `match` fits `name`; none: the generic defaults."""
+def for_model(name: str | Path | None, chat_tuned: bool = True, folder: Path | None = None) -> FamilyDefaults:
+    """The first family file (in name order; the shipped ones, or those in `folder`) whose `match`
+    fits `name`; none: the generic defaults."""
     lowered = str(name or "").lower()
-    for family in choices(FOLDER, ".toml"):
-        relative = f"{FOLDER}/{family}.toml"
-        config = load(data_file(relative))
+    shipped = [data_file(f"{FOLDER}/{family}.toml") for family in choices(FOLDER, ".toml")] if folder is None else []
+    files = sorted(folder.glob("*.toml")) if folder else shipped
+    for path in files:
+        family, relative = path.stem, f"{FOLDER}/{path.name}" if folder is None else str(path)
+        config = load(path)
         match = config.get("match", {})
         if "base" in match and match["base"] == chat_tuned:
             continue
