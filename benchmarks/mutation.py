@@ -38,9 +38,9 @@ MODULES: dict[str, tuple[str, tuple[str, ...] | None, int]] = {
     "dedup/_stream": ("synth/stages/dedup/_stream.py", None, 50),
     "dedup/_readahead": ("synth/stages/dedup/_readahead.py", None, 40),
     "dedup/_semantic": ("synth/stages/dedup/_semantic.py", None, 60),
-    "filters": ("synth/stages/filters.py", None, 150),
-    "decontaminate": ("synth/stages/decontaminate.py", None, 100),
-    "_ngrams": ("synth/stages/_ngrams.py", None, 80),
+    "filters": ("synth/stages/filters.py", None, 80),
+    "decontaminate": ("synth/stages/decontaminate.py", None, 60),
+    "_ngrams": ("synth/stages/_ngrams.py", None, 50),
     "similarity": ("synth/stages/similarity.py", None, 80),
     # The judge's parsing and validation: rubrics read and checked, replies parsed, ballots combined.
     "judge (parsing)": (
@@ -56,7 +56,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...] | None, int]] = {
             "_closed",
             "_arrow_type",
         ),
-        150,
+        80,
     ),
 }
 TESTS = [

@@ -95,3 +95,39 @@ def test_words_of_non_ascii_texts_start_at_each_row() -> None:
     words, offsets = word_lists(pa.array(["Ça va, très bien", "Grüße aus Köln"]))
     assert offsets.tolist() == [0, 4, 7]
     assert words.to_pylist() == ["ça", "va", "très", "bien", "grüße", "aus", "köln"]
+
+
+def test_a_column_of_numbers_with_gaps_counts_each_row_once() -> None:
+    stage = dedup_minhash()
+    out = list(stage([pa.table({"id": ["e", "f", "g"], "instruction": [1, None, 1]})]))
+    assert out[0]["id"].to_pylist() == ["e", "f", "g"]
+    assert (stage.stats["unchecked_null"], stage.stats["unchecked_non_string"]) == (1, 2)
+
+
+def test_the_store_gives_back_ids_and_signatures_after_merging_many_small_batches() -> None:
+    from synth.stages.dedup import _Store
+
+    store, rng = _Store(), np.random.default_rng(2)
+    sizes = rng.integers(1, 3000, 60)  # about 90,000 rows: small chunks merged past 65,536 rows
+    for start, size in zip(np.r_[0, np.cumsum(sizes)[:-1]], sizes):
+        rows = np.arange(start, start + size)
+        store.append(pa.array([f"r{i}" for i in rows]), (rows[:, None] % np.arange(1, 131)).astype(np.uint8))
+    total = int(sizes.sum())
+    assert len(store) == total and len(store._ids) < len(sizes) // 2  # merged
+    pick = rng.integers(0, total, 5000)
+    assert store.ids(pick).to_pylist() == [f"r{i}" for i in pick]
+    assert (store.sigs(pick) == (pick[:, None] % np.arange(1, 131)).astype(np.uint8)).all()
+
+
+def test_the_key_filter_grows_with_the_index_and_still_finds_every_key() -> None:
+    from synth.stages.dedup import _Index
+
+    index, rng = _Index(), np.random.default_rng(4)
+    keys = np.unique(rng.integers(1, 2**32, 1_100_000).astype(np.uint32))
+    for part in np.array_split(keys, 4):
+        index.add(part, np.arange(len(part)))
+    assert index.filter_bits == 25  # a bit per 8 entries past 1 MB: fourfold, once
+    probe = keys[:: len(keys) // 5000]
+    assert (index.get(probe) >= 0).all()
+    absent = np.setdiff1d(rng.integers(1, 2**32, 5000).astype(np.uint32), keys)
+    assert (index.get(absent) == -1).all()
