@@ -352,7 +352,7 @@ def held_out_corpus(rows: int, seed: int = 1) -> dict[str, tuple[list[str], list
     return {"pydoc": realtext.plant(pool, min(rows, int(len(pool) * 1.05)), seed)} if len(pool) >= 200 else {}
 
 
-LEXICAL_WITHIN = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+LEXICAL_WITHIN = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 LEXICAL_JACCARD = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
@@ -361,10 +361,11 @@ def lexical_curve(
 ) -> dict:
     """The lexical confirmation on top of an embedder's `threshold` (`synth.stages.dedup._lexical`):
     for each bound (`within`, `jaccard`), precision and recall on each corpus and the held-out one,
-    and the share of look-alikes and package labels dropped. The choice: the best mean recall with
-    precision >= 0.95 on every corpus and <= 1% of look-alikes dropped; within 0.005 of it, the
-    highest Jaccard bound, then the nearest `within` (the fewest pairs confirmed on words alone).
-    The first point is the threshold alone."""
+    and the share of look-alikes and package labels dropped. The first point is the threshold alone.
+    The choice: precision >= 0.95 on every corpus, <= 1% of look-alikes dropped, and no more
+    package labels (real rows one word apart) dropped than the threshold alone; of those, the best
+    mean recall, and within 0.005 of it the highest Jaccard bound, then the nearest `within` (the
+    fewest pairs confirmed on words alone)."""
     from synth.stages.dedup._lexical import Lexical
 
     curve = []
@@ -379,7 +380,8 @@ def lexical_curve(
             point[f"{kind}_dropped"] = round(len(drops) / len(texts), 4)
         curve.append(point)
     ok = [p for p in curve if all(p[c][0] >= 0.95 for c in corpora) and p["look_alikes_dropped"] <= 0.01]
-    ok = [p for p in ok if p["within"] is not None]
+    alone = curve[0]["package_labels_dropped"]
+    ok = [p for p in ok if p["within"] is not None and p["package_labels_dropped"] <= alone]
     recall = lambda p: sum(p[c][1] for c in corpora) / len(corpora)  # noqa: E731
     best = max(map(recall, ok), default=None)
     near = [p for p in ok if best is not None and recall(p) >= best - 0.005]

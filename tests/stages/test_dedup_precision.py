@@ -88,10 +88,9 @@ def test_semantic_default_catches_planted_copies_in_real_text(embedder, corpus) 
     texts, truth = planted(corpus)
     stage = dedup_semantic(embedder=embedder)
     precision, recall = precision_recall(dropped(stage, texts), truth)
-    # MiniLM, a paraphrase model, puts a random word swapped in further off: at precision 0.95 on
-    # every corpus its recall is 0.74 on docstrings and 0.84 on package descriptions (filters/dedup.toml).
-    floor = 0.85 if embedder == "static" else 0.7
-    assert precision >= 0.95 and recall >= floor, (precision, recall)
+    # MiniLM puts a random word swapped in further off (its threshold alone: recall 0.74 on docstrings);
+    # its lexical confirmation catches those copies (filters/dedup.toml, lexical_curve).
+    assert precision >= 0.95 and recall >= 0.85, (precision, recall)
     assert stage.notes["threshold"] == semantic_default(embedder)
 
 
