@@ -165,15 +165,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/synth-kept-rows"))
     parser.add_argument("--only", action="append", help="model-arm to run (e.g. smollm2-today); default all four")
     parser.add_argument("--fresh", action="store_true", help="rerun arms already measured in --work")
+    parser.add_argument("--model", action="append", choices=["smollm2", "gemma3-base"], help="default: both")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for model in models():
+    for model in args.model or models():
         for name in ("today", "new"):
             if args.only and f"{model}-{name}" not in args.only:
                 continue
             rows.append(arm(args.work, model, name, args.n, args.seed, args.fresh))
     report = {"n": args.n, "seed": args.seed, "machine": "2 shared cores, nice -n 10", "rows": rows}
+    if args.model:  # a partial run names its models
+        report["models"] = args.model
     if not args.only:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "kept_rows.json").write_text(json.dumps(report, indent=1) + "\n")
