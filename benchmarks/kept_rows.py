@@ -70,7 +70,7 @@ def arm(work: Path, model: str, name: str, n: int, seed: int, fresh: bool) -> di
     argv = ["magpie", "--n", str(n), "--seed", str(seed), "--out", str(out), *models()[model]]
     argv += TODAY if name == "today" else []
     saved = work / f"{model}-{name}.json"
-    if saved.exists() and not fresh and json.loads(saved.read_text())["command"] == shlex.join(["synth", *argv]):
+    if saved.exists() and not fresh and _key(json.loads(saved.read_text())["command"]) == _key(shlex.join(argv)):
         return json.loads(saved.read_text())
     run = child(argv)
     info = card(out)
@@ -121,6 +121,14 @@ def figures(magpie: Path, judged: Path) -> dict[str, Any]:
         "labels": dict(labels),
         "unique_minhash": round(unique / len(texts), 3) if texts else None,
     }
+
+
+def _key(command: str) -> list[str]:
+    """A command without `synth` and its --out folder: an arm measured in another --work still counts."""
+    words = shlex.split(command)
+    words = words[1:] if words[:1] == ["synth"] else words
+    at = words.index("--out") if "--out" in words else len(words)
+    return words[:at] + words[at + 2 :]
 
 
 def _rows(out: Path) -> int:
