@@ -36,7 +36,7 @@ FATES = {
     "instruction_cut": "cut off by max tokens (finish reason `length`)",
     "instruction_failed": "failed (finish reason `error`)",
     "contaminated": "a copy of the GSM8K fixture's first question (COPIED)",
-    "near_copy": "the text written before it with only its tag changed",
+    "near_copy": "the text written before it with a comma added (its tag kept)",
     # every later prompt that quotes the row (its answers, its judges, its samples)
     "answer_cut": "answers cut off by max tokens after their first sentence (mid-code for code)",
     "answer_failed": "answers failed (finish reason `error`) after their first sentence, which they keep",
@@ -151,10 +151,13 @@ class FormatBackend:
         if fate == "contaminated":
             body = COPIED
         elif fate == "near_copy" and self.written:
-            body = TAG.sub("", self.written[-1]).strip()
+            # The text before it, a comma added, its tag kept: a tag of its own would be a number the
+            # other text lacks, which dedup's numbers-and-names check rightly reads as a distinct row.
+            text = self.written[-1].replace(" ", ", ", 1)
         else:
             body = f"{_words(seed, 'Explain how')} work together?"
-        text = f"{body} (#{k})"
+        if fate != "near_copy" or not self.written:
+            text = f"{body} (#{k})"
         self.written.append(text)
         reply = f"{label}: {text}" if label else text
         if fate == "instruction_cut":

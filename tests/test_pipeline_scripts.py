@@ -148,7 +148,7 @@ def test_magpie_air_on_the_double_drops_each_planted_fault_at_its_stage(tmp_path
         5: "answer_failed",  # heuristics: finish_error (the words before the failure read as a whole answer)
         6: "poor",  # --min-quality average: input_quality "very poor"
         7: "judge_failed",  # the judge answers prose twice: no input_quality, dropped by the same rule
-        9: "near_copy",  # MinHash: row 8 with another tag
+        9: "near_copy",  # MinHash: row 8 with a comma added
     }
     argv = ["--n", 8, "--max-attempts", 16, "--against", GSM8K]
     rows, counts, llm = _on_double(tmp_path, monkeypatch, "magpie_air.py", argv, faults)
@@ -181,7 +181,7 @@ def test_persona_math_on_the_double_drops_each_planted_fault_at_its_stage(tmp_pa
         5: "answer_failed",  # every sample failed: no answer
         6: "poor",  # the judge rates it 1: kept (the judge only rates here), with that score
         7: "judge_failed",  # kept, unrated
-        9: "near_copy",  # MinHash: row 8 with another tag
+        9: "near_copy",  # MinHash: row 8 with a comma added
     }
     argv = ["--n", 12, "--against", GSM8K, "--rejects", tmp_path / "rejects"]
     rows, counts, llm = _on_double(tmp_path, monkeypatch, "persona_math.py", argv, faults)
@@ -221,7 +221,7 @@ def test_code_instruct_on_the_double_drops_each_planted_fault_at_its_stage(
         3: "answer_failed",  # cut_off too (finish reason error)
         4: "wrong_code",  # its asserts fail: verify
         5: "untested_code",  # runs, asserts nothing: kept with verify_tests none; dropped with --require-tests
-        7: "near_copy",  # MinHash: row 6 with another tag
+        7: "near_copy",  # MinHash: row 6 with a comma added
     }
     kept = [0, 6, 8, 9, 10, 11] if require_tests else [0, 5, 6, 8, 9, 10, 11]
     argv = ["--n", len(kept), "--max-attempts", 12, "--batch-size", 12, "--rejects", tmp_path / "rejects"]
