@@ -28,7 +28,8 @@ class SemanticDedup:
     nearest earlier kept row, unless each of the two holds a number the other lacks
     (`check_terms`: "What is 2 + 3?" is not a copy of "What is 7 * 6?", `synth.stages.similarity`).
     `lexical`: an embedder calibrated with a lexical confirmation (minilm) also drops a row a
-    little further off when it shares most of its words with that kept row (`_lexical`).
+    little further off when it shares most of its words with that kept row (`_lexical`), at its
+    calibrated threshold only (a `threshold` given is the whole rule).
 
     `embedder`: "static" (default: a model2vec model distilled once from all-MiniLM-L6-v2,
     numpy only at run time), "minilm" (all-MiniLM-L6-v2 through sentence-transformers), or a
@@ -77,7 +78,8 @@ class SemanticDedup:
             batches = itertools.chain([first], batches)
         self.notes.update(method="semantic", embedder=encoder.name, threshold=round(threshold, 4))
         self.notes.update(threshold_from=how, index=index.kind)
-        lexical = calibrated_lexical(name) if self.lexical else None
+        # A threshold the user gives is the whole rule: the confirmation belongs to the calibrated default.
+        lexical = calibrated_lexical(name) if self.lexical and how != "given" else None
         if lexical is not None and lexical.within > threshold:
             self.notes.update(lexical_within=lexical.within, lexical_jaccard=lexical.jaccard)
         else:
