@@ -232,8 +232,11 @@ def test_respond_checks_its_input_before_claiming_the_output(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(out / "data").to_pylist()
     assert [r["response_finish_reason"] == "error" for r in rows] == [False, True]
-    assert [r["response_error"] for r in rows] == [None, "question is null"]
+    assert rows[1]["response_error"] == "question is null"
     assert rows[0]["response"].strip() and rows[0]["response_finish_reason"] in {"stop", "length"}
+    # an answer cut off at 8 tokens keeps its text, says why, and is no training row (null messages)
+    cut = rows[0]["response_finish_reason"] == "length"
+    assert (rows[0]["response_error"] is not None) == cut and (rows[0]["messages"] is None) == cut
 
 
 def test_more_turns_need_responses(tmp_path) -> None:
