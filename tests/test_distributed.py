@@ -5,7 +5,7 @@ import pytest
 
 from synth.backends import Completion, Sampling
 from synth.distributed import RayExecutor
-from synth.recipes import magpie
+from synth.recipes import RunSettings, magpie
 from synth.templates import builtin
 
 ray = pytest.importorskip("ray")
@@ -45,8 +45,8 @@ def test_ray_executor_writes_the_same_rows_as_local(tmp_path, local_ray) -> None
     magpie(
         seeded_backend(),
         out=tmp_path / "ray",
-        executor=RayExecutor(actors=2, batch_size=8),
         make_backend=seeded_backend,
+        run=RunSettings(executor=RayExecutor(actors=2, batch_size=8)),
         **common,
     )
     local = pq.read_table(tmp_path / "local/data").to_pylist()

@@ -23,7 +23,6 @@ from synth.cli._shared import (
     TemperatureOpt,
     TemplateOpt,
     app,
-    command_line,
     shared_options,
 )
 from synth.stages import persona
@@ -62,10 +61,7 @@ def personas_from_text(
         column=column,
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -99,10 +95,7 @@ def personas_expand(
         persona_column=persona_column,
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -144,9 +137,6 @@ def personas_generate(
         responses=Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)
         if responses
         else None,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
