@@ -14,8 +14,12 @@ process. Written to benchmarks/results/diversity.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,11 +27,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from synth import recipes
-from synth.backends import Sampling, load_backend
-from synth.core import StoppedShort
-from synth.recipes.diversity import DIVERSE
-from synth.stages import diversity as div
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+LOAD = [round(v, 2) for v in os.getloadavg()]
+
+from synth import recipes  # noqa: E402 - after the sys.path fix above
+from synth.backends import Sampling, load_backend  # noqa: E402 - after the sys.path fix above
+from synth.core import StoppedShort  # noqa: E402 - after the sys.path fix above
+from synth.recipes.diversity import DIVERSE  # noqa: E402 - after the sys.path fix above
+from synth.stages import diversity as div  # noqa: E402 - after the sys.path fix above
 
 METHODS = {
     "plain": {},
@@ -59,43 +67,73 @@ def run(method: str, llm: object, args: argparse.Namespace, root: Path) -> dict:
     return {"texts": texts, "seconds": seconds, "counts": result.get("counts", {})}
 
 
-def scale(rows: int) -> None:
-    """`synth diversity` on `rows` rows of real text (stdlib docstring lines, each with its row
-    number so no two are equal), against embedding every row (the least a tool that does not
-    sample spends), with the static embedder; seconds and peak memory."""
-    import pydoc
+def _realtext():  # type: ignore[no-untyped-def]
+    """benchmarks/realtext.py, loaded by path (this folder is kept off sys.path: its kernels.py
+    would shadow the `kernels` package that transformers looks for)."""
+    spec = importlib.util.spec_from_file_location("realtext", Path(__file__).with_name("realtext.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["realtext"] = module
+    spec.loader.exec_module(module)
+    return module
 
-    lines = []
-    for name in sorted(sys.stdlib_module_names)[:200]:
-        try:
-            module = __import__(name)
-        except Exception:  # noqa: BLE001 - a module that cannot import here gives no text
-            continue
-        for attr in dir(module):
-            doc = getattr(getattr(module, attr, None), "__doc__", None)
-            if isinstance(doc, str) and len(doc.split()) > 4:
-                lines.append(" ".join(pydoc.getdoc(getattr(module, attr)).split()[:40]))
-    lines = sorted(set(lines))
+
+def real_rows(rows: int) -> tuple[list[str], int]:
+    """`rows` rows of real text: stdlib docstring, dpkg description and man page sentences,
+    interleaved, repeated past the pool with the repeat's number so that no two rows are equal."""
+    realtext = _realtext()
+    parts = [realtext.docstring_sentences(), realtext.dpkg_sentences(), realtext.man_sentences()]
+    pool = [t for trio in itertools.zip_longest(*parts) for t in trio if t]
+    return [pool[i % len(pool)] + (f" ({i // len(pool)})" if i >= len(pool) else "") for i in range(rows)], len(pool)
+
+
+def scale(rows: int, out: str) -> None:
+    """`synth diversity` on `rows` rows of real text (see `real_rows`), with the static embedder,
+    as the command runs it (reading a jsonl file, sampling, embedding, the figures and intervals),
+    against embedding every row (the least a tool that does not sample spends); seconds per step
+    and peak memory (resident set: this process and its children)."""
+    texts, pool = real_rows(rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.jsonl"
         with path.open("w") as f:
-            for i in range(rows):
-                f.write(json.dumps({"instruction": f"{lines[i % len(lines)]} ({i})"}) + "\n")
-        div.load_embedder().encode(["warm up"])
+            f.writelines(json.dumps({"instruction": t}) + "\n" for t in texts)
+        del texts
         started = time.perf_counter()
-        figures = recipes.diversity.diversity(path)
+        done = subprocess.run(
+            [sys.executable, "-m", "synth", "diversity", str(path), "--out", str(Path(tmp) / "report")],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=ROOT,
+        )
         ours = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(done.stderr)
+        figures = json.loads((Path(tmp) / "report" / "diversity.json").read_text())
+        child_peak = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         started = time.perf_counter()
-        texts, _ = recipes.diversity.sampled_texts(path, "instruction", rows)
-        for i in range(0, len(texts), 10_000):
-            div.load_embedder().encode(texts[i : i + 10_000])
-        every = time.perf_counter() - started
-    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(div.table(figures))
-    print(
-        f"synth diversity on {rows} rows ({len(lines)} distinct lines): {ours:.1f} s (sample {figures['sample']}); "
-        f"embedding every row: {every:.1f} s ({every / ours:.2f}x); peak memory {peak} MB"
-    )
+        every, _ = recipes.diversity.sampled_texts(path, "instruction", rows)
+        model = div.load_embedder()
+        for i in range(0, len(every), 10_000):
+            model.encode(every[i : i + 10_000])
+        all_rows = time.perf_counter() - started
+    print(done.stdout)
+    result = {
+        "rows": rows,
+        "distinct_texts_in_pool": pool,
+        "sample": figures["sample"],
+        "embedder": figures["embedder"],
+        "synth_diversity_seconds": round(ours, 1),
+        "synth_diversity_peak_rss_mb": child_peak,
+        "embedding_every_row_seconds": round(all_rows, 1),
+        "ratio_to_embedding_every_row": round(ours / all_rows, 2),
+        "vendi": round(figures["vendi"], 2),
+        "vendi_interval": [round(v, 2) for v in figures["vendi_interval"]],
+        "cpus": os.cpu_count(),
+        "load_average_at_start": LOAD,
+    }
+    print(json.dumps(result, indent=2))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:
@@ -111,7 +149,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=0, help="Time `synth diversity` on this many rows instead.")
     args = parser.parse_args()
     if args.scale:
-        return scale(args.scale)
+        return scale(args.scale, args.out.replace("diversity.json", "diversity-scale.json"))
     llm = load_backend(args.model)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # A pairwise verdict; MT-Bench's "tie (bothbad)" and "tie (inconsistent)" are ties too.
 PAIRWISE = ("model_a", "model_b", "tie")
@@ -99,7 +99,7 @@ def jury_agreement(raters: Sequence[Sequence[float]], kind: str, n_labels: int) 
     import krippendorff
     import numpy as np
 
-    level = "ordinal" if kind == "ordinal" else "nominal"
+    level: Literal["ordinal", "nominal"] = "ordinal" if kind == "ordinal" else "nominal"
     data = np.asarray(raters, dtype=float)
     units = int((np.isfinite(data).sum(axis=0) >= 2).sum())
     try:

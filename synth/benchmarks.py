@@ -113,7 +113,7 @@ def load_benchmark(spec: str, fields: Fields = Fields(), split: str | None = Non
         match = next((n for n, e in known.items() if e["hub"] == hub), None)
         if not fields and match is None:
             raise SynthError(f"benchmark {spec!r} is not in the catalogue; {_FIELD_HINT}")
-        chosen = fields or catalogue_fields(match)  # type: ignore[arg-type]
+        chosen = fields or catalogue_fields(match)  # type: ignore[arg-type]  # no fields: match found, or raised
         configs = [config] if config else (known[match].get("configs") if match else None) or [None]
         default_split = known[match]["split"] if match else "test"
         return _build(hub, spec, _hub_rows(hub, configs, chosen_split or split or default_split), chosen)

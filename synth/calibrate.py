@@ -202,7 +202,7 @@ def join(people: Batch, batches: Iterable[Batch], fields: Sequence[Field]) -> tu
             "labels join the judged rows by their `id` column"
         )
     missing = [r["id"] for r in labelled if str(r["id"]) not in found]
-    rows = {"labels": len(labelled), "joined": len(labelled) - len(missing), "not_joined": len(missing)}
+    rows: dict[str, Any] = {"labels": len(labelled), "joined": len(labelled) - len(missing), "not_joined": len(missing)}
     rows["not_joined_ids"] = [str(i) for i in missing[:10]]
     compared = {}
     for field in fields:
@@ -279,7 +279,8 @@ def report(field: Field, pairs: Sequence[tuple[Any, dict[str, Any]]], resamples:
     for human, _ in pairs:
         unlabelled += human is None
     for name, values in _judge_values(field, pairs).items():
-        human, judge, raw, unscored = [], [], [], Counter()
+        human, judge, raw = [], [], []
+        unscored: Counter[str] = Counter()
         per_row: list[float] = []
         for (label, row), value in zip(pairs, values):
             h = _code(_vote(label) if field.kind == "pairwise" else label, scale, field, "label")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
-Batch = pa.Table
+Batch: TypeAlias = pa.Table
 Stage = Callable[[Iterable[Batch]], Iterator[Batch]]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import pyarrow as pa
 
@@ -45,7 +46,7 @@ class RayExecutor:
         stage.__qualname__ = f"on_ray({self.address or 'local'}, actors={self.actors})"
         return stage
 
-    def _ray(self):  # noqa: ANN202 - the ray module
+    def _ray(self) -> ModuleType:  # the ray module
         try:
             import ray
         except ImportError:

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 INIT = Path(__file__).with_name("_sandbox_init.py")
 SETUP_FAILED, ASSERTION_FAILED = 125, 101
@@ -194,7 +195,9 @@ def _execute(program: str, limits: Limits, iso: Isolation, python: str, tmp_root
     return Result(_status(code, timed_out), stdout, stderr, seconds, setup_failed=code == SETUP_FAILED)
 
 
-def _wait(command: list[str], work: Path, out, err, timeout: float, cgroup: Path | None) -> tuple[bool, int]:  # noqa: ANN001
+def _wait(
+    command: list[str], work: Path, out: BinaryIO, err: BinaryIO, timeout: float, cgroup: Path | None
+) -> tuple[bool, int]:
     """Run `command` to its end or the timeout; afterwards nothing it started is left running."""
     env = _clean_env(work)
     proc = subprocess.Popen(
@@ -228,7 +231,7 @@ def _status(code: int, timed_out: bool) -> str:
     return "timeout" if signum == signal.SIGXCPU else "error"
 
 
-def _tail(file, chars: int) -> str:  # noqa: ANN001
+def _tail(file: BinaryIO, chars: int) -> str:
     file.seek(0, os.SEEK_END)
     size = file.tell()
     file.seek(max(0, size - 4 * chars))

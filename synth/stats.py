@@ -20,7 +20,11 @@ LABEL_LIMIT = 30  # a string column with at most this many distinct values is a 
 
 def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) -> dict[str, Any]:
     """Stream the dataset once and gather counts, lengths, finish reasons and label distributions."""
-    rows, lengths, labels, numbers, keys = 0, {}, {}, {}, {}
+    rows = 0
+    lengths: dict[str, dict[str, list[int]]] = {}  # column: chars and tokens per row
+    labels: dict[str, Counter[str | None]] = {}
+    numbers: dict[str, list[float]] = {}
+    keys: dict[str, Counter[int]] = {}  # column: instruction keys, for the duplicate rate
     found: Counter[str] = Counter()  # a decontamination's rejects: by benchmark and method
     for batch in read(path):
         rows += batch.num_rows

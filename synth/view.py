@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from synth.card import drop_counts
 from synth.core import SynthError
 from synth.io import read, read_provenance
 
@@ -62,11 +63,13 @@ def build(
         "rejects": [],
         "total_rejects": 0,
         "map": None,
+        "diversity": None,
     }
     if rejects is not None:
         data["rejects"], data["total_rejects"] = _rejects(Path(rejects), max(1, sample // 4))
     if embed_map:
         data["map"] = _embedding_map(rows, stratum)
+        data["diversity"] = _diversity(path, summary.columns)
     return data
 
 
@@ -187,7 +190,8 @@ def _sample_rows(path: Path, summary: _Summary, stratum: str | None, sample: int
         picked = heapq.nsmallest(quota, members, key=lambda i: hashes[i])
         chosen.extend(int(i) for i in picked)
     chosen = sorted(chosen)[: max(sample, 1) + len(np.unique(groups))]
-    wanted, rows, offset = set(chosen), [], 0
+    wanted, offset = set(chosen), 0
+    rows: list[dict[str, Any]] = []
     for batch in read(path):
         local = [i - offset for i in range(offset, offset + batch.num_rows) if i in wanted]
         if local:
@@ -198,7 +202,8 @@ def _sample_rows(path: Path, summary: _Summary, stratum: str | None, sample: int
 
 def _rejects(path: Path, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Rejected rows (their reason column kept), the first `limit` of them, and how many there are."""
-    rows, total = [], 0
+    rows: list[dict[str, Any]] = []
+    total = 0
     for batch in read(path):
         total += batch.num_rows
         if len(rows) < limit:
@@ -232,9 +237,9 @@ def _histogram(values: np.ndarray, integer: bool = True, bins: int = 30) -> dict
     if high == low:
         high = low + 1
     counts, edges = np.histogram(values, bins=min(bins, max(1, values.size)), range=(low, high))
-    edges = [round(float(e)) if integer else round(float(e), 3) for e in edges]
+    bounds = [round(float(e)) if integer else round(float(e), 3) for e in edges]
     return {
-        "edges": edges,
+        "edges": bounds,
         "counts": counts.tolist(),
         "median": float(np.median(values)),
         "mean": float(values.mean()),
@@ -311,7 +316,7 @@ def _card(path: Path, rows: int) -> dict[str, Any]:
         "sampling": sampling,
         "stages": [_stage(s) for s in provenance.get("stages", [])],
         "counts": counts,
-        "funnel": _funnel(counts, rows, provenance.get("input_rows")),
+        "funnel": _funnel(drop_counts(counts), rows, provenance.get("input_rows")),  # counts are per stage
     }
 
 
@@ -414,6 +419,29 @@ def _embedding_map(rows: list[dict[str, Any]], stratum: str | None) -> dict[str,
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     points = centred @ vt[:2].T
     return {"points": np.round(points, 4).tolist(), "colour": colours, "by": stratum or "", "ids": ids}
+
+
+def _diversity(path: Path, columns: list[str], sample: int = 2_000) -> dict[str, Any]:
+    """`synth diversity`'s figures of the first text column (instruction, text, prompt, response)
+    on a uniform sample of `sample` rows, with the map's embedder; {"error": why} where they
+    cannot be had, so that the page says why."""
+    from synth.recipes.diversity import TEXT_COLUMNS as DIVERSITY_COLUMNS
+    from synth.recipes.diversity import sampled_texts
+    from synth.stages.diversity import measure
+
+    column = next((c for c in DIVERSITY_COLUMNS if c in columns), None)
+    if column is None:
+        return {"error": f"no diversity figures: no text column ({', '.join(DIVERSITY_COLUMNS)})"}
+    try:
+        texts, rows = sampled_texts(path, column, sample)
+        if len(texts) < 2:
+            return {"error": f"no diversity figures: fewer than 2 texts in {column}"}
+        figures = measure(texts, k=10, rows=rows)
+    except Exception as exc:  # one panel of many, as the map: say why it is missing
+        why = str(exc) if isinstance(exc, SynthError) else f"{type(exc).__name__}: {exc}"
+        print(f"synth: view: no diversity figures ({why})", file=sys.stderr)
+        return {"error": f"no diversity figures: {why}"}
+    return _cut({"column": column, **figures})
 
 
 def _embed(texts: list[str]) -> np.ndarray:

@@ -261,3 +261,104 @@ def test_magpie_refuses_an_unknown_spread_before_loading_a_model(tmp_path) -> No
     )
     assert done.returncode == 2 and "colours" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- synth topics
+
+MACRO_LISTS = [
+    # numbered and bulleted, after a preamble and before a remark; a topic repeated (another case,
+    # a bullet) and one worded twice (its words in another order)
+    "Here are 4 topics:\n1. Cooking and baking\n2. **Astronomy**\n- cooking and baking.\n3. Baking and cooking\n"
+    "I hope this helps!",
+    # a bare list: one line too long to be a topic
+    "Personal finance\nAstronomy\nGardening:\nHome gardening tips and tricks for every season of the year here",
+]
+SUBTOPICS = {
+    "Cooking and baking": ["Baking sourdough bread", "Roasting winter vegetables", "Sourdough bread baking"],
+    "Astronomy": ["Black holes", "Phases of the moon", "black holes."],
+    "Personal finance": ["Saving for retirement", "Paying off credit card debt", "Index fund investing"],
+    "Gardening": ["Growing tomatoes in pots", "Pruning rose bushes", "Composting kitchen scraps"],
+}
+
+
+@dataclass
+class ListWriter:
+    """A chat model that answers `synth topics`' prompts with lists, as small models write them:
+    numbered, bulleted, bold, with a chatty line, repeats (another case, another order) and a line
+    too long to be a topic. Each subtopic list is one more of the topic's subtopics, in full."""
+
+    template: ChatTemplate = field(default_factory=lambda: builtin("chatml"))
+    name: str = "lists"
+    model: str = "list-model"
+    asked: list[str] = field(default_factory=list)
+
+    def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
+        out = []
+        for prompt in prompts:
+            text = prompt[-1]["content"]
+            self.asked.append(text)
+            if "subtopics of the topic" in text:
+                topic = text.split('"')[1]
+                asks = sum(topic in t for t in self.asked)
+                reply = "\n".join(f"{i + 1}) {s}" for i, s in enumerate(SUBTOPICS[topic][:asks]))
+            else:
+                reply = MACRO_LISTS[min(sum("broad" in t for t in self.asked), len(MACRO_LISTS)) - 1]
+            out.append(Completion(reply, "stop", 3, len(reply.split())))
+        return out
+
+
+def test_parse_list_takes_the_items_of_a_model_list() -> None:
+    assert rdiv.parse_list(MACRO_LISTS[0]) == [
+        "Cooking and baking",
+        "Astronomy",
+        "cooking and baking",
+        "Baking and cooking",
+    ]
+    assert rdiv.parse_list(MACRO_LISTS[1]) == ["Personal finance", "Astronomy", "Gardening"]
+
+
+def test_topics_writes_a_deduplicated_two_level_taxonomy(tmp_path) -> None:
+    llm = ListWriter()
+    done = rdiv.topics(llm, n=10, per_topic=3, out=tmp_path / "t", max_calls=40)
+    table = pq.read_table(tmp_path / "t" / "data").to_pylist()
+    # four macro topics asked for (10 / 3): the repeats (case, bullet, word order) are dropped
+    assert done["topics"] == list(SUBTOPICS)
+    assert sum("broad" in t for t in llm.asked) == 2
+    pairs = [(r["topic"], r["subtopic"]) for r in table]
+    assert len(pairs) == 10 and done["rows"] == 10
+    assert all(r["id"].startswith("topic-") for r in table)
+    # each subtopic once, under the topic it was asked for: "black holes." and "Sourdough bread
+    # baking" are repeats of earlier ones (normalised text; embeddings), written in later rounds
+    assert sorted(pairs) == sorted(
+        (t, s) for t, subs in SUBTOPICS.items() for s in subs if s not in ("black holes.", "Sourdough bread baking")
+    )
+    card = (tmp_path / "t" / "README.md").read_text()
+    assert "macro_topics" in card and "Personal finance" in card
+
+
+def test_topics_stops_short_when_the_model_repeats_itself(tmp_path) -> None:
+    from synth.core import StoppedShort
+
+    llm = ListWriter()
+    with pytest.raises(StoppedShort, match="10 of 40 subtopics"):
+        rdiv.topics(llm, n=40, per_topic=3, out=tmp_path / "t", max_calls=30)
+    # it stops asking for macro topics after three lists bring no new one, then asks each of the
+    # four for subtopics in four rounds
+    assert sum("broad" in t for t in llm.asked) == 5 and len(llm.asked) == 5 + 4 * 4
+    assert pq.read_table(tmp_path / "t" / "data").num_rows == 10  # what it found is written
+
+
+def test_spread_topics_draws_from_a_synth_topics_output(tmp_path) -> None:
+    rdiv.topics(ListWriter(), n=10, per_topic=3, out=tmp_path / "t", max_calls=40)
+    written = pq.read_table(tmp_path / "t" / "data").to_pylist()
+    rdiv.check_spread("topics", tmp_path / "t")  # a `synth topics` folder passes the check
+    llm = Writer()
+    recipes.magpie(llm, n=8, out=tmp_path / "o", spread="topics", topics=tmp_path / "t", batch_size=4)
+    table = pq.read_table(tmp_path / "o" / "data")
+    items = {f"{r['subtopic']} ({r['topic']})" for r in written}
+    drawn = table["spread_item"].to_pylist()
+    assert len(drawn) == 8 and set(drawn) <= items
+    assert len({d.split(" (")[1] for d in drawn}) == 4  # every macro topic is drawn from
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert '"spread": "topics"' in card
+    assert all(f'"name": "{topic}"' in card for topic in SUBTOPICS)  # the draws per macro topic, recorded

@@ -79,6 +79,24 @@ def test_respond_marks_an_empty_answer_failed_and_does_not_send_a_blank_question
     assert result["counts"]["response_empty"] == 1 and result["counts"]["response_no_input"] == 2
 
 
+def test_respond_keeps_a_cut_off_answer_marked_never_as_a_conversation(tmp_path) -> None:
+    from tests.conftest import ScriptedBackend
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "instruction": f"Question {i}?"}) + "\n" for i in range(3)))
+    replies = [
+        Completion("A whole answer.", "stop"),
+        Completion("First, list", "length"),
+        Completion("la la", "repetition"),
+    ]
+    result = recipes.respond(ScriptedBackend(replies=replies), src, out=tmp_path / "o")
+    rows = pq.read_table(tmp_path / "o" / "data").to_pylist()
+    assert [r["response_finish_reason"] for r in rows] == ["stop", "length", "repetition"]
+    assert [r["messages"] is None for r in rows] == [False, True, True]
+    assert [r["response_error"] for r in rows] == [None, "cut off by max tokens", "ended as looping"]
+    assert result["counts"]["response_length"] == 1
+
+
 def test_respond_stage_never_ends_a_conversation_in_an_empty_turn() -> None:
     stage = Respond(Blank())
     (out,) = stage([from_rows([{"id": "a", "instruction": "Question 1?"}, {"id": "b", "instruction": "Question 8?"}])])

@@ -10,7 +10,7 @@ import pytest
 from tests.test_cli import _error, synth
 
 FIXTURES = Path(__file__).parent / "fixtures" / "personas"
-STATUSES = {"ok", "missing_prefix", "empty"}
+STATUSES = {"ok", "missing_prefix", "empty", "truncated", "repetition", "error"}
 
 
 def _rows(out: Path) -> list[dict]:

@@ -180,6 +180,7 @@ def load_backend(
     """
     options = {k: v for k, v in options.items() if v is not None}
     kind, reason = choose(model, backend, base_url=options.get("base_url"))
+    cls: Callable[..., Any]  # one of four classes, each with its own options
     if kind == "llamacpp":
         from synth.backends.llamacpp import LlamaCppBackend as cls
     elif kind == "ollama":
@@ -263,7 +264,7 @@ def _looks_like_a_path(name: str, path: Path) -> bool:
     """
     if name.startswith((".", "/", "~")):
         return True
-    separators = {os.sep, os.altsep} - {None}
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
     if any(sep in name for sep in separators):
         if _HF_ID.match(name):
             return path.parent.is_dir() or bool(_MODEL_FILE.search(name))

@@ -204,10 +204,10 @@ class Pool(Generic[T]):
     def call(self, fn: Callable[[], R], what: str) -> R:
         """`fn()` for a request outside any row (counting tokens), waiting for the server as rows do;
         a failure stops the run."""
-        out = self._with_retries(0, None, lambda _i, _x: fn(), measure=False)  # type: ignore[arg-type]
+        out = self._with_retries(0, None, lambda _i, _x: fn(), measure=False)  # type: ignore[arg-type]  # no item
         if isinstance(out, Completion) and out.finish_reason == "error" and out.error is not None:
             raise SynthError(f"{what} failed: {out.error}")
-        return out  # type: ignore[return-value]
+        return out
 
     def _with_retries(
         self, index: int, item: T, send: Callable[[int, T], Any] | None = None, measure: bool = True
@@ -258,7 +258,7 @@ class Pool(Generic[T]):
                 if fault.kind == "busy":
                     busy_since = busy_since or time.monotonic()
                 # a busy server is waited for up to --server-wait before its refusals count
-                if fault.kind != "busy" or time.monotonic() - busy_since >= self.server_wait:
+                if fault.kind != "busy" or busy_since is None or time.monotonic() - busy_since >= self.server_wait:
                     tries += 1
                 if tries >= retry.attempts:
                     return Completion("", "error", error=f"{fault.reason} (gave up after {faults + 1} attempts)")

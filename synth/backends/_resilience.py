@@ -221,7 +221,7 @@ class Concurrency:
     in_flight: int = 0
     waiting: int = 0
     slow_start: bool = True
-    time_at: Counter[int] = field(default_factory=Counter)  # seconds spent at each limit
+    time_at: dict[int, float] = field(default_factory=dict)  # seconds spent at each limit
     _window: _Window | None = None
     _previous: tuple[int, float, float] | None = None  # (limit, rate, latency) of the last window
     _knee: tuple[int, float, float] | None = None  # the same, where throughput last rose: more adds only latency
@@ -282,10 +282,11 @@ class Concurrency:
         """The limit the run spent most time at."""
         with self._cond:
             self._account(time.monotonic() if now is None else now)
-            return self.time_at.most_common(1)[0][0] if self.time_at else int(self.limit)
+            return max(self.time_at, key=self.time_at.__getitem__) if self.time_at else int(self.limit)
 
     def _account(self, now: float) -> None:
-        self.time_at[int(self.limit)] += now - self._stamp
+        limit = int(self.limit)
+        self.time_at[limit] = self.time_at.get(limit, 0.0) + now - self._stamp
         self._stamp = now
 
     def _set(self, limit: float, now: float) -> None:
@@ -323,7 +324,7 @@ class Concurrency:
         rate, latency = w.rate(now), w.latency()
         previous, self._previous = self._previous, (w.limit, rate, latency)
         knee = self._knee
-        past_knee = knee is not None and w.limit > knee[0]
+        past_knee = knee is not None and w.limit > knee[0]  # the ignores below: past_knee means knee is set
         if previous is None or rate > previous[1] * (1 + self.RISE):
             if previous is not None:
                 self._knee = (w.limit, rate, latency)

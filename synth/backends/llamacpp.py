@@ -164,8 +164,8 @@ class LlamaCppBackend:
             tokens = self.tokenize(prompt)
             if len(tokens) + 1 > n_ctx:
                 reason = f"prompt has {len(tokens)} tokens, over the per-sequence context of {n_ctx}"
-                out[i] = Completion("", "error", len(tokens), 0, error=reason)
-                completed(out[i])
+                out[i] = failed = Completion("", "error", len(tokens), 0, error=reason)
+                completed(failed)
                 continue
             stop = params.stop if isinstance(prompt, str) else params.with_stop(*self.template.response_stop).stop
             seed = int.from_bytes(os.urandom(4), "little") if params.seed is None else params.seed + i
@@ -274,6 +274,7 @@ def avoid_amx_kernels(cpuinfo: str | None = None) -> bool:
         params.use_extra_bufts = False
         return params
 
+    # marks on the function itself, so a second call finds the patch in place (no attributes on a def for mypy)
     without_extra_buffers.synth_no_extra_buffers = True  # type: ignore[attr-defined]
     without_extra_buffers.original = defaults  # type: ignore[attr-defined]
     lib.llama_model_default_params = without_extra_buffers

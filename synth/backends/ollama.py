@@ -161,8 +161,8 @@ class OllamaBackend:
         else:
             options = self._options(params, params.with_stop(*self.template.response_stop).stop, seed)
             messages = [dict(m) for m in prompt]
-            call = partial(self.client.chat, self.model, messages, options=options, format=params.json_schema)
-            reply = self._call(call, retry=True)
+            chat = partial(self.client.chat, self.model, messages, options=options, format=params.json_schema)
+            reply = self._call(chat, retry=True)
             text = reply.message.content or ""
         # Raw mode returns no end-of-turn token: done_reason is the only sign of a cut-off.
         return Completion(

@@ -22,10 +22,13 @@ _BLOCK = 512
 _WIDTHS = (10.0, 20.0, math.inf)  # candidate windows below the best logit, tried in turn
 
 
-class Penalties(Protocol):
-    repeat_penalty: float
-    presence_penalty: float
-    frequency_penalty: float
+class Penalties(Protocol):  # read-only members, so a frozen dataclass (llamacpp_batch.Request) is one
+    @property
+    def repeat_penalty(self) -> float: ...
+    @property
+    def presence_penalty(self) -> float: ...
+    @property
+    def frequency_penalty(self) -> float: ...
 
 
 def penalise(row: np.ndarray, recent: Sequence[int], p: Penalties) -> None:
@@ -42,11 +45,15 @@ def penalise(row: np.ndarray, recent: Sequence[int], p: Penalties) -> None:
     row[ids] = values
 
 
-class Settings(Protocol):
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
+class Settings(Protocol):  # read-only, as Penalties
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def top_p(self) -> float: ...
+    @property
+    def top_k(self) -> int: ...
+    @property
+    def min_p(self) -> float: ...
 
 
 def sample(

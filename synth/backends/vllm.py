@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from synth.backends import Completion, Prompt, Sampling
+from synth.backends import Completion, FinishReason, Prompt, Sampling
 from synth.backends._pool import strip_bos
 from synth.core import SynthError
 from synth.templates import ChatTemplate, resolve
@@ -149,7 +149,8 @@ def _structured(schema: Any) -> dict[str, Any]:
 
 def _completion(result: Any) -> Completion:
     out = result.outputs[0]
-    reason = {"length": "length", "abort": "error"}.get(out.finish_reason or "stop", "stop")
+    reasons: dict[str, FinishReason] = {"length": "length", "abort": "error"}
+    reason = reasons.get(out.finish_reason or "stop", "stop")
     return Completion(
         text=out.text,
         finish_reason=reason,

@@ -193,7 +193,7 @@ class Server:
 
     def load(self, model: str | None, template: str | None = None) -> Backend:
         """Open `model` on these options, saying on stderr which backend, model and template run."""
-        llm = load_backend(model, self.backend, template=template, **self.options())
+        llm: Any = load_backend(model, self.backend, template=template, **self.options())  # ours: name, model, template
         reason = getattr(llm, "reason", "")
         family = getattr(llm, "template_family", None) or llm.template.family  # a server's own template: no family
         print(f"synth: backend {llm.name} ({reason}), model {llm.model}, template {family}", file=sys.stderr)
@@ -298,7 +298,7 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         groups = {name: GROUPS[name](**{n: kwargs.pop(n) for n in names}) for name, names in fields.items()}
         return command(**groups, **kwargs)
 
-    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # what typer reads
     return run
 
 

@@ -183,7 +183,7 @@ def _check_swap(pairwise: bool, swap: bool) -> None:
 
 
 def _judges(models: list[str] | None, jury: bool, template: str | None, server: Server) -> list[Backend]:
-    models = models or [None]  # type: ignore[list-item]
+    models = models or [None]  # type: ignore[list-item]  # None: load_backend's default model
     if len(models) > 1 and not jury:
         raise SynthError(f"{len(models)} judge models given; pass --jury to combine them, or give one --model")
     return [server.load(m, template) for m in models]

@@ -73,7 +73,7 @@ def code(
     limits = Limits(timeout=timeout, memory_mb=memory_mb, file_mb=file_mb, processes=processes)
     if python is not None and not shutil.which(python):
         raise SynthError(f"--python {python} is not an executable; pass the path of a Python interpreter")
-    interpreter = shutil.which(python) if python else sys.executable
+    interpreter = (shutil.which(python) if python else None) or sys.executable  # which() found it, just above
     sandbox = Sandbox(limits, jobs=jobs, cache=None if no_cache else (cache or default_cache()), python=interpreter)
     recipes.verify_code(
         source,

@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +161,11 @@ def html_text(data: bytes | str, main_content: bool = True) -> tuple[str, str | 
     from resiliparse.parse.html import HTMLTree
 
     if isinstance(data, bytes):
+        raw = data
         try:  # most pages are UTF-8: detecting the encoding costs 3% of extracting, spent only when needed
-            data = data.decode("utf-8")
-        except UnicodeDecodeError:
-            data = bytes_to_str(data, detect_encoding(data))
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError:  # no encoding detected (None): UTF-8, then bytes_to_str's cp1252 fallback
+            data = bytes_to_str(raw, detect_encoding(raw) or "utf-8")
     tree = HTMLTree.parse(data)
     text = extract_plain_text(tree, main_content=main_content, alt_texts=False)
     title = (tree.title or "").strip()
@@ -216,11 +217,11 @@ def _pdf_problem(file: Path, exc: Exception) -> str:
     return f"it is not a valid PDF ({exc})"
 
 
-def _zipped(open_file: Callable[[Path], Any], file: Path, kind: str) -> Any:
+def _zipped(open_file: Callable[[str], Any], file: Path, kind: str) -> Any:
     import zipfile
 
     try:
-        return open_file(file)
+        return open_file(str(file))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise Unreadable(f"it is not a valid {kind} file ({exc or type(exc).__name__})") from None
 
@@ -282,7 +283,9 @@ def _warc(file: Path, name: str, stats: Counter[str], strict: bool) -> Iterator[
             start = _next_member(handle, at + 1)
 
 
-def _warc_from(handle: Any, name: str, start: int, stats: Counter[str], found: list[int]) -> Iterator[dict[str, Any]]:
+def _warc_from(
+    handle: Any, name: str, start: int, stats: Counter[str], found: list[int]
+) -> Generator[dict[str, Any], None, str | None]:
     """The records from byte `start` on (their offsets appended to `found`); returns the error that
     stopped them, or None at the end of the file."""
     from fastwarc.warc import ArchiveIterator, WarcRecordType

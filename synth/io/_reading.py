@@ -229,7 +229,8 @@ def _read_arrow(files: list[Path], batch_size: int) -> Iterator[Batch]:
 def _read_jsonl(files: list[Path], batch_size: int) -> Iterator[Batch]:
     for file in files:
         kinds: dict[str, pa.DataType] = {}  # each column's type in this file's batches so far
-        done, finished = 0, []
+        done = 0
+        finished: list[bool] = []
         for batch in _jsonl_arrow(file, batch_size, finished):
             done += batch.num_rows
             kinds.update(zip(batch.column_names, batch.schema.types))

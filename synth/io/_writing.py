@@ -346,7 +346,9 @@ class Sink:
     Between checkpoints it may flush every `shard_rows` rows, to bound memory; a rewind drops those.
     """
 
-    def __init__(self, out: Output, card: dict[str, Any] | None = None, shard_rows: int = 10_000) -> None:
+    def __init__(
+        self, out: Output, card: dict[str, Any] | Callable[[], dict[str, Any]] | None = None, shard_rows: int = 10_000
+    ) -> None:
         self.output, self.shard_rows = out, shard_rows
         self._writer = _ShardWriter(out, card, None)
 

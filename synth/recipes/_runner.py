@@ -120,7 +120,7 @@ def up_to(n: int) -> Stage:
             if left == 0:
                 return  # without pulling another batch: upstream generation stops here
 
-    stage.stats = stats  # type: ignore[attr-defined]
+    stage.stats = stats  # type: ignore[attr-defined]  # a function stage's counts, as above
     return stage
 
 
@@ -407,7 +407,8 @@ class Primed:
 
     @property
     def stats(self) -> Counter[str]:
-        return getattr(self.stage, "stats", Counter())
+        stats = getattr(self.stage, "stats", None)
+        return stats if stats is not None else Counter()
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         seeding = [True]

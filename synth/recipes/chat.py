@@ -209,7 +209,8 @@ def _llm_stages(
     if executor is None:
         return talk(llm, answerer)
     # Repeats are checked on the driver, in input order, as the local run does.
-    return [executor.map(functools.partial(_remote, talk, *remote)), _drop_repeats(seen)]
+    # make_backend is not None with an executor: check_magpie refused that before the run began
+    return [executor.map(functools.partial(_remote, talk, *remote)), _drop_repeats(seen)]  # type: ignore[arg-type]
 
 
 def check_magpie(

@@ -121,7 +121,7 @@ def think(
     gen = Think(llm, prompt, params)
     overhead = _chat_tokens(backend, count, [{"role": "user", "content": fill(prompt, text="")}])
     reading = ReadCounts()
-    stages = [reading, _require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
+    stages: list[Stage] = [reading, _require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     stages.append(_constants({"model": settings["model"]}))
     output = run.open(out, settings, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend), stats=reading.stats), output)

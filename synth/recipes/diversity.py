@@ -33,7 +33,7 @@ TOPIC_TEMPLATE = (
 FILES = ("diversity.json", "diversity.md")
 # `--diverse`: the gate at cosine distance 0.15 (looser than dedup's calibrated copy threshold, so it
 # also turns away close rewordings; not yet tuned by benchmarks/diversity.py), and spreading over the shipped topics.
-DIVERSE = {"novelty": 0.15, "spread": "topics"}
+DIVERSE: dict[str, Any] = {"novelty": 0.15, "spread": "topics"}
 
 
 def pick_column(source: str | Path, column: str | None) -> str:
@@ -154,12 +154,18 @@ SUB = (
 )
 
 
+_MARK = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|[a-zA-Z][.)])\s*")
+
+
 def parse_list(text: str, max_words: int = 8) -> list[str]:
     """The items of a model's list: one a line, numbering, bullets, bold and trailing colons off;
-    lines too long to be a topic dropped."""
+    lines too long to be a topic dropped. Where some lines are numbered or bulleted, only those
+    are items (not the "Here are 20 topics:" before them or the remark after)."""
+    lines = text.splitlines()
+    marked = [line for line in lines if _MARK.match(line) and _MARK.sub("", line).strip()]
     found = []
-    for line in text.splitlines():
-        item = re.sub(r"^\s*(?:[-*•]+|\d+[.)]|[a-zA-Z][.)])\s*", "", line).strip().strip("*_\"'`").strip()
+    for line in marked or lines:
+        item = _MARK.sub("", line).strip().strip("*_\"'`").strip()
         item = item.split(":")[0].strip().rstrip(".").strip()
         if item and 1 <= len(item.split()) <= max_words and any(ch.isalpha() for ch in item):
             found.append(item)
@@ -230,14 +236,16 @@ def _unique_items(
     seen: set[int] = set()
 
     def asked() -> Iterator[Any]:
-        attempt = 0
-        while calls["left"] > 0:
+        attempt = fruitless = 0
+        budget = max(3, calls["left"] // 2)  # at least half the calls are left for the subtopics
+        while calls["left"] > 0 and attempt < budget and fruitless < 3:
             items = []
             for item in parse_list(_ask(llm, params, prompt, calls, attempt), max_words=5):
                 if instruction_key(item) not in seen:
                     seen.add(instruction_key(item))
                     items.append({"id": f"t{len(seen)}", "topic": item})
             attempt += 1
+            fruitless = 0 if items else fruitless + 1  # a model that only repeats itself is not asked forever
             if items:
                 yield from_rows(items)
 
@@ -258,7 +266,7 @@ def _subtopics(
     for round_ in range(4):
         for t, topic in enumerate(macro):
             reply = _ask(llm, params, SUB.format(k=per_topic, topic=topic), calls, 1000 * (round_ + 1) + t)
-            rows = []
+            rows: list[dict[str, str]] = []
             for item in parse_list(reply)[:per_topic]:
                 key = instruction_key(item)
                 if key not in seen and instruction_key(topic) != key:

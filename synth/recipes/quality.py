@@ -63,7 +63,7 @@ def dedup(
     jemalloc_for_arrow()  # this process only reads, judges and writes: keep what it frees small
     arrow_without_pandas()
     stage = dedup_stage(method, column, threshold, **options)
-    if hasattr(stage, "read_ahead"):  # this resume reads the input again, so the stage may read ahead
+    if isinstance(stage, (MinHashDedup, SemanticDedup)):  # this resume reads the input again: it may read ahead
         stage = dataclasses.replace(stage, read_ahead=True)
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
@@ -151,7 +151,7 @@ def judge(
     if pairwise and len(loaded) != 1:
         raise SynthError(f"--pairwise takes one pairwise rubric, not {len(loaded)}; pass --rubric pairwise")
     names = ", ".join(str(_describe(b)["model"]) for b in backends)
-    settings = {
+    settings: dict[str, Any] = {
         "judges": [_describe(b) for b in backends],
         "input": str(source),
         "rubrics": [r.name for r in loaded],
@@ -295,7 +295,8 @@ def prefs(
         score_field = next(f for f, c in scorer.columns.items() if c == scorer.score)
         ranking = [
             Judge(jurors, scorer, judge_params, {"instruction": column}),
-            PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),
+            # scorer.score is not None: a rubric without one was refused above when not pairwise
+            PreferencePairs(scorer.score, scorer.scales.get(score_field, ()), column),  # type: ignore[arg-type]
         ]
     first, batches = _peek(source, max(batch_size, read_window(batch_size, backend) // k))
     if first is not None:  # a wrong --column fails before any output directory is made

@@ -34,7 +34,7 @@ def verify_code(
     Code that runs clean but tests nothing (`verify_status` untested) is kept, and counted apart
     from the passes; with `require_tests` it is dropped too."""
     stage = VerifyCode(column, tests_column, sandbox)
-    settings = {"input": str(source), "verify": repr(stage), "sandbox_notes": list(sandbox.notes)}
+    settings: dict[str, Any] = {"input": str(source), "verify": repr(stage), "sandbox_notes": list(sandbox.notes)}
     settings["require_tests"] = require_tests
     first, batches = _peek(source, batch_size)
     if first is not None:  # a wrong --column fails before any output directory is made
@@ -70,7 +70,7 @@ def verify_math(
         raise SynthError("--samples needs a model to ask")
     stages: list[Stage] = []
     settings: dict[str, Any] = {"input": str(source), "reference_column": reference_column}
-    if samples:
+    if samples and backend is not None:  # not None: refused above
         llm = run.meter(backend)
         text = load_prompt(prompt)
         stages.append(SelfConsistency(llm, samples, params, problem_column, min_agreement, text))

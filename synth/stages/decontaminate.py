@@ -188,7 +188,7 @@ class Decontaminate:
             object.__setattr__(self, "edit_ngram", int(edits["ngram"]))
         if self.edit_threshold is None:
             object.__setattr__(self, "edit_threshold", float(edits["threshold"]))
-        if self.edit_ngram < 1:  # type: ignore[operator]
+        if self.edit_ngram < 1:  # type: ignore[operator]  # not None: set just above (frozen, so by __setattr__)
             raise SynthError(f"--edit-ngram {self.edit_ngram} must be at least 1 (2 is the calibrated default)")
         if self.embedding_threshold is None and ("embedding" in self.methods or "llm" in self.methods):
             object.__setattr__(self, "embedding_threshold", default_embedding_threshold(self.model))
@@ -229,6 +229,7 @@ class Decontaminate:
     def _edits(self) -> NgramIndex:
         _, _, questions, _ = self._items
         minimum = int(calibrated()["edit"]["min_ngrams"])
+        # edit_ngram is never None after __post_init__ (mypy cannot see the frozen dataclass's __setattr__)
         return NgramIndex(questions, None, self.edit_ngram, weighted=True, min_ngrams=minimum)  # type: ignore[arg-type]
 
     @cached_property
@@ -332,8 +333,10 @@ class Decontaminate:
             for t, i in zip(texts, items)
         ]
         params = dataclasses.replace(self.judge_params, json_schema=rubric.schema)
-        verdicts = _ask(self.judge, rubric, prompts, params)  # type: ignore[arg-type]
-        answer = np.array([-1 if v.status != "ok" else int(bool(v.values["rephrase"])) for v in verdicts], np.int8)
+        verdicts = _ask(self.judge, rubric, prompts, params)  # type: ignore[arg-type]  # __post_init__: llm needs a judge
+        answer = np.array(
+            [-1 if v.status != "ok" else int(bool((v.values or {})["rephrase"])) for v in verdicts], np.int8
+        )
         self.stats["llm_asked"] += len(verdicts)
         self.stats["llm_failed"] += int((answer < 0).sum())
         self.failures.update(f"{v.status}: {(v.raw or '')[:80]}".rstrip(": ") for v in verdicts if v.status != "ok")

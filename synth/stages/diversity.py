@@ -73,7 +73,7 @@ class VendiMeter:
 
     dim: int
     rows: int = 0
-    moment: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    moment: np.ndarray | None = field(default=None, repr=False)  # None until the first add
 
     def add(self, emb: np.ndarray) -> None:
         """Count unit rows `emb` in."""
@@ -85,7 +85,9 @@ class VendiMeter:
 
     def score(self) -> float:
         """The Vendi score of the rows so far (0 before any)."""
-        return 0.0 if not self.rows else _exp_entropy(np.linalg.eigvalsh(self.moment / self.rows))
+        if not self.rows or self.moment is None:
+            return 0.0
+        return _exp_entropy(np.linalg.eigvalsh(self.moment / self.rows))
 
 
 def nearest_similarity(emb: np.ndarray, block: int = 1024, queries: np.ndarray | None = None) -> np.ndarray:
@@ -306,7 +308,7 @@ class NoveltyGate:
     tokens are spent on a near-repeat. Online and batch-independent: it is the semantic dedup
     stage (`SemanticDedup`, its index and its order) with its own counts."""
 
-    distance: float = SemanticDedup.threshold
+    distance: float | None = SemanticDedup.threshold  # None: the embedder's calibrated default
     column: str = "instruction"
     embedder: str = STATIC
     stats: Counter[str] = field(default_factory=Counter, compare=False, repr=False)

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from synth.backends import Backend, Completion, Sampling
 from synth.core import Batch, SynthError, add_columns
 from synth.resources import choices, data_file
+from synth.stages.magpie import CUT
 
 RUBRICS = "filters/rubrics"
 STATUSES = ("ok", "truncated", "parse_error", "backend_error")  # best first: the overall status is the worst
@@ -257,7 +258,9 @@ class PreferencePairs:
     `chosen_score`, `rejected_score`, the form TRL's DPO trainer takes.
 
     A source with fewer than two scored responses, or whose best and worst score tie, is dropped
-    and counted. Labels on an ordinal `scale` rank in scale order.
+    and counted. Labels on an ordinal `scale` rank in scale order. A response cut off by max
+    tokens or ended as looping (`response_finish_reason` `length`, `repetition`) is neither
+    chosen nor rejected: counted as `dropped_response_truncated`, `dropped_response_repetition`.
     """
 
     score: str
@@ -268,7 +271,11 @@ class PreferencePairs:
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         for batch in batches:
             groups: dict[str, list[dict[str, Any]]] = {}
-            for row in batch.select(["source_id", self.prompt_column, "response", self.score]).to_pylist():
+            reason = ["response_finish_reason"] if "response_finish_reason" in batch.column_names else []
+            for row in batch.select(["source_id", self.prompt_column, "response", self.score, *reason]).to_pylist():
+                if (cut := row.get("response_finish_reason")) in CUT:
+                    self.stats[f"dropped_response_{CUT[cut]}"] += 1
+                    row["response"] = None  # a cut-off answer is no training text, chosen or rejected
                 groups.setdefault(row["source_id"], []).append(row)
             pairs = [pair for rows in groups.values() if (pair := self._pair(rows))]
             kind = batch.schema.field(self.score).type
@@ -351,7 +358,7 @@ def _combine(rubric: Rubric, ballots: list[Verdict]) -> Verdict:
     properties = rubric.schema.get("properties", {})
     values = {}
     for f in rubric.columns:
-        votes = [v.values[f] for v in good if f in v.values]
+        votes = [v.values[f] for v in good if v.values and f in v.values]
         if not votes:
             continue
         kind = properties.get(f, {}).get("type")

@@ -83,8 +83,10 @@ class Respond:
     `response_no_input`. An answer that comes back empty or blank is no answer either: null
     `messages`, counted as `response_empty`; with `errors` (the caller keeps every row, so each
     must say why) also finish reason `error` and `response_error` "empty answer", else its own
-    finish reason, for `DropTruncated` to drop. `on_answer` sees each answer as it ends (a recipe
-    moves its progress bar with it).
+    finish reason, for `DropTruncated` to drop. With `errors`, an answer cut off by max tokens or
+    ended as looping is no training row either: null `messages`, its finish reason kept and
+    `response_error` saying so (without `errors`, `DropTruncated` drops or keeps it). `on_answer`
+    sees each answer as it ends (a recipe moves its progress bar with it).
     """
 
     backend: Backend
@@ -108,7 +110,9 @@ class Respond:
             answers = [c.text.strip() for c in out]
             # A failed or empty answer is no training row: its `messages` is null, never an empty assistant turn.
             messages = [
-                None if c.finish_reason == "error" or not a else [*conv, _turn("assistant", a)]
+                None
+                if c.finish_reason == "error" or not a or (self.errors and c.finish_reason in CUT)
+                else [*conv, _turn("assistant", a)]
                 for conv, a, c in zip(convs, answers, out)
             ]
             columns: dict[str, pa.Array] = {
@@ -320,6 +324,8 @@ def _failure(text: str, finish_reason: str) -> str | None:
 
 
 def _error_of(c: Completion) -> str | None:
+    if c.finish_reason in CUT:
+        return "cut off by max tokens" if c.finish_reason == "length" else "ended as looping"
     if c.finish_reason != "error":
         return None
     return c.error or "unknown error"

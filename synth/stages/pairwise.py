@@ -80,12 +80,12 @@ class PairwiseJudge:
 
     def _columns(self, forward: Sequence[Verdict], swapped: Sequence[Verdict] | None) -> dict[str, pa.Array]:
         name, key = self.rubric.name, verdict_field(self.rubric)
-        first = [FORWARD[v.values[key]] if v.status == "ok" else None for v in forward]
+        first = [FORWARD[(v.values or {})[key]] if v.status == "ok" else None for v in forward]
         out: dict[str, Any] = {"winner": first, "winner_forward": first}
         statuses = [v.status for v in forward]
         raws = [v.raw for v in forward]
         if swapped is not None:
-            second = [SWAPPED[v.values[key]] if v.status == "ok" else None for v in swapped]
+            second = [SWAPPED[(v.values or {})[key]] if v.status == "ok" else None for v in swapped]
             held = [None if a is None or b is None else a == b for a, b in zip(first, second)]
             out["winner"] = [None if h is None else (a if h else "tie") for a, h in zip(first, held)]
             out["winner_swapped"] = second

@@ -25,10 +25,12 @@ from synth.backends import Backend, Sampling
 from synth.core import Batch, Stage, SynthError, add_columns
 from synth.io import read
 from synth.resources import choices, data_file, read_choice
-from synth.stages.magpie import MESSAGES, Respond, _seeded
+from synth.stages.magpie import CUT, MESSAGES, Respond, _seeded
 
 SETS, TEMPLATES, TASKS = "personas/sets", "personas/templates", "personas/tasks"
-STATUSES = ("ok", "missing_prefix", "empty")
+STATUSES = ("ok", "missing_prefix", "empty", "truncated", "repetition", "error")
+# A generation cut off (by max tokens, or as looping) or failed is never parsed into an answer.
+UNFINISHED = {"length": "truncated", "repetition": "repetition", "error": "error"}
 # Nemotron-Personas: a persona is composed from these fields, where the set has them.
 NEMOTRON_TEXT = ("persona", "professional_persona")
 NEMOTRON_FACTS = ("age", "sex", "occupation", "city", "state", "country")
@@ -103,7 +105,9 @@ class PersonaPrompt:
     """Reads the columns in `inputs` (template slot -> column); adds the template's answer
     columns and `<column>_status`, `<column>_raw`, `<column>_finish_reason` (see
     `PersonaTemplate.column`). Rows whose answer does not parse keep their raw text, with a null
-    answer and the status saying why; nothing is dropped here."""
+    answer and the status saying why; so do rows whose generation was cut off by max tokens
+    (status `truncated`), ended as looping (`repetition`) or failed (`error`): a cut-off text
+    is never an answer. Nothing is dropped here; each status is counted as `<column>_<status>`."""
 
     backend: Backend
     template: PersonaTemplate
@@ -129,7 +133,12 @@ class PersonaPrompt:
             for i in range(batch.num_rows)
         ]
         out = self.backend.generate(prompts, _seeded(self.params, batch))
-        parsed = [parse_answer(c.text, self.template.answer) for c in out]
+        parsed = [
+            (dict.fromkeys(self.template.answer.values()), UNFINISHED[c.finish_reason])
+            if c.finish_reason in UNFINISHED
+            else parse_answer(c.text, self.template.answer)
+            for c in out
+        ]
         main = self.template.column
         self.stats.update(f"{main}_{status}" for _, status in parsed)
         columns: dict[str, Any] = {
@@ -239,7 +248,11 @@ class PersonaGenerate:
 @dataclass(frozen=True)
 class AnswerParsed:
     """Runs `respond` on the rows whose `<respond.column>_status` is `ok`; the other rows get
-    null `response`, `response_finish_reason` and `messages`, so every row keeps one schema."""
+    null `response`, `response_finish_reason` and `messages`, so every row keeps one schema.
+
+    An answer cut off by max tokens or ended as looping is no training row: its `response` and
+    `messages` are null, its `response_finish_reason` says why, counted as
+    `dropped_response_truncated` or `dropped_response_repetition`."""
 
     respond: Respond
 
@@ -256,6 +269,7 @@ class AnswerParsed:
             good, rest = batch.filter(ok), batch.filter(pc.invert(ok))
             if good.num_rows:
                 (good,) = self.respond([good])
+                good = self._without_cut_answers(good)
             rest = add_columns(
                 rest,
                 response=pa.nulls(rest.num_rows, pa.string()),
@@ -266,6 +280,21 @@ class AnswerParsed:
                 good = rest.slice(0, 0)
             merged = pa.concat_tables([good, rest.select(good.column_names)])
             yield merged.sort_by("__row").drop_columns(["__row"])
+
+    def _without_cut_answers(self, batch: Batch) -> Batch:
+        reasons = batch["response_finish_reason"].to_pylist()
+        cut = [r in CUT for r in reasons]
+        if not any(cut):
+            return batch
+        for reason in CUT:
+            if n := reasons.count(reason):
+                self.stats[f"dropped_response_{CUT[reason]}"] += n
+        mask = pa.array(cut, pa.bool_())
+        return add_columns(
+            batch,
+            response=pc.if_else(mask, pa.scalar(None, pa.string()), batch["response"]),
+            messages=pc.if_else(mask, pa.scalar(None, MESSAGES), batch["messages"]),
+        )
 
 
 def with_personas(source: str | Path, start: int = 0, persona_column: str | None = None) -> Stage:

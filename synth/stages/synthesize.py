@@ -87,7 +87,8 @@ def _salvage(text: str, drops: Counter[str]) -> list[Any] | None:
     start = text.find("[")
     if start < 0:
         return None
-    decoder, items, pos = json.JSONDecoder(), [], start + 1
+    decoder, pos = json.JSONDecoder(), start + 1
+    items: list[Any] = []
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1

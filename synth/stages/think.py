@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from synth.backends import Backend, Sampling
 from synth.core import Batch, add_columns
+from synth.stages.magpie import CUT
 from synth.stages.synthesize import fill, seeded
 
 
@@ -22,13 +23,16 @@ class Think:
     sets `text` to the chunk followed by the thinking.
 
     Generation stops at `</think>` where the model writes it; the tags are stripped. Rows whose
-    thinking comes back empty or failed are dropped and counted; cut-off ones are kept with
-    finish reason `length`, so they can be filtered.
+    thinking comes back empty or failed are dropped and counted (`dropped_empty`,
+    `dropped_error`); so are those cut off by max tokens (`dropped_truncated`) or ended as
+    looping (`dropped_repetition`): a cut-off thinking is no training row. With `keep_truncated`
+    those are kept, with their finish reason, and counted as `kept_truncated`, `kept_repetition`.
     """
 
     backend: Backend
     prompt: str = field(repr=False)
     params: Sampling = Sampling(max_tokens=2048, temperature=0.7)
+    keep_truncated: bool = False
     stats: Counter[str] = field(default_factory=Counter, compare=False)
 
     def __call__(self, batches: Iterable[Batch]) -> Iterator[Batch]:
@@ -38,12 +42,16 @@ class Think:
             prompts = [[{"role": "user", "content": fill(self.prompt, text=t)}] for t in texts]
             out = self.backend.generate(prompts, seeded(params, batch["id"][0].as_py()))
             thoughts = [strip_tags(c.text) for c in out]
-            keep = [c.finish_reason != "error" and bool(t) for t, c in zip(thoughts, out)]
+            whole = [c.finish_reason != "error" and bool(t) for t, c in zip(thoughts, out)]
+            cut = [w and c.finish_reason in CUT for w, c in zip(whole, out)]
+            keep = [w and (self.keep_truncated or not k) for w, k in zip(whole, cut)]
             self.stats["attempts"] += batch.num_rows
             self.stats["kept"] += sum(keep)
             self.stats["dropped_error"] += sum(c.finish_reason == "error" for c in out)
             self.stats["dropped_empty"] += sum(not t and c.finish_reason != "error" for t, c in zip(thoughts, out))
-            self.stats["thinking_truncated"] += sum(c.finish_reason == "length" for c in out)
+            for reason, name in CUT.items():
+                if n := sum(k and c.finish_reason == reason for k, c in zip(cut, out)):
+                    self.stats[f"{'kept' if self.keep_truncated else 'dropped'}_{name}"] += n
             batch = add_columns(
                 batch,
                 text=pa.array([f"{doc}\n\n{t}" for doc, t in zip(texts, thoughts)], pa.string()),

@@ -248,8 +248,8 @@ def equivalent(a: str | None, b: str | None) -> bool:
     from math_verify import verify
 
     timeout = 5 if threading.current_thread() is threading.main_thread() else None  # it times out by signal
-    x, y = list(x), list(y)  # verify takes a list (a tuple is compared as one value)
-    return bool(verify(x, y, timeout_seconds=timeout) or verify(y, x, timeout_seconds=timeout))
+    xs, ys = list(x), list(y)  # verify takes a list (a tuple is compared as one value)
+    return bool(verify(xs, ys, timeout_seconds=timeout) or verify(ys, xs, timeout_seconds=timeout))
 
 
 def _normal(answer: str) -> str:

@@ -159,6 +159,26 @@ def test_preference_pairs_take_the_best_and_worst_and_drop_ties() -> None:
     assert stage.stats["dropped_tie"] == 1 and stage.stats["dropped_unscored"] == 1
 
 
+def test_preference_pairs_never_choose_or_reject_a_cut_off_answer() -> None:
+    # a0 scores best but was cut off by max tokens, a2 worst but looped: neither is a DPO text
+    answers = [("a0", 9, "length"), ("a1", 7, "stop"), ("a2", 1, "repetition"), ("a3", 4, "stop")]
+    rows = [
+        {
+            "id": f"a-{j}",
+            "source_id": "a",
+            "instruction": "Qa",
+            "response": text,
+            "response_score": score,
+            "response_finish_reason": reason,
+        }
+        for j, (text, score, reason) in enumerate(answers)
+    ]
+    stage = PreferencePairs("response_score")
+    (out,) = stage([from_rows(rows)])
+    assert [(r["chosen"], r["rejected"]) for r in out.to_pylist()] == [("a1", "a3")]
+    assert stage.stats["dropped_response_truncated"] == 1 and stage.stats["dropped_response_repetition"] == 1
+
+
 def test_judge_recipe_writes_rubric_columns_and_judge_status(tmp_path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps({"id": f"q{i}", "instruction": f"Q{i}"}) for i in range(3)))

@@ -91,11 +91,13 @@ def test_generate_one_call_per_batch_links_rows_to_personas_and_keeps_raw_output
     rows = out.to_pylist()
     assert [r["id"] for r in rows] == ["p0-math", "p1-math", "p2-math"]
     assert [r["persona_id"] for r in rows] == ["p0", "p1", "p2"] and {r["task"] for r in rows} == {"math"}
-    assert [r["instruction"] for r in rows] == ["How many barrels fit?", None, "A kiln heats at"]
-    assert [r["instruction_status"] for r in rows] == ["ok", "missing_prefix", "ok"]
+    # a problem cut off by max tokens is no problem: null, its raw text kept, counted as truncated
+    assert [r["instruction"] for r in rows] == ["How many barrels fit?", None, None]
+    assert [r["instruction_status"] for r in rows] == ["ok", "missing_prefix", "truncated"]
     assert rows[1]["instruction_raw"] == "I would rather tell a story."
+    assert rows[2]["instruction_raw"] == "Math problem: A kiln heats at"
     assert [r["instruction_finish_reason"] for r in rows] == ["stop", "stop", "length"]
-    assert stage.stats == {"instruction_ok": 2, "instruction_missing_prefix": 1}
+    assert stage.stats == {"instruction_ok": 1, "instruction_missing_prefix": 1, "instruction_truncated": 1}
 
 
 def test_knowledge_task_writes_text() -> None:
@@ -288,6 +290,30 @@ def test_generate_recipe_answers_only_parsed_prompts(tmp_path) -> None:
     assert [r["id"] for r in rows] == ["starter-000-instruction", "starter-001-instruction"]
     assert rows[0]["response"] == "Here is a plan." and rows[0]["messages"][-1]["content"] == "Here is a plan."
     assert rows[1]["response"] is None and rows[1]["instruction_status"] == "missing_prefix"
+
+
+def test_generate_recipe_answers_no_cut_off_problem_and_keeps_no_cut_off_answer(tmp_path) -> None:
+    replies = [
+        Completion("User prompt: Plan my week.", "stop"),
+        Completion("User prompt: Plan my", "length"),  # the problem is cut off: never answered
+        Completion("User prompt: Sort my bills.", "stop"),
+        Completion("Here is a plan.", "stop"),
+        Completion("First, list every", "length"),  # the answer is cut off: no training row
+    ]
+    llm = ScriptedBackend(replies=replies)
+    card = recipes.personas_generate(
+        llm, "starter", out=tmp_path / "o", n=3, responses=Sampling(max_tokens=16), batch_size=3
+    )
+    assert [m[0]["content"] for m in llm.calls[1]] == ["Plan my week.", "Sort my bills."]
+    rows = pq.read_table(tmp_path / "o/data").to_pylist()
+    assert [r["instruction_status"] for r in rows] == ["ok", "truncated", "ok"]
+    assert [r["instruction"] for r in rows] == ["Plan my week.", None, "Sort my bills."]
+    assert rows[1]["instruction_raw"] == "User prompt: Plan my"
+    assert [r["response"] for r in rows] == ["Here is a plan.", None, None]
+    assert [r["messages"] is not None for r in rows] == [True, False, False]
+    assert [r["response_finish_reason"] for r in rows] == ["stop", None, "length"]
+    counts = json.dumps(card)
+    assert '"instruction_truncated": 1' in counts and '"dropped_response_truncated": 1' in counts
 
 
 def test_expand_recipe_rejects_a_bad_set_before_making_output(tmp_path) -> None:

@@ -287,6 +287,17 @@ def test_think_appends_the_trajectory_and_stops_at_the_closing_tag() -> None:
     assert row[0]["thinking_tokens"] > 0 and row[0]["thinking_finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_think_drops_cut_off_thinking_and_counts_it_unless_asked_to_keep(keep) -> None:
+    replies = [Completion("Light first, then", "length"), Completion("Roots drink; leaves breathe.", "stop")]
+    stage = Think(ScriptedBackend(replies=replies), "{text}\n\nThink.", keep_truncated=keep)
+    (out,) = stage([from_rows([{"id": "a#0", "text": "Doc A."}, {"id": "b#0", "text": "Doc B."}])])
+    rows = out.to_pylist()
+    assert [r["thinking"] for r in rows] == (["Light first, then"] if keep else []) + ["Roots drink; leaves breathe."]
+    assert stage.stats["kept"] == len(rows) == 1 + keep
+    assert stage.stats["kept_truncated" if keep else "dropped_truncated"] == 1
+
+
 # ---------------------------------------------------------------- recipes
 
 
