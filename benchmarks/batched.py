@@ -12,6 +12,19 @@ Both sides sample with llama-cpp-python's create_completion defaults (top-k 40, 
 min-p 0.05) and are compared in generated tokens/s. Writes benchmarks/results/batched.{json,md}.
 
     flock /tmp/heavy.lock env PYTHONPATH=$PWD python benchmarks/batched.py [--threads 2]
+
+With --ceiling, what the kernels allow instead, for each model's shipped weights and their Q8_0
+copy (made with llama.cpp's quantizer, as synth converts the embedded default):
+  ceiling-N      llama.cpp's own batched decode through its low-level API (llama_batch,
+                 llama_decode; no synth code): the same prompts, N sequences per step, greedy,
+                 every sequence to --max-tokens
+  synth-respond  synth.recipes.respond at the backend's default batch, its share of ceiling-N at
+                 that same N; batch-1 the same at batch 1; loop-respond the one-at-a-time loop
+  check          synth's one-time check of the copy: greedy next-token agreement with the shipped
+                 file on 64 prompts x 32 tokens, and both sides' tokens/s
+Writes benchmarks/results/batched-ceiling.{json,md}.
+
+    nice -n 10 env PYTHONPATH=$PWD python benchmarks/batched.py --ceiling --threads 2 --max-tokens 64
 """
 
 from __future__ import annotations
@@ -185,6 +198,85 @@ def synth_magpie(model: Path, threads: int, attempts: int, max_tokens: int) -> d
     return {"tokens": result["tokens"], "seconds": result["seconds"], "kept": result["rows"], **_cache(backend)}
 
 
+def ceiling(model: Path, spec: dict, threads: int, max_tokens: int, batch: int) -> dict:
+    """llama.cpp's own batched decode through its low-level API, no synth code: the same prompts in
+    waves of `batch` sequences, each prefilled, then one token per sequence per `llama_decode`,
+    greedy (numpy argmax), every sequence to `max_tokens` (past its end of turn too): the most the
+    kernels give at this batch, prompt processing included."""
+    import llama_cpp as lib
+    import numpy as np
+
+    lib.llama_backend_init()
+    params = lib.llama_model_default_params()
+    params.use_extra_bufts = "amx_int8" not in Path("/proc/cpuinfo").read_text()  # as synth: AMX crashes in VMs
+    weights = lib.llama_model_load_from_file(str(model).encode(), params)
+    vocab = lib.llama_model_get_vocab(weights)
+    n_vocab, bos = lib.llama_vocab_n_tokens(vocab), lib.llama_vocab_bos(vocab)
+    before, after = spec["chat"]
+    prompts = []
+    for text in INSTRUCTIONS:
+        raw = (before + text + after).encode()
+        buf = (lib.llama_token * 4096)()
+        tokens = list(buf[: lib.llama_tokenize(vocab, raw, len(raw), buf, 4096, True, True)])
+        prompts.append(tokens[1:] if len(tokens) > 1 and tokens[0] == tokens[1] == bos else tokens)
+    cp = lib.llama_context_default_params()
+    cp.n_ctx = -(-batch * (max(map(len, prompts)) + max_tokens) // 256) * 256
+    cp.n_batch = cp.n_ubatch = 512
+    cp.n_seq_max = cp.n_outputs_max = batch
+    cp.kv_unified, cp.swa_full = True, False
+    cp.n_threads = cp.n_threads_batch = threads
+    ctx = lib.llama_init_from_model(weights, cp)
+    memory, step = lib.llama_get_memory(ctx), lib.llama_batch_init(512, 0, 1)
+
+    def decode(entries: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        step.n_tokens = len(entries)
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            step.token[i], step.pos[i], step.n_seq_id[i], step.logits[i] = token, pos, 1, logits
+            step.seq_id[i][0] = seq
+        if lib.llama_decode(ctx, step) != 0:
+            raise SystemExit("llama_decode failed")
+        rows = sum(e[3] for e in entries)
+        return np.ctypeslib.as_array(lib.llama_get_logits(ctx), (rows * n_vocab,)).reshape(rows, n_vocab)
+
+    generated, started = 0, time.perf_counter()
+    for wave in range(0, len(prompts), batch):
+        group = prompts[wave : wave + batch]
+        last = [
+            int(decode([(t, i, s, i == len(p) - 1) for i, t in enumerate(p)]).argmax()) for s, p in enumerate(group)
+        ]
+        for k in range(max_tokens - 1):
+            logits = decode([(t, len(p) + k, s, True) for s, (t, p) in enumerate(zip(last, group))])
+            last = [int(i) for i in logits.argmax(axis=1)]
+        generated += len(group) * max_tokens
+        lib.llama_memory_clear(memory, True)
+    seconds = time.perf_counter() - started
+    lib.llama_batch_free(step)
+    lib.llama_free(ctx)
+    lib.llama_model_free(weights)
+    return {"tokens": generated, "seconds": seconds, "batch_size": batch}
+
+
+def check(model: Path, copy: Path, threads: int) -> dict:
+    """synth's one-time check of a converted copy, as `LlamaCppBackend` runs it (64 prompts x 32 tokens)."""
+    from synth.backends import llamacpp as backend
+    from synth.backends import llamacpp_convert as convert
+
+    backend._route_logs(False)
+    options = backend.LlamaCppOptions(n_threads=threads)
+
+    def prompts(llm, questions: list[str]) -> list[list[int]]:
+        template = backend._chat_template(llm, model, None) if "tokenizer.chat_template" in llm.metadata else None
+        return [
+            backend._tokens(llm, template.render([{"role": "user", "content": q}]) if template else q)
+            for q in questions
+        ]
+
+    started = time.perf_counter()
+    result = convert.compare(model, copy, prompts, None, backend._threads(options), convert.CHECK_PROMPTS)
+    seconds = time.perf_counter() - started
+    return {"tokens": result["agreement"]["compared"] * 2, "seconds": seconds, **result}
+
+
 def _cache(backend) -> dict:
     d = backend.decoder
     return {
@@ -198,8 +290,9 @@ def _cache(backend) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    model, spec = Path(args.model), json.loads(args.spec or "{}")
     side = args.child
+    del INSTRUCTIONS[args.instructions :]
+    model, spec = Path(args.model), json.loads(args.spec or "{}") if side != "check" else {}
     if side == "loop-respond":
         out = loop_respond(model, spec, args.threads, args.max_tokens)
     elif side == "loop-magpie":
@@ -208,9 +301,13 @@ def child(args: argparse.Namespace) -> None:
         out = synth_respond(model, args.threads, args.max_tokens, None)
     elif side == "synth-magpie":
         out = synth_magpie(model, args.threads, args.attempts, args.max_tokens)
+    elif side.startswith("ceiling-"):
+        out = ceiling(model, spec, args.threads, args.max_tokens, int(side.removeprefix("ceiling-")))
+    elif side == "check":
+        out = check(model, Path(args.spec), args.threads)
     else:
         out = synth_respond(model, args.threads, args.max_tokens, int(side.removeprefix("batch-")))
-    out.update(tokens_per_s=round(out["tokens"] / out["seconds"], 1), peak_rss_mib=round(_peak_rss_mib(), 1))
+    out.update(tokens_per_s=round(out["tokens"] / max(out["seconds"], 1e-9), 1), peak_rss_mib=round(_peak_rss_mib(), 1))
     out["seconds"] = round(out["seconds"], 2)
     print(json.dumps(out), flush=True)
 
@@ -218,15 +315,133 @@ def child(args: argparse.Namespace) -> None:
 # ---- the parent ----
 
 
-def run(side: str, model: Path, spec: dict, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--spec", json.dumps(spec)]
+def run(side: str, model: Path, spec: dict, args: argparse.Namespace, extra: list[str] | None = None) -> dict:
+    return started(side, model, spec, args, extra)()
+
+
+def started(side: str, model: Path, spec: dict, args: argparse.Namespace, extra: list[str] | None = None):
+    """Start a side in its own process; the returned function waits for its result."""
+    cmd = [sys.executable, __file__, "--child", side, "--model", str(model)]
+    cmd += extra or ["--spec", json.dumps(spec)]
     cmd += ["--threads", str(args.threads), "--max-tokens", str(args.max_tokens), "--attempts", str(args.attempts)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if done.returncode != 0:
-        raise SystemExit(f"{side} on {model.name} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    cmd += ["--instructions", str(args.instructions)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return lambda: _result(side, model, process)
+
+
+def _result(side: str, model: Path, process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"{side} on {model.name} failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["load_1min_after"] = round(os.getloadavg()[0], 1)
     print(f"{model.name:40s} {side:14s} {result}", flush=True)
     return result
+
+
+def converted(source: Path, folder: Path, threads: int) -> tuple[Path, float]:
+    """A Q8_0 copy of `source` by llama.cpp's quantizer (as synth converts), and the seconds it took."""
+    from synth.backends.llamacpp_convert import quantize
+
+    copy = folder / f"{source.stem}.Q8_0.gguf"
+    started = time.perf_counter()
+    quantize(source, copy, "Q8_0", threads)
+    return copy, time.perf_counter() - started
+
+
+def ceiling_report(args: argparse.Namespace) -> None:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as folder:
+        for name, path in models().items():
+            if args.models and not any(m.lower() in name.lower() for m in args.models.split(",")):
+                continue
+            entry = ceiling_entry(path, Path(folder), sizes, args)
+            report = _merged(name, entry)
+    print(ceiling_table(report))
+
+
+def ceiling_entry(path: Path, folder: Path, sizes: list[int], args: argparse.Namespace) -> dict:
+    spec = prompts_for(path)
+    entry = {"threads": args.threads, "max_tokens": args.max_tokens, "instructions": len(INSTRUCTIONS)}
+    entry |= {"sizes": sizes, "check_beside": args.check_beside, "load_1min_start": round(os.getloadavg()[0], 1)}
+    copy, seconds = converted(path, folder, args.threads)
+    entry |= {"convert_seconds": round(seconds, 2), "weights": {}}
+    check = started("check", path, spec, args, extra=["--spec", str(copy)])
+    if not args.check_beside:
+        entry["check"] = check()
+    for kind, file in (("shipped", path), ("Q8_0", copy)):
+        sides = {"file_mib": round(file.stat().st_size / 2**20, 1)}
+        for side in ("loop-respond", "synth-respond", "batch-1"):
+            sides[side] = run(side, file, spec, args)
+        batch = sides["synth-respond"]["batch_size"]
+        for size in sorted({*sizes, batch}):
+            sides[f"ceiling-{size}"] = run(f"ceiling-{size}", file, spec, args)
+        ours, top = sides["synth-respond"]["tokens_per_s"], sides[f"ceiling-{batch}"]["tokens_per_s"]
+        sides["synth_share"] = round(ours / top, 2)
+        sides["batch1_share"] = round(sides["batch-1"]["tokens_per_s"] / sides["ceiling-1"]["tokens_per_s"], 2)
+        entry["weights"][kind] = sides
+    entry["check"] = entry.get("check") or check()
+    entry["load_1min_end"] = round(os.getloadavg()[0], 1)
+    return entry
+
+
+def _merged(name: str, entry: dict) -> dict:
+    """The results file with this model's entry put in (other models' entries kept: run one at a time)."""
+    import fcntl
+
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / ".batched-ceiling.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        target = RESULTS / "batched-ceiling.json"
+        report = json.loads(target.read_text()) if target.is_file() else {"models": {}}
+        report["models"][name] = entry
+        target.write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / "batched-ceiling.md").write_text(ceiling_table(report))
+    return report
+
+
+def ceiling_table(report: dict) -> str:
+    sizes = sorted({s for e in report["models"].values() for s in e["sizes"]})
+    lines = [
+        "| model | weights | file MiB | "
+        + " | ".join(f"ceiling b{s} tok/s" for s in sizes)
+        + " | synth b1 tok/s (share) | synth batch | synth tok/s | ceiling there | synth share "
+        "| loop tok/s | synth / loop | peak RSS MiB: loop, synth, ceiling |",
+        "|---|---|---:|" + "---:|" * len(sizes) + "---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in report["models"].items():
+        for kind, w in entry["weights"].items():
+            ours, loop = w["synth-respond"], w["loop-respond"]
+            batch = ours["batch_size"]
+            top = w[f"ceiling-{batch}"]
+            lines.append(
+                f"| {name} | {kind} | {w['file_mib']:.0f} | "
+                + " | ".join(str(w[f"ceiling-{s}"]["tokens_per_s"]) if f"ceiling-{s}" in w else "" for s in sizes)
+                + f" | {w['batch-1']['tokens_per_s']} ({w['batch1_share']:.2f}) | {batch} | {ours['tokens_per_s']} "
+                f"| {top['tokens_per_s']} | {w['synth_share']:.2f} | {loop['tokens_per_s']} "
+                f"| {ours['tokens_per_s'] / loop['tokens_per_s']:.2f}x "
+                f"| {loop['peak_rss_mib']:.0f}, {ours['peak_rss_mib']:.0f}, {top['peak_rss_mib']:.0f} |"
+            )
+    lines += [
+        "",
+        "| model | Q8_0 conversion s | greedy agreement with the shipped file | check tok/s, shipped -> Q8_0 |",
+        "|---|---:|---|---|",
+    ]
+    for name, entry in report["models"].items():
+        a, t = entry["check"]["agreement"], entry["check"]["tokens_per_s"]
+        lines.append(
+            f"| {name} | {entry['convert_seconds']} | {a['share']:.2%} ({a['agreeing']} of {a['compared']} tokens, "
+            f"{a['prompts']} prompts) | {t['original']} -> {t['converted']} at batch {t['batch_size']} |"
+        )
+    lines.append("")
+    for name, e in report["models"].items():
+        lines.append(
+            f"- {name}: {e['threads']} threads, {e['instructions']} instructions of up to {e['max_tokens']} tokens "
+            f"(the ceiling: exactly that many, greedy); load average (1 min) {e['load_1min_start']} at the start, "
+            f"{e['load_1min_end']} at the end" + ("; the check ran beside the timings." if e["check_beside"] else ".")
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -238,9 +453,24 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", action="store_true", help="llama.cpp's own batched decode against synth's.")
+    parser.add_argument(
+        "--check-beside",
+        action="store_true",
+        help="With --ceiling: the check runs beside the timings (a busy machine).",
+    )
+    parser.add_argument(
+        "--instructions", type=int, default=32, help="How many of the 32 instructions (a busy machine)."
+    )
+    parser.add_argument("--models", help="With --ceiling: only models whose name contains one of these (comma list).")
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    del INSTRUCTIONS[args.instructions :]
+    if args.ceiling:
+        args.sizes = "1,8,16" if args.sizes == "1,4,8,16,32" else args.sizes
+        ceiling_report(args)
         return
     report = {"threads": args.threads, "max_tokens": args.max_tokens, "attempts": args.attempts, "models": {}}
     load = os.getloadavg()[0]

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -344,30 +345,87 @@ def calibration_corpora(rows: int, seed: int = 1) -> dict[str, tuple[list[str], 
     return out
 
 
+def held_out_corpus(rows: int, seed: int = 1) -> dict[str, tuple[list[str], list[int | None]]]:
+    """The Python documentation's HTML paragraphs (python3.11-doc), planted as the others: reported
+    beside them, never used to choose."""
+    pool = realtext.distinct(realtext.pydoc_sentences(), 0.5)
+    return {"pydoc": realtext.plant(pool, min(rows, int(len(pool) * 1.05)), seed)} if len(pool) >= 200 else {}
+
+
+LEXICAL_WITHIN = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+LEXICAL_JACCARD = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8)
+
+
+def lexical_curve(
+    threshold: float, corpora: dict, held_out: dict, vectors: dict, looks: dict[str, tuple[list[str], np.ndarray]]
+) -> dict:
+    """The lexical confirmation on top of an embedder's `threshold` (`synth.stages.dedup._lexical`):
+    for each bound (`within`, `jaccard`), precision and recall on each corpus and the held-out one,
+    and the share of look-alikes and package labels dropped. The choice: the best mean recall with
+    precision >= 0.95 on every corpus and <= 1% of look-alikes dropped; within 0.005 of it, the
+    highest Jaccard bound, then the nearest `within` (the fewest pairs confirmed on words alone).
+    The first point is the threshold alone."""
+    from synth.stages.dedup._lexical import Lexical
+
+    curve = []
+    for within, jaccard in [(None, None)] + [(w, j) for w in LEXICAL_WITHIN for j in LEXICAL_JACCARD]:
+        lexical = None if within is None else Lexical(within, jaccard)
+        point = {"within": within, "jaccard": jaccard}  # None: the threshold alone
+        for corpus, (texts, truth) in {**corpora, **held_out}.items():
+            drops = semantic_drops(vectors[corpus], texts, threshold, True, lexical)
+            point[corpus] = [round(x, 3) for x in _score(drops, truth)]
+        for kind, (texts, emb) in looks.items():
+            drops = semantic_drops(emb, texts, threshold, True, lexical)
+            point[f"{kind}_dropped"] = round(len(drops) / len(texts), 4)
+        curve.append(point)
+    ok = [p for p in curve if all(p[c][0] >= 0.95 for c in corpora) and p["look_alikes_dropped"] <= 0.01]
+    ok = [p for p in ok if p["within"] is not None]
+    recall = lambda p: sum(p[c][1] for c in corpora) / len(corpora)  # noqa: E731
+    best = max(map(recall, ok), default=None)
+    near = [p for p in ok if best is not None and recall(p) >= best - 0.005]
+    chosen = max(near, key=lambda p: (p["jaccard"], -p["within"]), default=None)
+    print(f"\n  lexical confirmation at {threshold}: within, Jaccard, then precision/recall per corpus (* chosen)")
+    for p in curve:
+        cells = "  ".join(f"{c} {p[c][0]:.3f}/{p[c][1]:.3f}" for c in {**corpora, **held_out})
+        mark = "*" if p is chosen else " "
+        alike, labels = p["look_alikes_dropped"], p["package_labels_dropped"]
+        bounds = f"{p['within'] or '-':<5}{p['jaccard'] or '-':<5}"
+        print(f"  {mark} {bounds} {cells}  alike {alike:.2%} (labels {labels:.0%})")
+    chosen_bounds = None if chosen is None else [chosen["within"], chosen["jaccard"]]
+    return {"threshold": threshold, "curve": curve, "chosen": chosen_bounds}
+
+
 def _score(dropped: np.ndarray, truth: list[int | None]) -> tuple[float, float]:
     planted = {i for i, t in enumerate(truth) if t is not None}
     hits = len(planted.intersection(dropped.tolist()))
     return hits / max(len(dropped), 1), hits / max(len(planted), 1)
 
 
-def semantic_drops(emb: np.ndarray, texts: list[str], threshold: float, check_terms: bool = True) -> np.ndarray:
-    """Rows the semantic stage drops (with or without its numbers-and-names check), as one batch:
-    its own matching, on embeddings made once."""
+def semantic_drops(
+    emb: np.ndarray, texts: list[str], threshold: float, check_terms: bool = True, lexical: Any = None
+) -> np.ndarray:
+    """Rows the semantic stage drops (with or without its numbers-and-names check, with a lexical
+    confirmation `synth.stages.dedup._lexical.Lexical` or none), as one batch: its own matching,
+    on embeddings made once."""
     import pyarrow as pa
 
     from synth.stages.dedup import _match_semantic, _VectorIndex
+    from synth.stages.dedup._lexical import CopyCheck, word_sketches
     from synth.stages.similarity import TermsGuard, key_terms
 
-    guard = TermsGuard(key_terms(pa.array(texts)), lambda i: i, 0) if check_terms else None
+    terms = TermsGuard(key_terms(pa.array(texts)), lambda i: i, 0) if check_terms else None
+    sketches = word_sketches(pa.array(texts)) if lexical is not None else None
+    guard = CopyCheck(threshold, lexical, sketches, lambda i: i, terms) if terms or lexical else None
     return np.flatnonzero(~_match_semantic(emb, _VectorIndex(emb.shape[1], len(emb) + 1), threshold, guard=guard).keep)
 
 
-def minhash_drops(texts: list[str], threshold: float) -> np.ndarray:
+def minhash_drops(texts: list[str], threshold: float, check_terms: bool = True) -> np.ndarray:
+    """Rows the MinHash stage drops (with or without its numbers-and-names check), as one batch."""
     from synth.core import from_rows
     from synth.stages import dedup_minhash
 
     kept = set()
-    for batch in dedup_minhash(threshold=threshold)(
+    for batch in dedup_minhash(threshold=threshold, check_terms=check_terms)(
         [from_rows([{"id": str(i), "instruction": t} for i, t in enumerate(texts)])]
     ):
         kept.update(int(i) for i in batch["id"].to_pylist())
@@ -378,11 +436,13 @@ def calibrate(rows: int, embedders: list[str]) -> dict:
     """Precision and recall of planted copies on each corpus, and the share of distinct look-alike
     rows dropped, per threshold, for each embedder (with and without the numbers check) and MinHash;
     the default each would get: the best mean recall with precision >= 0.95 on every corpus and at
-    most 1% of the look-alikes dropped. Then each embedder's self-calibration, as an unknown one gets."""
+    most 1% of the look-alikes dropped. Then each embedder's self-calibration, as an unknown one gets,
+    and its lexical confirmation's curve at the threshold chosen (`lexical_curve`), with a corpus
+    held out of the choice."""
     from synth.stages.embed import load_embedder
     from synth.stages.similarity import self_calibrate
 
-    corpora, looks = calibration_corpora(rows), realtext.distinct_requests()
+    corpora, looks, held_out = calibration_corpora(rows), realtext.distinct_requests(), held_out_corpus(rows)
     alike = [t for kind, texts in looks.items() if kind != "package_labels" for t in texts]
     labels = looks["package_labels"]
     print(f"calibration: {', '.join(f'{k} {len(v[0])} rows' for k, v in corpora.items())}; {len(alike)} look-alikes")
@@ -390,7 +450,7 @@ def calibrate(rows: int, embedders: list[str]) -> dict:
         "corpora": {k: len(v[0]) for k, v in corpora.items()},
         "look_alikes": {k: len(v) for k, v in looks.items()},
     }
-    sides = [(e, True) for e in embedders] + [(e, False) for e in embedders] + [("minhash", False)]
+    sides = [(e, True) for e in embedders] + [(e, False) for e in embedders] + [("minhash", True), ("minhash", False)]
     for name, check in sides:
         embed = None if name == "minhash" else load_embedder(name).encode
         vectors = {} if embed is None else {k: embed(v[0]) for k, v in corpora.items()}
@@ -401,13 +461,13 @@ def calibrate(rows: int, embedders: list[str]) -> dict:
             point: dict = {"threshold": t}
             for corpus, (texts, truth) in corpora.items():
                 if embed is None:
-                    drops = minhash_drops(texts, t)
+                    drops = minhash_drops(texts, t, check)
                 else:
                     drops = semantic_drops(vectors[corpus], texts, t, check)
                 point[corpus] = [round(x, 3) for x in _score(drops, truth)]
-            wrong = minhash_drops(alike, t) if embed is None else semantic_drops(alike_emb, alike, t, check)
+            wrong = minhash_drops(alike, t, check) if embed is None else semantic_drops(alike_emb, alike, t, check)
             point["look_alikes_dropped"] = round(len(wrong) / len(alike), 4)
-            wrong = minhash_drops(labels, t) if embed is None else semantic_drops(labels_emb, labels, t, check)
+            wrong = minhash_drops(labels, t, check) if embed is None else semantic_drops(labels_emb, labels, t, check)
             point["package_labels_dropped"] = round(len(wrong) / max(len(labels), 1), 4)
             curve.append(point)
         ok = [p for p in curve if all(p[c][0] >= 0.95 for c in corpora) and p["look_alikes_dropped"] <= 0.01]
@@ -427,6 +487,10 @@ def calibrate(rows: int, embedders: list[str]) -> dict:
                 p, r = _score(semantic_drops(vectors[corpus], texts, t), truth)
                 out[key].setdefault("self_calibrated", {})[corpus] = [round(t, 4), round(p, 3), round(r, 3)]
                 print(f"  self-calibrated on {corpus}: {t:.4f}, precision {p:.3f} recall {r:.3f}")
+        if embed is not None and check and chosen is not None:
+            vectors.update({k: embed(v[0]) for k, v in held_out.items()})
+            sets = {"look_alikes": (alike, alike_emb), "package_labels": (labels, labels_emb)}
+            out[key]["lexical"] = lexical_curve(chosen, corpora, held_out, vectors, sets)
     return out
 
 
@@ -445,7 +509,8 @@ def main() -> None:
     if args.calibrate:
         embedders = [e for e in ("static", "minilm") if e in (args.only or ["static", "minilm"])]
         result = calibrate(args.calibration_rows, embedders)
-        (Path(__file__).parent / "results" / "dedup-calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+        name = "dedup-calibration.json" if embedders else "dedup-calibration-minhash.json"  # --only synth: MinHash
+        (Path(__file__).parent / "results" / name).write_text(json.dumps(result, indent=1) + "\n")
         return
     if args.worker:
         print(json.dumps(worker(args.worker, Path(args.input), Path(args.out), args.rows)))

@@ -64,7 +64,19 @@ def run(method: str, llm: object, args: argparse.Namespace, root: Path) -> dict:
         result = getattr(short, "result", {"counts": {}})
     seconds = time.perf_counter() - started
     texts = pq.read_table(out / "data")["instruction"].to_pylist()
-    return {"texts": texts, "seconds": seconds, "counts": result.get("counts", {})}
+    judged = judge(out, llm, root / f"{method}-judged") if texts else {}  # the rubric reads the instruction
+    return {"texts": texts, "seconds": seconds, "counts": result.get("counts", {}), **judged}
+
+
+def judge(data: Path, llm: object, out: Path) -> dict:
+    """The quality rubric on the kept rows (the same model judges every method): the share of rows
+    whose verdict parsed (`ok`, as benchmarks/quality.py counts it) and the share rated good or
+    excellent among those."""
+    recipes.judge([llm], data, out=out, params=Sampling(max_tokens=256, temperature=0.0, seed=1))
+    rows = pq.read_table(out / "data", columns=["quality_status", "input_quality"]).to_pylist()
+    ok = [r for r in rows if r["quality_status"] == "ok"]
+    good = sum(str(r["input_quality"]).lower() in ("good", "excellent") for r in ok)
+    return {"judge_ok_share": round(len(ok) / len(rows), 3), "judge_good_share": round(good / max(len(ok), 1), 3)}
 
 
 def _realtext():  # type: ignore[no-untyped-def]
@@ -109,7 +121,8 @@ def scale(rows: int, out: str) -> None:
         if done.returncode:
             raise SystemExit(done.stderr)
         figures = json.loads((Path(tmp) / "report" / "diversity.json").read_text())
-        child_peak = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child_peak, child_cpu = round(child.ru_maxrss / 1024), child.ru_utime + child.ru_stime
         started = time.perf_counter()
         every, _ = recipes.diversity.sampled_texts(path, "instruction", rows)
         model = div.load_embedder()
@@ -123,6 +136,7 @@ def scale(rows: int, out: str) -> None:
         "sample": figures["sample"],
         "embedder": figures["embedder"],
         "synth_diversity_seconds": round(ours, 1),
+        "synth_diversity_cpu_seconds": round(child_cpu, 1),
         "synth_diversity_peak_rss_mb": child_peak,
         "embedding_every_row_seconds": round(all_rows, 1),
         "ratio_to_embedding_every_row": round(ours / all_rows, 2),
@@ -130,6 +144,7 @@ def scale(rows: int, out: str) -> None:
         "vendi_interval": [round(v, 2) for v in figures["vendi_interval"]],
         "cpus": os.cpu_count(),
         "load_average_at_start": LOAD,
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
     }
     print(json.dumps(result, indent=2))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -163,13 +178,15 @@ def main() -> None:
                 "dropped_similar": done["counts"].get("dropped_similar", 0),
                 "seconds": round(done["seconds"], 1),
                 "seconds_per_kept_row": round(done["seconds"] / max(kept, 1), 2),
+                "judge_ok_share": done.get("judge_ok_share"),
+                "judge_good_share": done.get("judge_good_share"),
                 **{k: scored.get(k) for k in ("vendi", "vendi_per_row", "nn_similarity", "distinct_2")},
                 "entropy_normalised": scored.get("entropy_normalised"),
             }
             print(method, json.dumps(figures[method]), file=sys.stderr, flush=True)
     base = figures.get("plain", {})
     for row in figures.values():
-        for key in ("vendi_per_row", "distinct_2", "seconds_per_kept_row"):
+        for key in ("vendi_per_row", "distinct_2", "seconds_per_kept_row", "judge_ok_share"):
             if base.get(key) and row.get(key) is not None:
                 row[f"{key}_vs_plain"] = round(row[key] / base[key], 2)
     report = {
@@ -183,12 +200,12 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("method   kept  Vendi/row  (x plain)  NN sim  distinct-2 (x plain)  s/kept row (x plain)")
+    print("method   kept  Vendi/row  (x plain)  NN sim  distinct-2 (x plain)  judge ok  s/kept row (x plain)")
     for method, r in figures.items():
         print(
             f"{method:8} {r['kept']:4}  {r['vendi_per_row'] or 0:.3f}  ({r.get('vendi_per_row_vs_plain', '-')})"
             f"  {r['nn_similarity'] or 0:.3f}  {r['distinct_2'] or 0:.3f} ({r.get('distinct_2_vs_plain', '-')})"
-            f"  {r['seconds_per_kept_row']} ({r.get('seconds_per_kept_row_vs_plain', '-')})"
+            f"  {r['judge_ok_share']}  {r['seconds_per_kept_row']} ({r.get('seconds_per_kept_row_vs_plain', '-')})"
         )
 
 

@@ -76,16 +76,19 @@ def rows(path: Path) -> list[dict[str, Any]]:
 
 
 def magpie_figures(path: Path) -> dict[str, Any]:
+    from synth.card import counts_by_stage, drop_counts
     from synth.core import from_rows, pipe
     from synth.stages import dedup_minhash
     from synth.stages.magpie import instruction_key
 
-    counts = card(path)["counts"]
+    stages = counts_by_stage(card(path)["counts"])  # each stage's own counters
+    magpie, respond = stages.get("Magpie", {}), stages.get("Respond", {})
     data = rows(path)
-    attempts = counts.get("attempts", 0)
+    attempts = magpie.get("attempts", 0)
     # An instruction ends on the end-of-turn token (stop) unless cut by the cap or failed.
-    cut = counts.get("dropped_truncated", 0) + counts.get("dropped_error", 0)
-    answered = {k.removeprefix("response_"): v for k, v in counts.items() if k.startswith("response_")}
+    cut = magpie.get("dropped_truncated", 0) + magpie.get("dropped_error", 0)
+    answered = {k.removeprefix("response_"): v for k, v in respond.items() if k.startswith("response_")}
+    drops = drop_counts(stages)  # each reason summed over the stages that drop rows
     answers = sum(v for k, v in answered.items() if k in ("stop", "length"))
     instructions = [r["instruction"] for r in data]
     minhash = dedup_minhash("instruction")
@@ -97,7 +100,7 @@ def magpie_figures(path: Path) -> dict[str, Any]:
         "rows": len(data),
         "attempts": attempts,
         "yield": round(len(data) / attempts, 3) if attempts else None,
-        "drops": {k.removeprefix("dropped_"): v for k, v in sorted(counts.items()) if k.startswith("dropped_")},
+        "drops": {k.removeprefix("dropped_"): v for k, v in sorted(drops.items()) if k.startswith("dropped_")},
         "instruction_stop_rate": round(1 - cut / attempts, 3) if attempts else None,
         "response_stop_rate": round(answered.get("stop", 0) / answers, 3) if answers else None,
         "unique_exact": round(len({instruction_key(t) for t in instructions}) / len(data), 3) if data else None,
@@ -127,8 +130,10 @@ def judge_figures(path: Path) -> dict[str, Any]:
 
 
 def turns_figures(path: Path) -> dict[str, Any]:
+    from synth.card import counts_by_stage
+
     data = rows(path)
-    counts = card(path)["counts"]
+    counts = counts_by_stage(card(path)["counts"]).get("MultiTurn", {})
     whole = sum(r["turns"] == 2 for r in data)
     return {
         "turn_rows": len(data),

@@ -3,6 +3,7 @@
 - `docstring_sentences`: the standard library's docstrings (the same on every install of a Python version);
 - `dpkg_sentences`: the long descriptions of the installed Debian packages (`/var/lib/dpkg/status`);
 - `man_sentences`: the English section-1 man pages' running text (`/usr/share/man/man1`), roff stripped;
+- `pydoc_sentences`: the Python documentation's HTML paragraphs (python3.11-doc), a corpus held out of calibration;
 - `translations`: gettext catalogues (`/usr/share/locale/*/LC_MESSAGES/*.mo`): one message in many languages.
 
 `plant` mixes a pool's texts with near-copies made the way `benchmarks/dedup.py` always made them
@@ -107,6 +108,21 @@ def dpkg_summaries(status: Path = Path("/var/lib/dpkg/status")) -> list[str]:
     if not status.is_file():
         return []
     return _once(re.findall(r"^Description: (.*)$", status.read_text(encoding="utf-8", errors="replace"), re.M))
+
+
+def pydoc_sentences(folder: Path = Path("/usr/share/doc/python3.11/html")) -> list[str]:
+    """The Python documentation's HTML paragraphs (the python3.11-doc package), tags and entities
+    stripped, as sentences (empty where it is not installed)."""
+    import html
+
+    out: list[str] = []
+    for file in sorted(folder.rglob("*.html")) if folder.is_dir() else []:
+        if file.name.startswith("genindex") or "_static" in file.parts:
+            continue
+        page = file.read_text(encoding="utf-8", errors="replace")
+        for paragraph in re.findall(r"<p>(.*?)</p>", page, re.S):
+            out.extend(sentences(html.unescape(re.sub(r"<[^>]+>", "", paragraph))))
+    return _once(out)
 
 
 _ROFF_ESCAPE = re.compile(r"\\f(?:\[[^]]*\]|\(..|.)|\\s[+-]?\d|\\\(..|\\\*(?:\(..|.)|\\[&/,|^~%:]|\\(?=-)")

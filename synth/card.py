@@ -81,6 +81,39 @@ def stage_record(stage: Any) -> Any:
     return public(_record(stage, depth=0))
 
 
+def stage_names(records: list[Any]) -> list[str]:
+    """The name each stage's counters go under in the card (`Magpie`, `dedup_exact`); a name that
+    comes again is numbered (`Respond 2`), so no two stages' counters are ever added up."""
+    names: list[str] = []
+    for record in records:
+        name = str(record.get("stage", "stage")) if isinstance(record, Mapping) else str(record)
+        taken = sum(n == name or n.startswith(f"{name} ") and n[len(name) + 1 :].isdigit() for n in names)
+        names.append(f"{name} {taken + 1}" if taken else name)
+    return names
+
+
+def counts_by_stage(counts: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """A card's `counts` as {stage: {counter: n}}. A card written before counts were kept per
+    stage has one flat mapping: it reads as one stage named `run`."""
+    if all(isinstance(v, Mapping) for v in counts.values()):
+        return {str(k): dict(v) for k, v in counts.items()}
+    return {"run": {str(k): v for k, v in counts.items() if not isinstance(v, Mapping)}}
+
+
+def drop_counts(counts: Mapping[str, Any]) -> dict[str, int]:
+    """What a funnel reads from a card's `counts`: each `dropped_*` reason summed over the stages
+    (a row is dropped once, by the stage that drops it), and the rows that went in: the first
+    stage's `attempts` or `rows_in` (a later stage's count only what reached it). Never a sum of
+    `kept` or `attempts` over stages."""
+    stages = list(counts_by_stage(counts).values())
+    flat = {key: stages[0][key] for key in ("attempts", "rows_in") if stages and stages[0].get(key)}
+    for stage in stages:
+        for key, value in stage.items():
+            if key.startswith("dropped_") and isinstance(value, int):
+                flat[key] = flat.get(key, 0) + value
+    return flat
+
+
 def _record(value: Any, depth: int) -> Any:
     if isinstance(value, _PLAIN):
         return value

@@ -4,10 +4,14 @@
 `map_batches` over an actor pool: each actor calls `make_stage()` once (so it loads its own
 backend: one vLLM engine per GPU on a cluster, llama.cpp or a server client locally) and then
 serves batches. Output order is preserved, so a run gives the same rows as the local executor.
+A synth error an actor raises (a `StoppedShort`, a `SynthError`) reaches the run as itself, after
+the rows before it, not wrapped in Ray's errors (whose wrapping loses it on the way to the driver),
+so the run ends as the local one would: exit 3 or 2, its one line, its card.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -41,7 +45,8 @@ class RayExecutor:
                     compute=ray.data.ActorPoolStrategy(size=self.actors),
                     num_gpus=self.num_gpus or None,
                 )
-                yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
+                for out in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    yield from _raise_carried(out)
 
         stage.__qualname__ = f"on_ray({self.address or 'local'}, actors={self.actors})"
         return stage
@@ -67,8 +72,27 @@ class _StageActor:
         self.stage = make_stage()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        out = list(self.stage([batch]))
+        try:
+            out = list(self.stage([batch]))
+        except SynthError as exc:  # raised, Ray would wrap it into a UserCodeException that has lost it
+            return pa.table({CARRIED: pa.array([pickle.dumps(exc)], pa.binary())})
         return pa.concat_tables(out, promote_options="default") if out else batch.slice(0, 0)
+
+
+def _raise_carried(out: pa.Table) -> Iterator[Batch]:
+    """`out`'s rows, up to a synth error an actor carried back as a row (Ray may have joined that
+    row to other outputs): then the error, raised as itself."""
+    if CARRIED not in out.column_names:
+        yield out
+        return
+    carried = out[CARRIED].to_pylist()
+    first = next(i for i, value in enumerate(carried) if value is not None)
+    if first:
+        yield out.slice(0, first).drop_columns([CARRIED])
+    raise pickle.loads(carried[first])
+
+
+CARRIED = "_synth_error"  # the column an actor's synth error travels in, pickled
 
 
 def _windows(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synth.card import drop_counts
 from synth.io import read, read_provenance
 from synth.stages.magpie import instruction_key
 
@@ -52,7 +53,7 @@ def collect(path: str | Path, count_tokens: Callable[[str], int] | None = None) 
         provenance = read_provenance(path)
     except (OSError, ValueError):  # not a synth output (a file, a folder without a card)
         provenance = {}
-    counts = provenance.get("counts", {})
+    counts = drop_counts(provenance.get("counts", {}))  # each drop reason summed over the stages
     drops = {k: v for k, v in counts.items() if k.startswith("dropped_") and not k.startswith(CONTAMINATED)}
     for key, value in counts.items():  # a decontamination's card: rows it dropped, by benchmark and method
         if key.startswith(CONTAMINATED) and value:

@@ -15,6 +15,9 @@ from synth.templates import ChatTemplate, builtin
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The embedded model runs its shipped Q4_1 file in tests, as they were written for: converting it
+# (and checking the copy, a minute on two cores) is tested on its own in tests/backends/test_convert.py.
+os.environ.setdefault("SYNTH_NO_CONVERT", "1")
 
 
 def pytest_configure(config) -> None:

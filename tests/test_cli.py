@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.cards import flat
+
 # Small caps for speed: answers cut off at 16 tokens are kept (--keep-truncated), not dropped as the default does.
 FAST = ["--instruction-max-tokens", "48", "--response-max-tokens", "16", "--keep-truncated", "--seed", "7"]
 
@@ -68,7 +70,7 @@ def test_magpie_end_to_end_with_the_embedded_model(tmp_path) -> None:
         ]
     card = (out / "README.md").read_text()
     prov = json.loads(card[card.index("```json") + 7 : card.rindex("```")])
-    assert prov["backend"] == "llamacpp" and prov["template"] == "chatml" and prov["counts"]["kept"] >= 8
+    assert prov["backend"] == "llamacpp" and prov["template"] == "chatml" and prov["counts"]["Magpie"]["kept"] >= 8
     assert prov["model"].startswith("SmolLM2-135M-Instruct") and prov["chat_tuned"]
     assert prov["command"].startswith("synth magpie --n 8")
 
@@ -171,7 +173,7 @@ def test_two_turn_magpie_with_a_gguf_path(tmp_path) -> None:
         assert row["messages"][1]["content"] == row["instruction"] and row["system_prompt"] == "You are a tutor."
         assert row["messages"][2]["content"] == row["response"]
     card = (out / "README.md").read_text()
-    counts = json.loads(card[card.index("```json") + 7 : card.rindex("```")])["counts"]
+    counts = flat(json.loads(card[card.index("```json") + 7 : card.rindex("```")])["counts"])
     ended = sum(v for k, v in counts.items() if k.startswith("ended_") and not k.startswith("ended_at_turn_"))
     assert ended == counts.get("ended_at_turn_2", 0) == counts.get("dropped_short", 0)
 

@@ -6,6 +6,7 @@ import jsonschema
 import pyarrow.parquet as pq
 
 from synth.stages.judge import load_rubric
+from tests.cards import flat
 from tests.test_cli import synth
 
 ROWS = [
@@ -126,11 +127,11 @@ def test_judge_then_filter_on_a_faulty_judge_drops_exactly_the_poor_and_unjudged
     ]
     assert rows[1]["quality_raw"] == "I would rate this one as fine overall."  # the raw answer is kept
     assert len(llm.calls) == 2 and len(llm.calls[1]) == 1  # the batch, then one retry of the failed row
-    counts = read_provenance(judged)["counts"]
+    counts = flat(read_provenance(judged)["counts"])
     assert (counts["quality_ok"], counts["quality_parse_error"]) == (2, 1)
     where = "input_quality >= average"
     assert run("filter", judged / "data", "--out", kept, "--where", where, "--rejects", rejects) == 0
     assert pq.read_table(kept / "data").column("id").to_pylist() == ["c"]
     dropped = pq.read_table(rejects / "data").to_pylist()
     assert {(r["id"], r["rejected_by"]) for r in dropped} == {("a", where), ("b", where)}
-    assert read_provenance(kept)["counts"][f"dropped_{where}"] == 2
+    assert flat(read_provenance(kept)["counts"])[f"dropped_{where}"] == 2

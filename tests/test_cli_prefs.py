@@ -17,6 +17,7 @@ from synth import cli
 from synth.backends import Completion
 from synth.io import read_provenance
 from synth.templates import builtin
+from tests.cards import flat
 
 PAIR_COLUMNS = ["id", "prompt", "chosen", "rejected", "chosen_score", "rejected_score", "model", "judge_model"]
 
@@ -78,7 +79,7 @@ def test_prefs_writes_one_pair_per_scored_instruction(tmp_path, monkeypatch, gra
         assert row["chosen"] == f"Reply to {row['prompt']} #3" and row["rejected"] == f"Reply to {row['prompt']} #1"
         assert (row["chosen_score"], row["rejected_score"]) == (6, 4)
     assert list(rows[0]) == PAIR_COLUMNS
-    counts = read_provenance(out)["counts"]
+    counts = flat(read_provenance(out)["counts"])
     assert counts["pairs"] == 2 and counts["dropped_tie"] == 1 and counts["dropped_unscored"] == 1
     import datasets
 
@@ -96,5 +97,5 @@ def test_prefs_with_no_pair_writes_an_empty_dataset_with_the_pair_columns(tmp_pa
 
     streamed = datasets.load_dataset(str(out), split="train", streaming=True)
     assert list(streamed) == [] and list(streamed.features) == PAIR_COLUMNS
-    counts = read_provenance(out)["counts"]
+    counts = flat(read_provenance(out)["counts"])
     assert counts.get("pairs", 0) == 0 and counts["dropped_tie"] == 2 and counts["dropped_unscored"] == 4

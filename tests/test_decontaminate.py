@@ -20,6 +20,7 @@ from synth.core import StoppedShort, SynthError, from_rows
 from synth.io import read, read_provenance
 from synth.stages._ngrams import NgramIndex, ngram_hashes
 from synth.stages.decontaminate import Decontaminate, calibrated, numbers
+from tests.cards import flat
 from tests.conftest import ScriptedBackend
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
@@ -121,7 +122,7 @@ def test_rejects_carry_contaminated_by_and_the_card_counts_them(pool, bench, tmp
     assert "contaminated_by" not in kept[0]
     assert all(r["contaminated_by"]["benchmark"] == "gsm8k" for r in dropped)
     card = read_provenance(out)
-    counts = card["counts"]
+    counts = flat(card["counts"])
     by_method = {m: counts.get(f"dropped_contaminated_gsm8k_{m}", 0) for m in ("ngram", "edit", "embedding", "llm")}
     assert by_method == {"ngram": 30, "edit": 30, "embedding": 14, "llm": 0}
     assert sum(by_method.values()) == len(dropped)
@@ -246,7 +247,7 @@ def test_the_llm_check_from_the_command_line(tmp_path, monkeypatch) -> None:
     assert synth(args, monkeypatch) == 0
     kept = [r for b in read(out) for r in b.to_pylist()]
     assert {r["kind"] for r in kept} == {"unrelated"} and len(kept) == 20  # unrelated rows are never asked about
-    assert read_provenance(out)["counts"]["dropped_contaminated_gsm8k_llm"] == 15
+    assert flat(read_provenance(out)["counts"])["dropped_contaminated_gsm8k_llm"] == 15
     assert sum(len(c) for c in judge.calls) == 15
 
 
@@ -299,10 +300,10 @@ def test_some_judge_failures_are_counted_in_the_card(tmp_path, monkeypatch) -> N
     args = ["decontaminate", source, "--against", GSM8K, "--out", out, "--model", "judge", "--methods", "embedding"]
     assert synth(args, monkeypatch) == 0
     card = read_provenance(out)
-    assert card["counts"]["llm_asked"] == 15 and card["counts"]["llm_failed"] == 3
+    assert flat(card["counts"])["llm_asked"] == 15 and flat(card["counts"])["llm_failed"] == 3
     assert card["failed_requests"]["count"] == 6 and card["failed_requests"]["of"] == 18
     assert card["failed_requests"]["reasons"] == {"ConnectionError: the judge's server is down": 3, "HTTP 503": 3}
-    counts = card["counts"]
+    counts = flat(card["counts"])
     # the 12 answered rows by the judge; the 3 it failed on by the embedding rule (close enough), none kept unchecked
     assert counts["dropped_contaminated_gsm8k_llm"] == 12
     assert counts["dropped_contaminated_gsm8k_llm"] + counts.get("dropped_contaminated_gsm8k_embedding", 0) == 15

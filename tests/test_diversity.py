@@ -362,3 +362,98 @@ def test_spread_topics_draws_from_a_synth_topics_output(tmp_path) -> None:
     card = (tmp_path / "o" / "README.md").read_text()
     assert '"spread": "topics"' in card
     assert all(f'"name": "{topic}"' in card for topic in SUBTOPICS)  # the draws per macro topic, recorded
+
+
+# ---------------------------------------------------------------- --diverse beyond single-turn Magpie
+
+COOKS = [
+    "A pastry chef who runs a small bakery and teaches weekend bread classes",
+    "A home cook who writes a blog about quick weeknight family dinners",
+    "A restaurant line cook who specialises in grilling meat and fish",
+    "A food scientist who develops recipes for a frozen meals company",
+    "A retired baker who still makes sourdough for the village market",
+    "A culinary student learning classic French sauces and knife skills",
+    "A caterer who plans menus for weddings and large parties",
+    "A vegan chef who creates plant-based versions of comfort food",
+]
+OTHERS = [
+    "An amateur astronomer who photographs galaxies from a backyard observatory",
+    "A planetarium educator who explains eclipses and comets to school groups",
+    "A community gardener who grows vegetables on a shared city allotment",
+    "A landscape gardener who designs drought-tolerant flower beds",
+]
+
+
+@dataclass
+class PromptWriter:
+    """A chat model that writes the next of `script` where a prompt asks for a labelled text (the
+    persona templates), and answers anything else; records what it answered."""
+
+    script: list[str]
+    template: ChatTemplate = field(default_factory=lambda: builtin("chatml"))
+    answered: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # prompts per call
+    name: str = "prompts"
+    model: str = "prompt-model"
+
+    def generate(self, prompts: Sequence[Prompt], params: Sampling) -> list[Completion]:
+        from tests.doubles import LABEL
+
+        self.sizes.append(len(prompts))
+        out = []
+        for prompt in prompts:
+            label = LABEL.search(prompt[-1]["content"])
+            if label:
+                text = f"{label.group(1)}: {self.script.pop(0)}"
+            else:
+                self.answered.append(prompt[-1]["content"])
+                text = "Here is an answer."
+            out.append(Completion(text, "stop", 3, len(text.split())))
+        return out
+
+
+def test_personas_generate_diverse_spreads_the_personas_and_gates_the_texts(tmp_path) -> None:
+    people = tmp_path / "people.jsonl"
+    people.write_text("\n".join(json.dumps({"persona": p}) for p in COOKS + OTHERS))
+    texts = [PLANTED, PARAPHRASE, DISTINCT, "Write a haiku about autumn leaves.", *docstrings(2)]
+    llm = PromptWriter(list(texts))
+    recipes.personas_generate(
+        llm, people, out=tmp_path / "o", n=6, novelty=0.15, spread=True, responses=Sampling(max_tokens=64), batch_size=4
+    )
+    assert max(llm.sizes) <= 4  # the spread personas still come in batches of --batch-size
+    rows = pq.read_table(tmp_path / "o" / "data").to_pylist()
+    used = [r["persona"] for r in rows]
+    # the first six personas are all cooks; spread, the six come from every part of the set
+    assert any(p in OTHERS[:2] for p in used) and any(p in OTHERS[2:] for p in used), used
+    assert [r["instruction"] for r in rows] == [t for t in texts if t != PARAPHRASE]
+    assert PARAPHRASE not in llm.answered and len(llm.answered) == 5  # dropped before it is answered
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert '"dropped_similar": 1' in card and '"novelty": 0.15' in card and '"spread": true' in card
+
+
+def test_personas_generate_without_diverse_takes_the_first_personas(tmp_path) -> None:
+    people = tmp_path / "people.jsonl"
+    people.write_text("\n".join(json.dumps({"persona": p}) for p in COOKS + OTHERS))
+    texts = [PLANTED, PARAPHRASE, DISTINCT, "Write a haiku about autumn leaves.", *docstrings(2)]
+    recipes.personas_generate(PromptWriter(list(texts)), people, out=tmp_path / "o", n=6)
+    rows = pq.read_table(tmp_path / "o" / "data").to_pylist()
+    assert [r["persona"] for r in rows] == COOKS[:6]
+    assert [r["instruction"] for r in rows] == texts  # the paraphrase kept: no gate without --diverse
+
+
+def test_multi_turn_diverse_gates_the_opening_and_keeps_the_spread_system_prompt(tmp_path) -> None:
+    llm = Writer([PLANTED, PARAPHRASE, DISTINCT, "Write a haiku about autumn leaves."])
+    recipes.magpie(
+        llm, n=3, out=tmp_path / "o", turns=2, novelty=0.15, spread="topics", topics=taxonomy(tmp_path), batch_size=4
+    )
+    rows = pq.read_table(tmp_path / "o" / "data").to_pylist()
+    assert [r["messages"][1]["content"] for r in rows] == [PLANTED, DISTINCT, "Write a haiku about autumn leaves."]
+    assert PARAPHRASE not in llm.answered  # gated before any answer token
+    for row in rows:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["system", "user", "assistant", "user", "assistant"]
+        system = row["messages"][0]["content"]
+        assert system.startswith("You are a helpful AI assistant") and row["spread_item"] in system
+        assert row["messages"][3]["content"] == f"Please tell me everything about {row['spread_item']}."
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert '"dropped_similar": 1' in card and '"stage": "Spread"' in card and '"turns": 2' in card

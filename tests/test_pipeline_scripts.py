@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cards import flat
+
 PIPELINES = Path(__file__).parents[1] / "pipelines"
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 GSM8K = f"gsm8k={Path(__file__).parent / 'fixtures' / 'benchmarks' / 'gsm8k_test.jsonl'}"  # for --against
@@ -60,10 +62,10 @@ def _unaccounted(script: str, counts: dict, rows: int) -> int:
     """The rows that went into a script's run, less those written and those its card counts as dropped:
     0 when no row vanished without a count."""
     if script == "instruction_pretrain.py":  # rows are the pairs the chunks gave
-        gap = counts["pairs"] - rows - counts.get("dropped", 0) - counts.get("dropped_past_n", 0)
-        # `dropped_pair_duplicate` names both a question repeated within one answer (counted before
-        # `pairs`) and one repeated across a document's chunks (after): the second is at most that many.
-        return 0 if 0 <= gap <= counts.get("dropped_pair_duplicate", 0) else gap
+        # a question repeated within one answer is dropped before `pairs` counts it; one repeated
+        # across a document's chunks after
+        across = counts.get("dropped_pair_duplicate_across_chunks", 0)
+        return counts["pairs"] - rows - counts.get("dropped", 0) - counts.get("dropped_past_n", 0) - across
     went_in = counts.get("attempts") or sum(v for k, v in counts.items() if k.startswith("instruction_"))
     drops = ["dropped", *(k for k in counts if k.startswith("dropped_"))]  # "dropped": MinHash's
     return went_in - rows - sum(counts.get(k, 0) for k in drops)
@@ -95,7 +97,7 @@ def test_pipeline_runs_at_tiny_n(tmp_path, script) -> None:
     assert rows <= (wanted or 2) and ("stopped short" in done.stderr) == short
     prov = read_provenance(out)
     assert prov["status"] == ("incomplete" if short else "complete") and prov["rows"] == rows
-    assert _unaccounted(script, prov["counts"], rows) == 0, prov["counts"]
+    assert _unaccounted(script, flat(prov["counts"]), rows) == 0, prov["counts"]
     assert prov["generated_tokens"] > 0 and prov["stages"]
     if "instruction" in table.column_names:  # every kept row has text: a failed request is never kept
         assert all(str(v).strip() for v in table["instruction"].to_pylist())
@@ -127,7 +129,7 @@ def _on_double(tmp_path, monkeypatch, script: str, argv: list, faults: dict) -> 
     rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf")).to_list()
     card = (out / "README.md").read_text()
     assert '"status": "complete"' in card and f'"rows": {len(rows)}' in card
-    counts = read_provenance(out)["counts"]
+    counts = flat(read_provenance(out)["counts"])
     assert _unaccounted(script, counts, len(rows)) == 0, counts  # every planted drop is counted
     return rows, counts, llm
 
@@ -188,7 +190,9 @@ def test_persona_math_on_the_double_drops_each_planted_fault_at_its_stage(tmp_pa
     assert [r["id"] for r in rows] == [ids[k] for k in (6, 7, 8, 10, 11)]
     rejected = {r["id"]: r["verify_status"] for r in pq.read_table(tmp_path / "rejects" / "data").to_pylist()}
     assert rejected == {ids[3]: "low_agreement", ids[4]: "no_answer", ids[5]: "no_answer"}
-    assert counts["instruction_ok"] == 11 and counts["dropped_problem_cut_off"] == 2
+    # the cut-off problem is no problem (status truncated), the failed one none either (error)
+    assert (counts["instruction_ok"], counts["instruction_truncated"], counts["instruction_error"]) == (10, 1, 1)
+    assert counts["dropped_problem_cut_off"] == 2
     assert counts["contamination_checked"] == 10 and counts["dropped_contaminated_gsm8k_ngram"] == 1
     assert (counts["verify_pass"], counts["verify_no_answer"], counts["verify_low_agreement"]) == (6, 2, 1)
     assert counts["dropped_verify"] == 3 and counts["dropped"] == 1  # MinHash's count
@@ -255,7 +259,7 @@ def test_code_instruct_on_the_double_drops_each_planted_fault_at_its_stage(
         (  # a failed answer gives none, though it wrote a whole pair first; a repeated question is kept once
             {"three-way handshake": "answer_failed", "Rosetta Stone is": "repeated_pair"},
             ["photosynthesis.txt#0-0", "photosynthesis.txt#0-1", "rosetta-stone.md#0-0"],
-            {"dropped_chunk_error": 1, "dropped_chunk_without_pairs": 1, "dropped_pair_duplicate": 1},
+            {"dropped_chunk_error": 1, "dropped_chunk_without_pairs": 1, "dropped_pair_duplicate_in_answer": 1},
         ),
     ],
 )

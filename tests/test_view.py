@@ -250,6 +250,28 @@ def test_the_funnel_is_a_chain_ending_at_the_rows_on_disk(short_run: Path) -> No
     assert any(k == "params" and "max_tokens: 256" in v for k, v in magpie["settings"])
 
 
+def test_a_two_stage_run_keeps_each_stage_counts_and_the_funnel_reads_them(tmp_path: Path) -> None:
+    """Filter keeps 5 of 6 rows, dedup 3 of those 5: the card says 5 and 3, never `kept` 8."""
+    import pyarrow.compute as pc
+
+    from synth.io import read_provenance
+    from synth.recipes import pipeline
+    from synth.stages import dedup_exact
+    from synth.stages.filters import Filter, Rule
+
+    texts = ["Name a river.", "Name a river.", "Name a sea.", "ok", "Name a sea.", "Name a lake."]
+    short = Rule("short", lambda b: pc.less(pc.utf8_length(b["instruction"]), 5))
+    source = [from_rows([{"id": str(i), "instruction": t} for i, t in enumerate(texts)])]
+    result = pipeline(source, Filter((short,)), dedup_exact("instruction"), out=tmp_path / "o")
+    counts = read_provenance(tmp_path / "o")["counts"]
+    assert counts["Filter"]["kept"] == 5 and counts["Filter"]["dropped_short"] == 1
+    assert counts["ExactDedup"]["kept"] == 3 and counts["ExactDedup"]["dropped"] == 2
+    assert result["rows"] == 3 and read_provenance(tmp_path / "o")["rows"] == 3
+    assert read_provenance(tmp_path / "o")["input_rows"] == 6
+    funnel = [(s["label"], s["value"]) for s in view.build(tmp_path / "o", embed_map=False)["card"]["funnel"]]
+    assert funnel[0] == ("rows in", 6) and funnel[1] == ("short \u22121", 5) and funnel[-1] == ("rows on disk", 3)
+
+
 def test_a_card_names_the_model_a_server_ran(tmp_path: Path) -> None:
     card = {"backend": "ollama", "model": "smollm2:135m", "response_model": {"backend": "openai", "model": "qwen"}}
     write([from_rows([{"id": "a", "instruction": "Say hi."}])], tmp_path / "d", card=card)

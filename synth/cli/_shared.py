@@ -18,6 +18,7 @@ import typer
 
 from synth import hub, io
 from synth.backends import Backend, Sampling, load_backend
+from synth.backends.defaults import from_family
 from synth.core import SynthError
 from synth.distributed import RayExecutor
 from synth.recipes import RunSettings
@@ -113,6 +114,14 @@ BatchOpt = Annotated[
         help="Sequences the backend decodes together, one token each per step. llama.cpp: per model by default (-v).",
     ),
 ]
+ConvertOpt = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option(
+        "--convert/--no-convert",
+        help="llama.cpp, embedded model: run its weights converted once to a type that batches well (Q8_0 "
+        "for the shipped Q4_1, cached), where they pass a check against the original. Default on.",
+    ),
+]
 ReadBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows read and processed at a time.")]
 ColumnOpt = Annotated[str, typer.Option("--column", "-c", help="The text column to read.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the backend's own logs.")]
@@ -185,6 +194,7 @@ class Server:
     gpu_memory_utilization: GpuMemoryOpt = None
     max_model_len: MaxModelLenOpt = None
     batch_size: BatchOpt = None
+    convert: ConvertOpt = None
     verbose: VerboseOpt = False
 
     def options(self) -> dict[str, Any]:
@@ -248,17 +258,24 @@ class Saving:
 class Repetition:
     """The repetition controls every generating command takes, declared once like `Server`: a
     command names `repetition: Repetition = Repetition()` and `@shared_options` puts the penalties
-    and --no-loop-stop in its place; `apply` sets them on each of its `Sampling`s."""
+    and --no-loop-stop in its place; `apply` sets them on each of its `Sampling`s. A penalty left
+    unset (None) comes from the model family's file (synth.backends.defaults), else is off."""
 
     repeat_penalty: Annotated[
-        float, typer.Option(min=0.0, help="Divide the logit of a token among the last 64 by this (1.0: off).")
-    ] = 1.0
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.0,
+            help="Divide the logit of a token among the last 64 by this (1.0: off). " + from_family(1.0),
+        ),
+    ] = None
     presence_penalty: Annotated[
-        float, typer.Option(help="Lower the logit of a token among the last 64 by this (0.0: off).")
-    ] = 0.0
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Lower the logit of a token among the last 64 by this (0.0: off). " + from_family(0.0)),
+    ] = None
     frequency_penalty: Annotated[
-        float, typer.Option(help="Lower it by this for each time it occurs there (0.0: off).")
-    ] = 0.0
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Lower it by this for each time it occurs there (0.0: off). " + from_family(0.0)),
+    ] = None
     loop_stop: Annotated[
         bool,
         typer.Option(
@@ -268,8 +285,12 @@ class Repetition:
     ] = True
 
     def apply(self, sampling: Sampling) -> Sampling:
-        """`sampling` with these controls set."""
-        return dataclasses.replace(sampling, **dataclasses.asdict(self))
+        """`sampling` with the controls given set (a penalty left unset keeps `sampling`'s)."""
+        return dataclasses.replace(sampling, **self.given())
+
+    def given(self) -> dict[str, Any]:
+        """The controls set on the command line: they win over a model family's file."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 GROUPS = {"server": Server, "save": Saving, "repetition": Repetition}

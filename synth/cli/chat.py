@@ -10,6 +10,7 @@ import typer
 
 from synth import recipes, report
 from synth.backends import Sampling
+from synth.backends.defaults import for_backend, from_family, recorded
 from synth.cli._shared import (
     ActorsOpt,
     ColumnOpt,
@@ -33,6 +34,48 @@ from synth.cli._shared import (
 )
 from synth.core import SynthError
 from synth.stages import persona
+
+# Sampling options whose default comes from the model family's file (None: not given; the file, else generic).
+InstructionTemperatureOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, help="Instructions' temperature. " + from_family(1.0)),
+]
+InstructionCapOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Instruction cap. " + from_family(256)),
+]
+ResponseTemperatureOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, help="Answers' temperature. " + from_family(0.7)),
+]
+ResponseCapOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Answer cap. " + from_family(512)),
+]
+ResponseTopPOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, max=1.0, help="Answers' top-p. " + from_family(1.0)),
+]
+ResponseMinPOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, max=1.0, help="Answers' min-p. " + from_family(0.0)),
+]
+TemperatureOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, help="Sampling temperature. " + from_family(0.7)),
+]
+AnswerTokensOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="Most tokens per answer. " + from_family(1024)),
+]
+TopPOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, max=1.0, help="Top-p. " + from_family(1.0)),
+]
+MinPOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, max=1.0, help="Min-p. " + from_family(0.0)),
+]
 
 
 @app.command()
@@ -76,10 +119,12 @@ def magpie(
     diverse: Annotated[
         bool, typer.Option("--diverse", help="Gate and spread as measured best: --novelty 0.15 --spread topics.")
     ] = False,
-    instruction_temperature: float = 1.0,
-    instruction_max_tokens: Annotated[int, typer.Option(min=1)] = 256,
-    response_temperature: float = 0.7,
-    response_max_tokens: Annotated[int, typer.Option(min=1)] = 512,
+    instruction_temperature: InstructionTemperatureOpt = None,
+    instruction_max_tokens: InstructionCapOpt = None,
+    response_temperature: ResponseTemperatureOpt = None,
+    response_max_tokens: ResponseCapOpt = None,
+    response_top_p: ResponseTopPOpt = None,
+    response_min_p: ResponseMinPOpt = None,
     seed: SeedOpt = None,
     no_responses: Annotated[bool, typer.Option("--no-responses", help="Stop after the instructions.")] = False,
     max_attempts: Annotated[
@@ -110,6 +155,13 @@ def magpie(
         spread = spread or recipes.diversity.DIVERSE["spread"]
     recipes.diversity.check_spread(spread, topics, novelty)
     llm = server.load(model, template)
+    answerer = server.load(response_model) if response_model else None
+    asks, answers = for_backend(llm), for_backend(answerer or llm)
+    given = {"max_tokens": instruction_max_tokens, "temperature": instruction_temperature, **repetition.given()}
+    instruction = asks.sampling("instruction", Sampling(max_tokens=256, temperature=1.0, seed=seed), given)
+    given = {"max_tokens": response_max_tokens, "temperature": response_temperature, **repetition.given()}
+    given.update(top_p=response_top_p, min_p=response_min_p)
+    response = answers.sampling("response", Sampling(max_tokens=512, temperature=0.7, seed=seed), given)
     recipes.magpie(
         llm,
         n=n,
@@ -117,13 +169,10 @@ def magpie(
         system_prompt=system_prompt,
         task=task,
         language=language,
-        instruction=repetition.apply(
-            Sampling(max_tokens=instruction_max_tokens, temperature=instruction_temperature, seed=seed)
-        ),
-        response=None
-        if no_responses
-        else repetition.apply(Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)),
-        response_backend=server.load(response_model) if response_model else None,
+        instruction=instruction,
+        response=None if no_responses else response,
+        response_backend=answerer,
+        defaults=recorded((asks, "instruction"), *(() if no_responses else ((answers, "response"),))),
         turns=turns,
         exact_turns=exact_turns,
         personas=personas,
@@ -152,8 +201,10 @@ def respond(
     column: ColumnOpt = "instruction",
     messages_column: Annotated[Optional[str], typer.Option(help="Answer this conversation column instead.")] = None,  # noqa: UP045
     n_responses: Annotated[int, typer.Option(min=1, help="Responses per row, one row each.")] = 1,
-    temperature: float = 0.7,
-    max_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    temperature: TemperatureOpt = None,
+    max_tokens: AnswerTokensOpt = None,
+    top_p: TopPOpt = None,
+    min_p: MinPOpt = None,
     seed: SeedOpt = None,
     repetition: Repetition = Repetition(),  # --repeat-penalty ... --no-loop-stop: @shared_options
     save: Saving = Saving(),  # --overwrite ... --private: @shared_options
@@ -163,13 +214,18 @@ def respond(
     report.set_quiet(quiet)
     save.preflight(out, source, () if messages_column else (column,))
     recipes.chat.check_respond_input(source, column, messages_column)
+    llm = server.load(model, template)
+    family = for_backend(llm)
+    given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "min_p": min_p}
+    params = family.sampling("response", Sampling(max_tokens=1024, temperature=0.7, seed=seed), given)
     recipes.respond(
-        server.load(model, template),
+        llm,
         source,
         out=out,
         column=column,
         messages_column=messages_column,
-        params=repetition.apply(Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)),
+        params=repetition.apply(params),
+        defaults=recorded((family, "response")),
         n_responses=n_responses,
         run=save.run(max_error_rate),
     )

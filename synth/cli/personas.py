@@ -115,6 +115,14 @@ def personas_generate(
     n: Annotated[int, typer.Option(min=0, help="Use the first N personas; 0: all.")] = 0,
     persona_column: PersonaColumnOpt = None,
     responses: Annotated[bool, typer.Option("--responses", help="Also answer each generated prompt.")] = False,
+    diverse: Annotated[
+        bool,
+        typer.Option(
+            "--diverse",
+            help="Take the N personas from every cluster of the set, not its first N, and drop a text "
+            "closer than cosine distance 0.15 to a kept one before it is answered (dropped_similar).",
+        ),
+    ] = False,
     temperature: TemperatureOpt = 0.7,
     max_tokens: MaxTokensOpt = 512,
     response_temperature: TemperatureOpt = 0.7,
@@ -137,6 +145,8 @@ def personas_generate(
         responses=Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)
         if responses
         else None,
+        novelty=recipes.diversity.DIVERSE["novelty"] if diverse else None,
+        spread=diverse,
         run=save.run(max_error_rate),
     )
     save.push(out)

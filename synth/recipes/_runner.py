@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from synth import report
 from synth.backends import Backend, Metered, Sampling
-from synth.card import public_text, stage_record
+from synth.card import counts_by_stage, public_text, stage_names, stage_record
 from synth.core import Batch, Stage, StoppedShort, SynthError, pipe
 from synth.io import Output, Sink, open_output, write
 from synth.io._writing import stopped
@@ -179,17 +179,28 @@ def _run(
     """Stream `source` through `stages` into `output` with progress, card, checkpoints and a summary.
 
     `notes(counts)` adds figures of the run to the card (a judge's swap consistency, a jury's agreement).
+    The card keeps each stage's counters under the stage's name (`counts`: {stage: {counter: n}}),
+    so a `kept` counted by three stages stays three figures; the totals it gives are the ones that
+    add up: `input_rows` and `rows` (on disk). The summary and the returned `counts` add counters
+    of one name over the stages (drops by reason, for a glance).
     The work is done when the source is used up and, if `asked` says how many rows, the output holds
     them; else the run stopped short (a give-up, an error-rate stop, or too few rows): the card says
     `incomplete` with the reason and the way on, the summary ends `stopped short`, and `StoppedShort`
     (exit code 3) goes up with the rows kept on disk.
     """
-    previous = Counter(output.checkpoint.get("stats", {}))
+    previous = counts_by_stage(output.checkpoint.get("stats", {}))  # a resumed run's counts so far
+    names = stage_names([stage_record(s) for s in stages])
+
+    def by_stage() -> dict[str, dict[str, int]]:
+        counts = {name: Counter(c) for name, c in previous.items()}
+        for name, stage in zip(names, stages):
+            counts.setdefault(name, Counter()).update(getattr(stage, "stats", {}))
+        return {name: dict(c) for name, c in counts.items() if c}
 
     def stats() -> dict[str, int]:
-        merged = previous.copy()
-        for stage in stages:
-            merged.update(getattr(stage, "stats", {}))
+        merged: Counter[str] = Counter()
+        for counts in by_stage().values():
+            merged.update(counts)
         return dict(merged)
 
     def tokens() -> int:
@@ -200,7 +211,7 @@ def _run(
             "command": run.command,
             **settings,
             "stages": [stage_record(s) for s in stages],
-            "counts": stats(),
+            "counts": by_stage(),
             "input_rows": handled["rows"],
             "generated_tokens": tokens(),
             "failed_requests": _failures(meters),
@@ -224,7 +235,7 @@ def _run(
     def checkpoint() -> dict[str, Any]:
         # The side outputs commit first: the main state only records side rows already on disk.
         marks = {"sides": [side.commit() for side in sides]} if sides else {}
-        return {"attempts": handled["rows"], "stats": stats(), **marks}
+        return {"attempts": handled["rows"], "stats": by_stage(), **marks}
 
     bar = report.progress(total, _Tokens(tokens, meters), initial=output.rows, stats=progress_stats)
     started = time.monotonic()

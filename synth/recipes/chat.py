@@ -76,6 +76,7 @@ def magpie(
     keep_truncated: bool = False,
     make_backend: Callable[[], Backend] | None = None,
     make_response_backend: Callable[[], Backend] | None = None,
+    defaults: dict[str, Any] | None = None,
     run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
@@ -89,7 +90,8 @@ def magpie(
     `personas` (a persona set) puts one persona per row into the system prompt. `novelty` drops an
     instruction closer than that cosine distance to a kept one before it is answered; `spread`
     (topics, personas, tasks; `topics` a `synth topics` output) conditions each attempt on an item
-    drawn toward the clusters kept rows leave empty (`synth.stages.diversity`).
+    drawn toward the clusters kept rows leave empty (`synth.stages.diversity`). `defaults`: where
+    the sampling settings came from (a model family's file, `synth.backends.defaults.recorded`), for the card.
     """
     executor = run.executor
     check_magpie(response, turns, response_backend, executor, make_backend, make_response_backend)
@@ -102,6 +104,8 @@ def magpie(
     steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
     settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
     settings.update(exact_turns=exact_turns, persona_column=persona_column, keep_truncated=keep_truncated)
+    if defaults:  # absent otherwise: earlier runs still resume
+        settings["sampling_defaults"] = defaults
     if novelty is not None or spread is not None:  # absent otherwise: earlier runs still resume
         settings.update(novelty=novelty, spread=spread, topics=None if topics is None else str(topics))
     output = run.open(out, settings)
@@ -319,12 +323,13 @@ def respond(
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
     n_responses: int = 1,
     batch_size: int = 64,
+    defaults: dict[str, Any] | None = None,
     run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Answer the last user turn of every row of `source`, keeping all its columns.
 
     Rows that could not be answered (a failed request, a null instruction) are kept, with
-    finish reason `error` and the reason in `response_error`.
+    finish reason `error` and the reason in `response_error`. `defaults`: as in `magpie`, for the card.
     """
     check_respond_input(source, column, messages_column)
     llm = run.meter(backend)
@@ -335,6 +340,7 @@ def respond(
         "messages_column": messages_column,
         "response_sampling": _plain(params),
         "n_responses": n_responses,
+        **({"sampling_defaults": defaults} if defaults else {}),
     }
     output = run.open(out, settings, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend)), output)

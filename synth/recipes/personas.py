@@ -9,6 +9,7 @@ from synth.backends import Backend, Sampling
 from synth.core import Stage, take
 from synth.io import Output, read
 from synth.recipes._runner import Primed, RunSettings, _constants, _describe, _plain, _resumable, _run, _written
+from synth.stages.diversity import NoveltyGate, spread_rows
 from synth.stages.magpie import Respond
 from synth.stages.persona import (
     AnswerParsed,
@@ -105,11 +106,15 @@ def personas_generate(
     persona_column: str | None = None,
     params: Sampling = Sampling(max_tokens=512, temperature=0.7),
     responses: Sampling | None = None,
+    novelty: float | None = None,
+    spread: bool = False,
     batch_size: int = 64,
     run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """One prompt, problem or text per persona (the first `n`) for `task`; `responses` answers
-    the rows that parsed."""
+    the rows that parsed. `spread`: the `n` personas are taken in turn from the clusters of the
+    set's first 10,000, not its first n; `novelty`: a text closer than that cosine distance to a
+    kept one is dropped before it is answered (`dropped_similar`). `--diverse` turns on both."""
     template = load_template(task)
     people = read_personas(personas, persona_column, batch_size)
     llm = run.meter(backend)
@@ -120,9 +125,16 @@ def personas_generate(
         "sampling": _plain(params),
         "response_sampling": _plain(responses),
     }
+    if novelty is not None or spread:  # absent otherwise: earlier runs still resume
+        settings.update(novelty=novelty, spread=spread)
     output = run.open(out, settings, inputs=(personas,))
+    if spread and n:
+        people = spread_rows(people, "persona", n, seed=params.seed or 0, size=batch_size)
     rows = _resumable(take(n)(people) if n else people, output)
     stages: list[Stage] = [PersonaGenerate(llm, task, params)]
+    if novelty is not None:  # on resume it first sees the rows written, as magpie's gate does
+        gate = NoveltyGate(novelty, column=template.column)
+        stages.append(Primed(gate, lambda: _written(output)) if output.rows else gate)
     if responses:
         stages.append(AnswerParsed(Respond(llm, responses, column=template.column)))
     stages.append(_constants({"model": settings["model"]}))

@@ -22,10 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from synth.core import SynthError
+
+if TYPE_CHECKING:  # imported on first use: torch underneath
+    from sentence_transformers import SentenceTransformer
 
 STATIC = "static"
 MINILM = "minilm"
@@ -98,7 +102,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=2)
-def load_encoder(model: str | None = None, device: str | None = None) -> object:
+def load_encoder(model: str | None = None, device: str | None = None) -> SentenceTransformer:
     """A SentenceTransformer, loaded once per process; None loads the packaged all-MiniLM-L6-v2."""
     missing = [m for m in ("sentence_transformers", "torch") if importlib.util.find_spec(m) is None]
     if missing:

@@ -39,7 +39,8 @@ def parse_pairs(text: str) -> tuple[list[Pair], Counter[str]]:
     """Pairs from synthesizer output `<QUE> q <ANS> a </END>...`; drops counted by reason.
 
     A trailing pair without `</END>` was cut off by max tokens; questions repeated within the
-    output (case and spacing aside) are kept once.
+    output (case and spacing aside) are kept once, the repeats counted as
+    `dropped_pair_duplicate_in_answer`.
     """
     drops: Counter[str] = Counter()
     *pieces, tail = text.split("</END>")
@@ -111,7 +112,7 @@ def _clean(pairs: list[Pair], drops: Counter[str]) -> tuple[list[Pair], Counter[
         if not _WORD.search(pair["instruction"]) or not _WORD.search(pair["response"]):
             drops["dropped_pair_empty"] += 1
         elif instruction_key(pair["instruction"]) in seen:
-            drops["dropped_pair_duplicate"] += 1
+            drops["dropped_pair_duplicate_in_answer"] += 1
         else:
             seen.add(instruction_key(pair["instruction"]))
             kept.append(pair)
@@ -310,7 +311,9 @@ class SftRows:
     `url`, `title`, `page`, `offset`, `date` where present, so a pair traces back to its page).
 
     Questions are de-duplicated per source document, across its chunks (chunks of a document
-    arrive together). Chunks without pairs keep their raw output upstream, in `synthesis_raw`.
+    arrive together), the repeats counted as `dropped_pair_duplicate_across_chunks` (repeats
+    within one answer were dropped when it was parsed, as `dropped_pair_duplicate_in_answer`).
+    Chunks without pairs keep their raw output upstream, in `synthesis_raw`.
     """
 
     stats: Counter[str] = field(default_factory=Counter, compare=False)
@@ -329,7 +332,7 @@ class SftRows:
                 for k, pair in enumerate(chunk["pairs"]):
                     key = instruction_key(pair["instruction"])
                     if key in seen:
-                        self.stats["dropped_pair_duplicate"] += 1
+                        self.stats["dropped_pair_duplicate_across_chunks"] += 1
                         continue
                     seen.add(key)
                     origin = {f.name: chunk[f.name] for f in carried}

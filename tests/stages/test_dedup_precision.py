@@ -117,11 +117,13 @@ def test_the_terms_check_keeps_other_numbers_and_drops_copies_that_keep_them(rea
     assert dropped(dedup_semantic(check_terms=False), rows) >= {1, 2}  # what the static model alone does
 
 
-@pytest.mark.xfail(strict=True, reason="MinHash has no numbers-and-names check: 64 of 308 look-alikes dropped")
 def test_minhash_default_keeps_real_look_alikes() -> None:
     texts = look_alikes()
+    assert len(texts) >= 250
     drops = dropped(dedup_minhash(), texts)
     assert len(drops) <= 0.01 * len(texts), [texts[i] for i in sorted(drops)]
+    # Without the numbers-and-names check, a long text with one number or language swapped is a copy.
+    assert len(dropped(dedup_minhash(check_terms=False), texts)) >= 0.1 * len(texts)
 
 
 def test_minhash_default_catches_copies_with_few_false_drops() -> None:

@@ -72,7 +72,7 @@ def test_parse_pairs_missing_ans_empty_answer_and_duplicates() -> None:
     )
     pairs, drops = parse_pairs(text)
     assert pairs == [{"instruction": "What year?", "response": "1799."}]
-    assert drops == {"dropped_pair_malformed": 2, "dropped_pair_empty": 1, "dropped_pair_duplicate": 1}
+    assert drops == {"dropped_pair_malformed": 2, "dropped_pair_empty": 1, "dropped_pair_duplicate_in_answer": 1}
 
 
 def test_parse_json_pairs_salvages_pairs_finished_before_the_cut() -> None:
@@ -259,7 +259,7 @@ def test_sft_rows_link_back_and_dedup_questions_across_a_documents_chunks() -> N
         ("b#0-0", "b", 0, "3"),
     ]
     assert rows[0]["messages"] == [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "1"}]
-    assert stage.stats["dropped_pair_duplicate"] == 1 and stage.stats["dropped_chunk_without_pairs"] == 1
+    assert stage.stats == {"dropped_pair_duplicate_across_chunks": 1, "dropped_chunk_without_pairs": 1, "kept": 2}
 
 
 def test_grounded_check_drops_unsupported_and_unjudged_pairs_in_one_call() -> None:

@@ -33,6 +33,10 @@ class MinHashDedup:
     exactly; a longer one as the low 8 bits of each of its minimums (b-bit MinHash, Li and König
     2010, the chance collisions corrected), so that its pairs are estimated. The exact check is
     what keeps rows at true Jaccard 0.6-0.7 whose 128 minimums happen to agree at 0.7 or more.
+    With `check_terms`, a pair where each text holds a number or a name the other lacks is no
+    copy at any Jaccard ("Translate ... into French" and "... into German"; `similarity.terms_differ`):
+    a long text with one number or language swapped shares nearly all of its words. Each kept row
+    then holds its key terms too (32 bytes).
     Each batch is judged whole, so large batches are faster: numpy and Arrow work per call (a
     regex compiled, an index run searched) then costs little against the rows it covers;
     `synth dedup` reads 8,192 rows at a time. Inside an LLM pipeline, batches stay as they come:
@@ -44,6 +48,7 @@ class MinHashDedup:
     ngram: int | None = None  # None: 1 for short texts, 5 for documents, judged on the first batch
     num_perm: int = 128
     seed: int = 0
+    check_terms: bool = True
     # Hash (embed) the next batch on the second core while this one is matched: the stage then
     # holds a batch it has read and not yet yielded, which a pipeline's resume checkpoint would
     # count as done. `synth dedup` resumes by reading its input again, so it reads ahead.
@@ -68,7 +73,8 @@ class MinHashDedup:
         self.notes.update(method="minhash", threshold=self.threshold, num_perm=self.num_perm, bands=bands)
         self.notes["rows_per_band"] = rows
 
-        held = _Held(a, b)
+        held = _Held(a, b, terms=self.check_terms)
+        self.notes["check_terms"] = self.check_terms
 
         def prepare(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:  # no state but the first batch's ngram
             words, offsets = word_lists(texts)
@@ -77,7 +83,8 @@ class MinHashDedup:
             hashes, offsets = shingle_hashes(words, offsets, self.notes["ngram"])
             x = fold(hashes)
             sig = minhash_folded(x, offsets, a, b)
-            return held.rows(x, offsets, low_bits(sig)), band_keys(sig, bands, rows, mix)
+            terms = similarity.key_terms(texts) if self.check_terms else None
+            return held.rows(x, offsets, low_bits(sig), terms), band_keys(sig, bands, rows, mix)
 
         def decide(prepared: tuple[np.ndarray, np.ndarray], ids: pa.Array) -> Verdict:
             rows_held, keys = prepared
@@ -249,22 +256,26 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 class _Held:
-    """How MinHash holds a row and compares two: `num_perm` bytes and a 2-byte count a row.
+    """How MinHash holds a row and compares two: `num_perm` bytes and a 2-byte count a row (and,
+    with `terms`, its key terms: `similarity.TERMS_HELD` 32-bit hashes).
 
     A row of at most `num_perm // 4` distinct shingles holds them (32-bit, sorted) and its count;
     a longer one holds its 8-bit signature and count 0. Two short rows are compared exactly (the
     Jaccard similarity of their shingle sets); a pair with a long row is estimated from 8-bit
     signatures, a short row's made again from its shingles, the very signature it had. So a
     short row costs the bytes of a signature, and the same pair gets the same figure whichever
-    batch either row came in.
+    batch either row came in. A pair whose rows hold different key terms (`terms_differ`) has
+    similarity 0: it is never a copy.
     """
 
-    def __init__(self, a: np.ndarray, b: np.ndarray) -> None:
+    def __init__(self, a: np.ndarray, b: np.ndarray, terms: bool = False) -> None:
         self.a, self.b = a, b
         self.width = len(a) // 4  # shingles a row's bytes hold
+        self.terms = terms
 
-    def rows(self, x: np.ndarray, offsets: np.ndarray, sig8: np.ndarray) -> np.ndarray:
-        """(rows, num_perm + 2) uint8: each row as held, from its folded shingle hashes and signature."""
+    def rows(self, x: np.ndarray, offsets: np.ndarray, sig8: np.ndarray, terms: np.ndarray | None = None) -> np.ndarray:
+        """(rows, num_perm + 2 [+ 4 * TERMS_HELD]) uint8: each row as held, from its folded shingle
+        hashes and signature (and its `similarity.key_terms`, which a `_Held` with `terms` needs)."""
         n, perms = len(offsets) - 1, len(self.a)
         row = np.repeat(np.arange(n, dtype=np.uint64), np.diff(offsets))
         distinct = np.sort((row << np.uint64(32)) | x)  # by row, then value (np.unique: 100x slower here)
@@ -276,10 +287,15 @@ class _Held:
         place = np.arange(len(urow)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[urow]
         take = short[urow]
         sets[urow[take], place[take]] = value[take]
-        out = np.zeros((n, perms + 2), np.uint8)
+        if self.terms and terms is None:
+            raise ValueError("this _Held compares key terms: give each row's (similarity.key_terms)")
+        extra = 4 * similarity.TERMS_HELD if self.terms else 0
+        out = np.zeros((n, perms + 2 + extra), np.uint8)
         out[~short, :perms] = sig8[~short]
         out[short, : 4 * self.width] = sets[short].view(np.uint8)
-        out[:, perms:] = np.where(short, counts, 0).astype("<u2").view(np.uint8).reshape(n, 2)
+        out[:, perms : perms + 2] = np.where(short, counts, 0).astype("<u2").view(np.uint8).reshape(n, 2)
+        if self.terms:
+            out[:, perms + 2 :] = np.ascontiguousarray(terms, np.uint32).view(np.uint8)
         return out
 
     def similar(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -291,10 +307,16 @@ class _Held:
             sims[both] = self._exact(left[both], cl[both], right[both], cr[both])
         if not both.all():
             sims[~both] = jaccard(self._sig(left[~both], cl[~both]), self._sig(right[~both], cr[~both]))
+        if self.terms and len(sims):
+            sims[similarity.terms_differ(self._terms(left), self._terms(right))] = 0.0
         return sims
 
     def _count(self, held: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(held[:, len(self.a) :]).view("<u2").ravel().astype(np.int64)
+        perms = len(self.a)
+        return np.ascontiguousarray(held[:, perms : perms + 2]).view("<u2").ravel().astype(np.int64)
+
+    def _terms(self, held: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(held[:, len(self.a) + 2 :]).view(np.uint32)
 
     def _sets(self, held: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(held[:, : 4 * self.width]).view(np.uint32)
