@@ -64,7 +64,7 @@ def run(method: str, llm: object, args: argparse.Namespace, root: Path) -> dict:
         result = getattr(short, "result", {"counts": {}})
     seconds = time.perf_counter() - started
     texts = pq.read_table(out / "data")["instruction"].to_pylist()
-    judged = judge(out, llm, root / f"{method}-judged") if texts else {}  # the rubric reads the instruction
+    judged = judge(out, llm, root / f"{method}-judged") if texts and args.judge else {}  # it reads the instruction
     return {"texts": texts, "seconds": seconds, "counts": result.get("counts", {}), **judged}
 
 
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--scorer", default="minilm", help="The embedder that scores (not the one that steers).")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "diversity.json"))
+    parser.add_argument("--no-judge", dest="judge", action="store_false", help="Skip the judge (slow on a busy CPU).")
     parser.add_argument("--scale", type=int, default=0, help="Time `synth diversity` on this many rows instead.")
     args = parser.parse_args()
     if args.scale:

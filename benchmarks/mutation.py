@@ -69,6 +69,7 @@ TESTS = [
     "tests/stages/test_decontaminate_units.py",
     "tests/stages/test_judge.py",
     "tests/stages/test_judge_parsing.py",
+    "tests/stages/test_similarity.py",
 ]
 # Tests of many seconds each (a real embedder or GGUF model, a CLI run end to end): not per mutant.
 SLOW = [

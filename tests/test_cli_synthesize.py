@@ -87,10 +87,13 @@ def test_instruction_pretrain_on_a_format_following_double_writes_sft_rows_and_l
 
 def test_think_end_to_end(tmp_path) -> None:
     out = tmp_path / "think"
-    done = synth("think", str(CORPUS), "--out", str(out), "--max-tokens", "24", "--seed", "3")
+    # 24 tokens for speed: thinking cut off there is dropped by default; --keep-truncated keeps it, counted
+    done = synth("think", str(CORPUS), "--out", str(out), "--max-tokens", "24", "--seed", "3", "--keep-truncated")
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(out / "data").to_pylist()
     assert rows and {r["source_id"] for r in rows} <= set(DOCS)
+    cut = sum(r["thinking_finish_reason"] == "length" for r in rows)
+    assert flat(provenance(out)["counts"]).get("kept_truncated", 0) == cut
     for row in rows:
         assert set(row) == {
             "id",

@@ -121,6 +121,9 @@ def think(
     temperature: float = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 2048,
     seed: SeedOpt = None,
+    keep_truncated: Annotated[
+        bool, typer.Option("--keep-truncated", help="Keep thinking cut off by --max-tokens (dropped by default).")
+    ] = False,
     save: Saving = Saving(),  # --overwrite ... --private: @shared_options
 ) -> None:
     """Each document followed by an expert's generated thinking about it (thinking-augmented pre-training)."""
@@ -132,6 +135,7 @@ def think(
         column=column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         prompt_file=prompt_file,
+        keep_truncated=keep_truncated,
         context_tokens=context_tokens or None,
         run=save.run(max_error_rate),
     )

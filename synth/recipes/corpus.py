@@ -107,9 +107,11 @@ def think(
     prompt_file: str | Path | None = None,
     context_tokens: int | None = None,
     batch_size: int = 16,
+    keep_truncated: bool = False,
     run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
-    """Each chunk of a raw corpus followed by a generated expert thinking trajectory (TPT)."""
+    """Each chunk of a raw corpus followed by a generated expert thinking trajectory (TPT); a
+    thinking cut off by max tokens is dropped and counted (`dropped_truncated`) unless `keep_truncated`."""
     llm, count = run.meter(backend), token_counter(backend)
     ctx = context_size(backend, context_tokens)
     prompt = _prompt_text(prompt_file, "pipelines/think.txt")
@@ -118,7 +120,9 @@ def think(
         **{"input": str(source), "column": column, "prompt_file": str(prompt_file or "")},
         **{"sampling": _plain(params), "context_tokens": ctx},
     }
-    gen = Think(llm, prompt, params)
+    if keep_truncated:  # recorded only when set: an output written before the option still resumes
+        settings["keep_truncated"] = True
+    gen = Think(llm, prompt, params, keep_truncated)
     overhead = _chat_tokens(backend, count, [{"role": "user", "content": fill(prompt, text="")}])
     reading = ReadCounts()
     stages: list[Stage] = [reading, _require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]

@@ -74,7 +74,10 @@ def check(out: Path, n: int = ROWS) -> dict[str, Any]:
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)) == n and set(ids) == {f"q{i}" for i in range(n)}
     failed = [r for r in rows if r["response_finish_reason"] == "error"]
-    assert all(r["response"] and r["messages"] for r in rows if r["response_finish_reason"] != "error")
+    answered = [r for r in rows if r["response_finish_reason"] != "error"]
+    assert all(r["response"] for r in answered)
+    # --max-tokens 6 cuts most answers: a cut-off answer keeps its text but is no training row.
+    assert all((r["messages"] is not None) == (r["response_finish_reason"] == "stop") for r in answered)
     found = card(out)
     assert len(failed) == found["failed_requests"]["count"]
     assert not failed, [r["response_error"] for r in failed]  # every fault here is one a retry fixes

@@ -26,7 +26,7 @@ def test_exact_keys_keep_punctuation_unless_asked() -> None:
     assert exact_key("Hello, world", ignore_punctuation=True) == exact_key("Hello world", ignore_punctuation=True)
 
 
-def test_exact_rejects_carry_similarity_one_and_the_kept_row_they_copy() -> None:
+def test_exact_rejects_hold_similarity_one_and_the_kept_row_they_copy() -> None:
     texts = ["Sort a list in Python.", "Reverse a string.", "sort a LIST in python.", "Reverse a string."]
     stage = dedup_exact(rejects=[].append)
     kept, rejects = run(stage, texts, size=3)  # one copy in the batch of its original, one in the next

@@ -55,3 +55,30 @@ def test_bad_settings_and_conditions_name_what_is_wrong() -> None:
     with pytest.raises(SynthError, match=r"cannot compare a column of type list<item: string>"):
         where("tags == x").drops(batch)
     assert pa.types.is_list(batch["tags"].type)
+
+
+def test_the_default_rules_are_all_there_in_order() -> None:
+    names = [r.name for r in heuristic_rules(load_heuristics("default"))]
+    assert names[:4] == ["greeting", "fragment", "instruction_length", "response_length"]
+    assert {"refusal", "finish_length", "finish_error", "code_fence", "no_end_punctuation", "repetition"} <= set(names)
+
+
+def test_cut_off_answers_are_dropped_by_the_rule_that_saw_the_cut() -> None:
+    rules = heuristic_rules({"truncated": {}})
+    answer = "Boil the water, add the pasta and stir it now and then until it is done."
+    rows = [
+        {"id": "len", "response": answer, "response_finish_reason": "length"},
+        {"id": "rep", "response": answer, "response_finish_reason": "repetition"},
+        {"id": "fence", "response": "Run this:\n```python\nprint('hi')\n", "response_finish_reason": "stop"},
+        {"id": "ok", "response": answer, "response_finish_reason": "stop"},
+    ]
+    expected = {"len": "finish_length", "rep": "finish_length", "fence": "code_fence", "ok": None}
+    assert verdicts(rules, rows) == expected
+
+
+def test_one_long_line_repeated_is_repetition() -> None:
+    cfg = load_heuristics("default")["repetition"]
+    long = "Remember to water the tomatoes every morning before the sun gets too hot for them."
+    text = "\n".join(["Garden notes.", long, "Pick the beans.", long])  # 1 line of 4 again: 25% of lines
+    assert repetitive(text, cfg)  # but most of the characters
+    assert not repetitive("\n".join(["Garden notes.", long, "Pick the beans.", "Rest."]), cfg)
