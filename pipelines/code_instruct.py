@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 from synth import Sampling, load_backend
 from synth.backends import Metered, template_of
 from synth.core import Batch, counter_source, take
-from synth.io import Sink, open_output
-from synth.recipes import pipeline
+from synth.io import Sink
+from synth.recipes import RunSettings, pipeline
 from synth.recipes.chat import steering
 from synth.sandbox import Limits, Sandbox, default_cache
 from synth.stages import Filter, Magpie, Respond, Rule, dedup_minhash
@@ -63,10 +63,11 @@ rules = [Rule("cut_off", lambda b: pc.not_equal(b["response_finish_reason"], "st
 if args.require_tests:
     rules.append(Rule("untested", lambda b: pc.equal(b["verify_tests"], "none")))
 attempts = counter_source(batch_size=args.batch_size)
+run = RunSettings(overwrite=args.overwrite, resume=args.resume)
 with contextlib.ExitStack() as stack:
     rejects = None
     if args.rejects:
-        rejects = stack.enter_context(Sink(open_output(args.rejects, overwrite=args.overwrite, resume=args.resume)))
+        rejects = stack.enter_context(Sink(run.open(args.rejects)))
     pipeline(
         take(args.max_attempts)(attempts) if args.max_attempts else attempts,
         steered,
@@ -78,6 +79,5 @@ with contextlib.ExitStack() as stack:
         out=args.out,
         n=args.n,
         settings={"model": llm.model, "task": "code", "system_prompt": system},
-        overwrite=args.overwrite,
-        resume=args.resume,
+        run=run,
     )

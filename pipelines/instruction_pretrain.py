@@ -17,7 +17,7 @@ import argparse
 
 from synth import Sampling, load_backend, read
 from synth.backends import Metered
-from synth.recipes import pipeline
+from synth.recipes import RunSettings, pipeline
 from synth.stages import Chunk, InstructionPretrain, SftRows, dedup_exact
 from synth.tokens import context_size, token_counter
 
@@ -47,6 +47,6 @@ pipeline(
     out=args.out,
     n=args.n,
     settings={"model": llm.model, "corpus": args.corpus, "rounds": args.rounds, "sampling": str(params)},
-    overwrite=args.overwrite,
+    run=RunSettings(overwrite=args.overwrite),
     inputs=[args.corpus],
 )

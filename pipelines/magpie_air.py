@@ -22,7 +22,7 @@ import pyarrow as pa
 from synth import Sampling, load_backend
 from synth.backends import Metered, template_of
 from synth.core import add_columns, counter_source, pipe, take
-from synth.recipes import pipeline
+from synth.recipes import RunSettings, pipeline
 from synth.recipes.decontaminate import benchmarks
 from synth.stages import Filter, Judge, Magpie, Respond, dedup_minhash, heuristic_rules, load_heuristics, load_rubric
 from synth.stages.decontaminate import Decontaminate
@@ -109,6 +109,5 @@ pipeline(
         "min_quality": args.min_quality,
         "system_prompt": args.system_prompt,
     },
-    overwrite=args.overwrite,
-    resume=args.resume,
+    run=RunSettings(overwrite=args.overwrite, resume=args.resume),
 )

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from synth import Sampling, load_backend
 from synth.backends import Metered, template_of
 from synth.core import counter_source, take
-from synth.recipes import pipeline
+from synth.recipes import RunSettings, pipeline
 from synth.recipes.diversity import DIVERSE, spread_stage
 from synth.stages import DropTruncated, Magpie, Respond
 from synth.stages.diversity import NoveltyGate
@@ -65,6 +65,5 @@ pipeline(
     out=args.out,
     n=args.n,
     settings={"model": llm.model, "spread": args.spread, "novelty": args.novelty, "topics": args.topics},
-    overwrite=args.overwrite,
-    resume=args.resume,
+    run=RunSettings(overwrite=args.overwrite, resume=args.resume),
 )

@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 from synth import Sampling, load_backend
 from synth.backends import Metered
 from synth.core import take
-from synth.io import Sink, open_output
-from synth.recipes import pipeline
+from synth.io import Sink
+from synth.recipes import RunSettings, pipeline
 from synth.recipes.decontaminate import benchmarks
 from synth.recipes.verify import load_prompt
 from synth.stages import Filter, Judge, Rule, dedup_minhash, load_rubric
@@ -61,7 +61,8 @@ llm = Metered(load_backend(args.model))
 people = read_personas(args.personas, batch_size=32)
 solving = Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)
 with contextlib.ExitStack() as stack:
-    rejects = stack.enter_context(Sink(open_output(args.rejects, overwrite=args.overwrite))) if args.rejects else None
+    run = RunSettings(overwrite=args.overwrite)
+    rejects = stack.enter_context(Sink(run.open(args.rejects))) if args.rejects else None
     pipeline(
         take(args.n)(people) if args.n else people,
         PersonaGenerate(llm, "math", Sampling(max_tokens=args.max_tokens, temperature=0.7, seed=args.seed)),
@@ -73,5 +74,5 @@ with contextlib.ExitStack() as stack:
         dedup_minhash("instruction", threshold=0.7),
         out=args.out,
         settings={"model": llm.model, "personas": args.personas, "task": "math", "samples": args.samples},
-        overwrite=args.overwrite,
+        run=run,
     )

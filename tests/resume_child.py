@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import synth.io
-import synth.recipes._runner as runner
 from synth.backends import Completion, Sampling
+from synth.recipes import RunSettings
 from synth.templates import builtin
 
 
@@ -89,11 +89,11 @@ class Marked:
         return getattr(self.inner, name)
 
 
-def _small_shards(module, rows: int = 4) -> None:
+def _small_shards(resume: bool, rows: int = 4) -> RunSettings:
     """Main shards of `rows` rows and side outputs that also flush on their own every 3 rows."""
-    module._run = functools.partial(runner._run, shard_rows=rows)
     synth.io.Sink.__init__.__defaults__ = (None, 3)
     synth.io.tee.__kwdefaults__["shard_rows"] = 3
+    return RunSettings(resume=resume, shard_rows=rows)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -111,41 +111,40 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
             n=n,
             out=out,
             batch_size=4,
-            shard_rows=4,
             instruction=seeded,
             response=seeded,
-            resume=resume,
+            run=RunSettings(resume=resume, shard_rows=4),
         )
     elif recipe == "synthesize":
         import synth.recipes.corpus as corpus
 
-        _small_shards(corpus)
+        small = _small_shards(resume)
         docs = [{"text": f"Document number {i} tells of a river town and its old mill."} for i in range(n)]
         source = _write_jsonl(out.parent / "corpus.jsonl", docs)
         corpus.synthesize(
-            Deterministic(), source, out=out, pretrain_out=side, pairs=2, batch_size=2, params=seeded, resume=resume
+            Deterministic(), source, out=out, pretrain_out=side, pairs=2, batch_size=2, params=seeded, run=small
         )
     elif recipe == "personas":
         import synth.recipes.personas as personas
 
-        _small_shards(personas)
+        small = _small_shards(resume)
         people = [{"id": f"p{i:02d}", "persona": f"The keeper of lighthouse number {i}."} for i in range(n + 2)]
         source = _write_jsonl(out.parent / "personas.jsonl", people)
         personas.personas_generate(
-            Deterministic(), source, out=out, n=n, batch_size=3, params=seeded, responses=seeded, resume=resume
+            Deterministic(), source, out=out, n=n, batch_size=3, params=seeded, responses=seeded, run=small
         )
     elif recipe == "personas-dedup":
         import synth.recipes.personas as personas
 
-        _small_shards(personas)
+        small = _small_shards(resume)
         source = _write_jsonl(out.parent / "docs.jsonl", [{"text": f"Notes number {i} on a topic."} for i in range(n)])
         personas.personas_from_text(
-            Deterministic(), source, out=out, dedup="minhash", batch_size=3, params=seeded, resume=resume
+            Deterministic(), source, out=out, dedup="minhash", batch_size=3, params=seeded, run=small
         )
     elif recipe == "filter":
         import synth.recipes.quality as quality
 
-        _small_shards(quality)
+        small = _small_shards(resume)
         rows = [
             {
                 "id": f"r{i:03d}",
@@ -163,26 +162,26 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
                 yield batch
 
         quality.read = slow_read
-        quality.filter_rows(source, out=out, rejects=side, batch_size=3, resume=resume)
+        quality.filter_rows(source, out=out, rejects=side, batch_size=3, run=small)
     elif recipe == "respond":
         import synth.recipes.chat as chat
 
-        _small_shards(chat)
+        small = _small_shards(resume)
         source = _write_jsonl(
             out.parent / "questions.jsonl", [{"instruction": f"Question number {i}?"} for i in range(n)]
         )
-        chat.respond(Deterministic(), source, out=out, batch_size=3, params=seeded, resume=resume)
+        chat.respond(Deterministic(), source, out=out, batch_size=3, params=seeded, run=small)
     elif recipe == "judge":
         import synth.recipes.quality as quality
 
-        _small_shards(quality)
+        small = _small_shards(resume)
         rows = [{"instruction": f"Explain thing number {i}.", "response": f"Thing {i}."} for i in range(n)]
         source = _write_jsonl(out.parent / "answers.jsonl", rows)
-        quality.judge([Deterministic()], source, out=out, batch_size=3, params=seeded, resume=resume)
+        quality.judge([Deterministic()], source, out=out, batch_size=3, params=seeded, run=small)
     elif recipe == "dedup":
         import synth.recipes.quality as quality
 
-        _small_shards(quality)
+        small = _small_shards(resume)
         quality.write = functools.partial(synth.io.write, shard_rows=4)
         # 8 of 48 words per topic; every third row repeats the row before it, and MinHash drops it
         words = [f"w{j}" for j in range(48)]
@@ -196,13 +195,13 @@ def run(recipe: str, out: Path, n: int, resume: bool) -> None:
                 yield batch
 
         quality.read = slow_read
-        quality.dedup(source, out=out, rejects=side, method="minhash", batch_size=3, resume=resume)
+        quality.dedup(source, out=out, rejects=side, method="minhash", batch_size=3, run=small)
     elif recipe == "embedded":
         import synth.recipes.personas as personas
 
-        _small_shards(personas, rows=2)
+        small = _small_shards(resume, rows=2)
         params = Sampling(max_tokens=8, temperature=0.7, seed=0)
-        personas.personas_generate(Marked(), "starter", out=out, n=n, batch_size=2, params=params, resume=resume)
+        personas.personas_generate(Marked(), "starter", out=out, n=n, batch_size=2, params=params, run=small)
     else:
         raise SystemExit(f"unknown recipe {recipe}")
 

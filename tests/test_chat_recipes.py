@@ -41,9 +41,8 @@ def test_more_turns_without_responses_is_refused_before_the_output_is_claimed(tm
 def test_a_response_model_under_ray_needs_its_own_factory(tmp_path) -> None:
     llm = ScriptedBackend([])
     with pytest.raises(SynthError, match="make_response_backend"):
-        recipes.magpie(
-            llm, n=1, out=tmp_path / "o", response_backend=llm, executor=RayExecutor(), make_backend=lambda: llm
-        )
+        ray = recipes.RunSettings(executor=RayExecutor())
+        recipes.magpie(llm, n=1, out=tmp_path / "o", response_backend=llm, make_backend=lambda: llm, run=ray)
     assert not (tmp_path / "o").exists()
 
 

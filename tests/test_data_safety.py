@@ -53,7 +53,11 @@ def test_judge_and_prefs_stop_past_max_error_rate(tmp_path) -> None:
     with pytest.raises(SynthError, match=r"10 of 60 requests failed.*over the allowed 5\.0%.*server answered 503"):
         recipes.judge([ScriptedBackend(list(replies))], src, out=tmp_path / "a", rubrics=["response"])
     result = recipes.judge(
-        [ScriptedBackend(list(replies))], src, out=tmp_path / "b", rubrics=["response"], max_error_rate=0.5
+        [ScriptedBackend(list(replies))],
+        src,
+        out=tmp_path / "b",
+        rubrics=["response"],
+        run=recipes.RunSettings(max_error_rate=0.5),
     )
     assert result["rows"] == 60
     with pytest.raises(SynthError, match=r"requests failed.*over the allowed"):

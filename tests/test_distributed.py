@@ -8,7 +8,7 @@ import pytest
 from synth.backends import Completion, Sampling
 from synth.core import StoppedShort
 from synth.distributed import RayExecutor
-from synth.recipes import magpie
+from synth.recipes import RunSettings, magpie
 from synth.templates import builtin
 
 ray = pytest.importorskip("ray")
@@ -48,8 +48,8 @@ def test_ray_executor_writes_the_same_rows_as_local(tmp_path, local_ray) -> None
     magpie(
         seeded_backend(),
         out=tmp_path / "ray",
-        executor=RayExecutor(actors=2, batch_size=8),
         make_backend=seeded_backend,
+        run=RunSettings(executor=RayExecutor(actors=2, batch_size=8)),
         **common,
     )
     local = pq.read_table(tmp_path / "local/data").to_pylist()
@@ -82,7 +82,7 @@ def test_a_stop_inside_a_ray_actor_stops_the_run_short_as_the_local_run_does(tmp
     from synth.io import read_provenance
 
     common = {"n": 4, "batch_size": 8, "instruction": Sampling(seed=5), "response": Sampling(seed=5)}
-    ray_run = {"executor": RayExecutor(actors=1, batch_size=8), "make_backend": gone_backend}
+    ray_run = {"run": RunSettings(executor=RayExecutor(actors=1, batch_size=8)), "make_backend": gone_backend}
     said, cards = {}, {}
     for where, extra in (("local", {}), ("ray", ray_run)):
         with pytest.raises(StoppedShort) as stop:

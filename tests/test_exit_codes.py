@@ -174,8 +174,8 @@ def test_a_pipeline_whose_source_runs_out_before_n_stops_short(tmp_path) -> None
 
     rows = [from_rows([{"id": f"r{i}", "instruction": f"Q{i}"} for i in range(3)])]
     with pytest.raises(StoppedShort, match=r"ran out .* before 5 rows were kept; 3 of 5 rows are in") as info:
-        recipes.pipeline(rows, out=tmp_path / "p", n=5, command="test")
+        recipes.pipeline(rows, out=tmp_path / "p", n=5, run=recipes.RunSettings(command="test"))
     assert info.value.result["rows"] == 3  # what the run did, for a caller in Python
     assert read_provenance(tmp_path / "p")["status"] == "incomplete"
-    done = recipes.pipeline(rows, out=tmp_path / "q", n=3, command="test")
+    done = recipes.pipeline(rows, out=tmp_path / "q", n=3, run=recipes.RunSettings(command="test"))
     assert done["rows"] == 3 and read_provenance(tmp_path / "q")["status"] == "complete"

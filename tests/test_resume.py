@@ -175,7 +175,7 @@ def test_ctrl_c_inside_a_stage_keeps_that_batch_for_the_resume(tmp_path) -> None
     import pyarrow.parquet as pq
 
     from synth.core import from_rows
-    from synth.recipes import pipeline
+    from synth.recipes import RunSettings, pipeline
     from synth.recipes._runner import Interrupted
 
     source = [from_rows([{"id": f"r{i}", "text": str(i)} for i in range(k, k + 5)]) for k in (0, 5, 10)]
@@ -192,7 +192,7 @@ def test_ctrl_c_inside_a_stage_keeps_that_batch_for_the_resume(tmp_path) -> None
     with pytest.raises(Interrupted):
         pipeline(iter(source), flaky, out=out, settings={"x": 1})
     assert sorted(pq.read_table(out / "data").column("id").to_pylist()) == [f"r{i}" for i in range(10)]
-    pipeline(iter(source), flaky, out=out, settings={"x": 1}, resume=True)
+    pipeline(iter(source), flaky, out=out, settings={"x": 1}, run=RunSettings(resume=True))
     ids = pq.read_table(out / "data").column("id").to_pylist()
     assert sorted(ids, key=lambda i: int(i[1:])) == [f"r{i}" for i in range(15)]
 

@@ -227,7 +227,8 @@ def short_run(tmp_path: Path) -> Path:
     """A magpie run that kept 3 of the 4 rows asked for before --max-attempts 32 ran out."""
     out = tmp_path / "short"
     with pytest.raises(StoppedShort):
-        recipes.magpie(_CutAfter(3), n=4, out=out, max_attempts=32, command="synth magpie --n 4 --max-attempts 32")
+        run = recipes.RunSettings(command="synth magpie --n 4 --max-attempts 32")
+        recipes.magpie(_CutAfter(3), n=4, out=out, max_attempts=32, run=run)
     return out
 
 

@@ -21,6 +21,7 @@ from synth.backends import Backend, Sampling, load_backend
 from synth.backends.defaults import from_family
 from synth.core import SynthError
 from synth.distributed import RayExecutor
+from synth.recipes import RunSettings
 
 app = typer.Typer(
     help="Synthetic training data for language models.",
@@ -236,6 +237,17 @@ class Saving:
         """`preflight` with these options; --strict holds for every read of the input from here on."""
         io.strict_reading(self.strict)
         preflight(out, self.overwrite, self.resume, self.push_to_hub, source, columns, inputs, sides, self.private)
+
+    def run(self, max_error_rate: float | None = None, executor: RayExecutor | None = None) -> RunSettings:
+        """The recipe's `run=`: these options, the command line for the card, and the command's own
+        --max-error-rate (None where it has none: then only a run whose every request failed stops)."""
+        return RunSettings(
+            overwrite=self.overwrite,
+            resume=self.resume,
+            max_error_rate=max_error_rate,
+            command=command_line(),
+            executor=executor,
+        )
 
     def push(self, out: Path) -> None:
         """Upload `out` where --push-to-hub says, if it says."""

@@ -28,7 +28,6 @@ from synth.cli._shared import (
     SourceArg,
     TemplateOpt,
     app,
-    command_line,
     make_executor,
     push_out,
     shared_options,
@@ -183,13 +182,9 @@ def magpie(
         topics=topics,
         max_attempts=max_attempts or None,
         keep_truncated=keep_truncated,
-        executor=make_executor(executor, ray_address, actors, llm),
         make_backend=server.loader(model, template),
         make_response_backend=server.loader(response_model) if response_model else None,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate, make_executor(executor, ray_address, actors, llm)),
     )
     save.push(out)
 
@@ -232,10 +227,7 @@ def respond(
         params=repetition.apply(params),
         defaults=recorded((family, "response")),
         n_responses=n_responses,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
 

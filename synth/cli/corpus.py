@@ -20,7 +20,6 @@ from synth.cli._shared import (
     Server,
     TemplateOpt,
     app,
-    command_line,
     shared_options,
 )
 
@@ -102,10 +101,7 @@ def synthesize(
         context_tokens=context_tokens or None,
         chunk_tokens=chunk_tokens or None,
         overlap_tokens=overlap_tokens,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -141,9 +137,6 @@ def think(
         prompt_file=prompt_file,
         keep_truncated=keep_truncated,
         context_tokens=context_tokens or None,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)

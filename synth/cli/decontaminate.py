@@ -23,7 +23,6 @@ from synth.cli._shared import (
     TemplateOpt,
     VerboseOpt,
     app,
-    command_line,
     shared_options,
 )
 from synth.core import SynthError
@@ -130,10 +129,7 @@ def decontaminate(
         methods=chosen,
         judge=judge,
         batch_size=batch_size,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
         ngram=ngram,
         ngram_threshold=ngram_threshold,
         edit_ngram=edit_ngram,

@@ -83,6 +83,7 @@ def topics(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a two-level topic taxonomy with the model (macro topics, then subtopics), for --spread topics."""
+    from synth.recipes import RunSettings
     from synth.recipes.diversity import topics as write_topics
 
     preflight(out, overwrite, False, None)
@@ -92,6 +93,5 @@ def topics(
         out=out,
         per_topic=per_topic,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        overwrite=overwrite,
-        command=command_line(),
+        run=RunSettings(overwrite=overwrite, max_error_rate=None, command=command_line()),
     )

@@ -23,7 +23,6 @@ from synth.cli._shared import (
     TemperatureOpt,
     TemplateOpt,
     app,
-    command_line,
     shared_options,
 )
 from synth.stages import persona
@@ -62,10 +61,7 @@ def personas_from_text(
         column=column,
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -99,10 +95,7 @@ def personas_expand(
         persona_column=persona_column,
         dedup=dedup,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -154,9 +147,6 @@ def personas_generate(
         else None,
         novelty=recipes.diversity.DIVERSE["novelty"] if diverse else None,
         spread=diverse,
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(max_error_rate),
     )
     save.push(out)

@@ -25,7 +25,6 @@ from synth.cli._shared import (
     SourceArg,
     TemplateOpt,
     app,
-    command_line,
     shared_options,
 )
 from synth.core import SynthError
@@ -84,12 +83,9 @@ def judge(
         rubrics=rubrics,
         inputs=inputs,
         params=Sampling(max_tokens=max_tokens, temperature=temperature),
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
         pairwise=pairwise,
         swap=swap,
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -121,9 +117,7 @@ def filter_(
         instruction=column,
         response=response_column,
         batch_size=batch_size,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(),
     )
     save.push(out)
 
@@ -176,12 +170,9 @@ def prefs(
         column=column,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         judge_params=Sampling(max_tokens=judge_max_tokens, temperature=0.0),
-        max_error_rate=max_error_rate,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
         pairwise=pairwise,
         swap=swap,
+        run=save.run(max_error_rate),
     )
     save.push(out)
 
@@ -237,10 +228,8 @@ def dedup(
         column=column,
         threshold=threshold,
         rejects=rejects,
-        overwrite=save.overwrite,
-        resume=save.resume,
         batch_size=batch_size,
-        command=command_line(),
+        run=save.run(),
         ngram=ngram,
         num_perm=num_perm,
         ignore_punctuation=ignore_punctuation,

@@ -20,7 +20,6 @@ from synth.cli._shared import (
     SourceArg,
     TemplateOpt,
     app,
-    command_line,
     shared_options,
 )
 from synth.core import SynthError
@@ -85,9 +84,7 @@ def code(
         rejects=rejects,
         require_tests=require_tests,
         batch_size=batch_size,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(),
     )
     save.push(out)
 
@@ -138,8 +135,6 @@ def math(
         prompt=prompt,
         params=Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed),
         rejects=rejects,
-        overwrite=save.overwrite,
-        resume=save.resume,
-        command=command_line(),
+        run=save.run(),
     )
     save.push(out)

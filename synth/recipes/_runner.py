@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +19,9 @@ from synth.card import counts_by_stage, public_text, stage_names, stage_record
 from synth.core import Batch, Stage, StoppedShort, SynthError, pipe
 from synth.io import Output, Sink, open_output, write
 from synth.io._writing import stopped
+
+if TYPE_CHECKING:  # Ray is imported only where a run uses it
+    from synth.distributed import RayExecutor
 
 
 class Interrupted(SynthError):
@@ -48,6 +51,40 @@ class Asked:
     rows: int
     why: str = "the input ran out"
     fix: str = "give the run more input, or ask for fewer rows"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How a run goes, apart from what it makes, passed to every recipe as one `run=`: whether it
+    replaces (`overwrite`) or continues (`resume`) what its output holds, the share of failed model
+    requests past which it stops short (`max_error_rate`; None: only a run whose every request
+    failed stops), the `command` its card records, where its LLM stages run (`executor`: None here,
+    a `RayExecutor` in Ray actors, for the recipes that say so) and the rows per shard (`shard_rows`).
+    The CLI builds one per command from its shared options (`Saving.run`)."""
+
+    overwrite: bool = False
+    resume: bool = False
+    max_error_rate: float | None = 0.05
+    command: str = ""
+    executor: RayExecutor | None = None
+    shard_rows: int = 10_000
+
+    def meter(self, backend: Backend) -> Metered:
+        """`backend`, counting its requests, failures and tokens and stopping past `max_error_rate`."""
+        return Metered(backend, max_error_rate=self.max_error_rate)
+
+    def open(
+        self, out: str | Path, settings: dict[str, Any] | None = None, inputs: Iterable[str | Path | None] = ()
+    ) -> Output:
+        """Claim the output `out` (new, replaced or continued) for a run recording `settings`."""
+        return open_output(out, settings, overwrite=self.overwrite, resume=self.resume, inputs=inputs)
+
+    def sink(
+        self, out: str | Path, settings: dict[str, Any], rows: str, inputs: Iterable[str | Path | None] = ()
+    ) -> Sink:
+        """A side output (a filter's rejects) at `out`, its card saying what its `rows` are."""
+        card = {"command": self.command, **settings, "rows": rows}
+        return Sink(self.open(out, settings, inputs), card)
 
 
 def _drop_failed(column: str) -> Stage:
@@ -93,25 +130,25 @@ def pipeline(
     out: str | Path,
     settings: dict[str, Any] | None = None,
     n: int | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
     inputs: Iterable[str | Path | None] = (),
 ) -> dict[str, Any]:
     """Run any chain of stages into a dataset directory, with the card, progress and resume
     that the built-in commands get. `settings` (models, prompts, sampling) go into the card and
-    must match on `--resume`; each stage's name, settings and counters are recorded too. `inputs`: the
-    paths `source` reads, which the output may not overlap.
+    must match on `--resume`; each stage's name, settings and counters are recorded too. `run`:
+    overwrite or resume, the command for the card (default: this script's command line). `inputs`:
+    the paths `source` reads, which the output may not overlap.
     """
     settings = {"stages": [stage_record(s) for s in stages], **(settings or {})}
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=inputs)
+    output = run.open(out, settings, inputs)
     rows = _resumable(source, output)
     meters = tuple(m for s in stages for m in getattr(s, "__dict__", {}).values() if isinstance(m, Metered))
     tail = [up_to(n - output.rows)] if n else []
     why = f"the source ran out (its input, or a cap on attempts) before {n} rows were kept"
     more = "run it again with --resume and more input or attempts, or ask for fewer rows"
     asked = Asked(n, why, more) if n else None
-    return _run(rows, [*stages, *tail], output, settings, command or _argv(), n, meters, asked=asked)
+    run = dataclasses.replace(run, command=run.command or _argv())
+    return _run(rows, [*stages, *tail], output, settings, run, n, meters, asked=asked)
 
 
 def read_window(batch_size: int, *backends: Backend | None) -> int:
@@ -132,11 +169,10 @@ def _run(
     stages: list[Stage],
     output: Output,
     settings: dict[str, Any],
-    command: str,
-    total: int | None,
-    meters: tuple[Metered, ...],
+    run: RunSettings,
+    total: int | None = None,
+    meters: tuple[Metered, ...] = (),
     progress_stats: Counter[str] | None = None,
-    shard_rows: int = 10_000,
     notes: Callable[[dict[str, int]], dict[str, Any]] | None = None,
     asked: Asked | None = None,
 ) -> dict[str, Any]:
@@ -172,7 +208,7 @@ def _run(
 
     def card() -> dict[str, Any]:
         return {
-            "command": command,
+            "command": run.command,
             **settings,
             "stages": [stage_record(s) for s in stages],
             "counts": by_stage(),
@@ -205,7 +241,7 @@ def _run(
     started = time.monotonic()
     try:
         stream = delivered(pipe(source, *stages, bar))
-        write(stream, output, card=card, shard_rows=shard_rows, checkpoint=checkpoint)
+        write(stream, output, card=card, shard_rows=run.shard_rows, checkpoint=checkpoint)
         short = _shortfall(output, meters, asked)
     except KeyboardInterrupt:
         raise Interrupted(

@@ -12,14 +12,15 @@ from typing import Any
 import pyarrow as pa
 
 from synth import report
-from synth.backends import Backend, Completion, Metered, Sampling, template_of
+from synth.backends import Backend, Completion, Sampling, template_of
 from synth.core import Batch, Stage, SynthError, counter_source, pipe, take
 from synth.distributed import RayExecutor
-from synth.io import Output, open_output, read
+from synth.io import Output, read
 from synth.recipes._giveup import GiveUp
 from synth.recipes._runner import (
     Asked,
     Cursor,
+    RunSettings,
     _constants,
     _describe,
     _drop_failed,
@@ -73,36 +74,32 @@ def magpie(
     batch_size: int = 128,
     max_attempts: int | None = None,
     keep_truncated: bool = False,
-    shard_rows: int = 10_000,
-    executor: RayExecutor | None = None,
     make_backend: Callable[[], Backend] | None = None,
     make_response_backend: Callable[[], Backend] | None = None,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
     defaults: dict[str, Any] | None = None,
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Sample `n` kept Magpie conversations (instructions only if `response` is None) into `out`.
 
     Each backend call gets `read_window(batch_size, ...)` prompts. `max_attempts` caps the
     instructions tried (resumed runs included); without it, a run whose yield stays near zero
     stops and names the fix (see `_giveup`). Answers cut off by max tokens are dropped and
-    counted (`dropped_response_truncated`) unless `keep_truncated`. With a Ray `executor` the LLM stages run in Ray
-    actors, each opening its backends with `make_backend()` and `make_response_backend()`.
-    Requests that fail after their retries drop their rows; past `max_error_rate` the run stops.
+    counted (`dropped_response_truncated`) unless `keep_truncated`. With a Ray `run.executor` the LLM stages run
+    in Ray actors, each opening its backends with `make_backend()` and `make_response_backend()`.
+    Requests that fail after their retries drop their rows; past `run.max_error_rate` the run stops.
     `personas` (a persona set) puts one persona per row into the system prompt. `novelty` drops an
     instruction closer than that cosine distance to a kept one before it is answered; `spread`
     (topics, personas, tasks; `topics` a `synth topics` output) conditions each attempt on an item
     drawn toward the clusters kept rows leave empty (`synth.stages.diversity`). `defaults`: where
     the sampling settings came from (a model family's file, `synth.backends.defaults.recorded`), for the card.
     """
+    executor = run.executor
     check_magpie(response, turns, response_backend, executor, make_backend, make_response_backend)
     if executor is not None and novelty is not None:
         raise SynthError("--novelty checks each instruction before Ray actors answer it: use --executor local")
     template = template_of(backend)  # raw prompts need one: asked for before the output is claimed
-    llm = Metered(backend, max_error_rate=max_error_rate)
-    answerer = Metered(response_backend, max_error_rate=max_error_rate) if response_backend else llm
+    llm = run.meter(backend)
+    answerer = run.meter(response_backend) if response_backend else llm
     instruction, response = _base_model_stops(backend, response_backend or backend, instruction, response, turns)
     steer = {"system_prompt": steering(task, system_prompt, language), "task": task, "language": language}
     settings = _magpie_settings(backend, response_backend, steer, instruction, response, turns, personas)
@@ -111,7 +108,7 @@ def magpie(
         settings["sampling_defaults"] = defaults
     if novelty is not None or spread is not None:  # absent otherwise: earlier runs still resume
         settings.update(novelty=novelty, spread=spread, topics=None if topics is None else str(topics))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = run.open(out, settings)
     spreading, gate, feedback = steered(
         output, novelty=novelty, spread=spread, topics=topics, personas=personas, seed=instruction.seed or 0
     )
@@ -148,7 +145,7 @@ def magpie(
     asked = Asked(
         n, f"--max-attempts {max_attempts} reached", "run the same command with --resume and a higher --max-attempts"
     )
-    return _run(source, stages, output, settings, command, n, (llm, answerer), progress, shard_rows, asked=asked)
+    return _run(source, stages, output, settings, run, n, (llm, answerer), progress, asked=asked)
 
 
 def _ramped(window: int, start: int) -> Iterator[Batch]:
@@ -326,11 +323,8 @@ def respond(
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
     n_responses: int = 1,
     batch_size: int = 64,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
     defaults: dict[str, Any] | None = None,
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Answer the last user turn of every row of `source`, keeping all its columns.
 
@@ -338,7 +332,7 @@ def respond(
     finish reason `error` and the reason in `response_error`. `defaults`: as in `magpie`, for the card.
     """
     check_respond_input(source, column, messages_column)
-    llm = Metered(backend, max_error_rate=max_error_rate)
+    llm = run.meter(backend)
     settings = {
         **_describe(backend),
         "input": str(source),
@@ -348,7 +342,7 @@ def respond(
         "n_responses": n_responses,
         **({"sampling_defaults": defaults} if defaults else {}),
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend)), output)
     stages: list[Stage] = [
         _require(messages_column or column),
@@ -357,7 +351,7 @@ def respond(
         Respond(llm, params, column, messages_column, errors=True, on_answer=lambda _: report.row_finished()),
         _constants({"model": settings["model"]}),
     ]
-    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+    return _run(rows, stages, output, settings, run, meters=(llm,))
 
 
 def check_respond_input(source: str | Path, column: str = "instruction", messages_column: str | None = None) -> None:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.backends import Backend, Metered, Sampling
+from synth.backends import Backend, Sampling
 from synth.core import Batch, Stage, SynthError
-from synth.io import open_output, read, tee
-from synth.recipes._runner import _constants, _describe, _plain, _require, _resumable, _run, read_window
+from synth.io import read, tee
+from synth.recipes._runner import RunSettings, _constants, _describe, _plain, _require, _resumable, _run, read_window
 from synth.resources import choices, data_file, read_choice
 from synth.stages.chunk import Chunk
 from synth.stages.synthesize import GroundedCheck, InstructionPretrain, PromptPairs, SftRows, fill, pretrain_rows
@@ -37,10 +37,7 @@ def synthesize(
     chunk_tokens: int | None = None,
     overlap_tokens: int = 0,
     batch_size: int = 16,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Instruction-response pairs grounded in each chunk of a raw corpus, as SFT rows in `out`;
     with `pretrain_out`, also the instruction-augmented text, one row per chain of chunks.
@@ -53,7 +50,7 @@ def synthesize(
         raise SynthError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
     if check not in (None, "grounded"):
         raise SynthError(f"unknown check {check!r}; the one check is 'grounded'")
-    llm, count = Metered(backend, max_error_rate=max_error_rate), token_counter(backend)
+    llm, count = run.meter(backend), token_counter(backend)
     ctx = context_size(backend, context_tokens)
     settings = {
         **_describe(backend),
@@ -65,18 +62,18 @@ def synthesize(
     settings.update(chunk_tokens=size, overlap_tokens=overlap_tokens)
     reading = ReadCounts()
     stages: list[Stage] = [reading, _require(column), Chunk(count, size, column, overlap_tokens), gen]
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     if check:
         stages.append(GroundedCheck(llm, data_file("pipelines/synthesize/checks/grounded.txt").read_text()))
     if pretrain_out:
         layouts = json.loads(data_file("pipelines/synthesize/layouts.json").read_text())
-        side = open_output(pretrain_out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
-        card = {"command": command, **settings}
+        side = run.open(pretrain_out, settings, inputs=(source,))
+        card = {"command": run.command, **settings}
         stages.append(tee(side, lambda b: pretrain_rows(b, layouts, params.seed or 0), card=card))
     stages += [SftRows(), _constants({"mode": mode, "model": settings["model"]})]
     window = read_window(batch_size, backend) * (rounds if mode == "instruction-pretrain" else 1)
     rows = read(source, window, stats=reading.stats)
-    return _run(_resumable(rows, output), stages, output, settings, command, None, meters=(llm,))
+    return _run(_resumable(rows, output), stages, output, settings, run, meters=(llm,))
 
 
 def _synthesizer(
@@ -110,15 +107,12 @@ def think(
     prompt_file: str | Path | None = None,
     context_tokens: int | None = None,
     batch_size: int = 16,
-    max_error_rate: float | None = 0.05,
     keep_truncated: bool = False,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Each chunk of a raw corpus followed by a generated expert thinking trajectory (TPT); a
     thinking cut off by max tokens is dropped and counted (`dropped_truncated`) unless `keep_truncated`."""
-    llm, count = Metered(backend, max_error_rate=max_error_rate), token_counter(backend)
+    llm, count = run.meter(backend), token_counter(backend)
     ctx = context_size(backend, context_tokens)
     prompt = _prompt_text(prompt_file, "pipelines/think.txt")
     settings = {
@@ -133,9 +127,9 @@ def think(
     reading = ReadCounts()
     stages: list[Stage] = [reading, _require(column), Chunk(count, _chunk_budget(ctx, params, overhead), column), gen]
     stages.append(_constants({"model": settings["model"]}))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     rows = _resumable(read(source, read_window(batch_size, backend), stats=reading.stats), output)
-    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+    return _run(rows, stages, output, settings, run, meters=(llm,))
 
 
 MODES = ("prompt", "instruction-pretrain")

@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from synth.backends import Backend, Metered
+from synth.backends import Backend
 from synth.benchmarks import Benchmark, Fields, load_benchmark
 from synth.core import SynthError
-from synth.io import Sink, open_output
-from synth.recipes._runner import _describe, _resumable, _run
+from synth.recipes._runner import RunSettings, _describe, _resumable, _run
 from synth.stages.decontaminate import Decontaminate, embedder_key
 
 
@@ -35,16 +34,13 @@ def decontaminate(
     fields: Fields = Fields(),
     split: str | None = None,
     batch_size: int = 8192,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
     **options: Any,
 ) -> dict[str, Any]:
     """Keep the rows of `source` that hold no item of the `against` benchmarks; dropped rows go to
     `rejects` (if given) with `contaminated_by`. `options` go to the stage: `ngram`, `ngram_threshold`,
     `edit_ngram`, `edit_threshold`, `embedding_threshold`, `model`, `judge_floor`, `rubric`, `judge_params`.
-    The judge is metered like every model call: past `max_error_rate` failed requests, or with none
+    The judge is metered like every model call: past `run.max_error_rate` failed requests, or with none
     answered, the run stops short (exit 3) and the card counts the failures.
 
     The stage judges each row on its own, so a resumed run skips the rows the output already covers.
@@ -56,13 +52,13 @@ def decontaminate(
     if "llm" not in methods and judge is not None:
         methods = (*methods, "llm")
     given = {k: v for k, v in options.items() if v is not None}
-    meter = Metered(judge, max_error_rate=max_error_rate) if judge is not None else None
+    meter = run.meter(judge) if judge is not None else None
     stage = Decontaminate(
         benchmarks(against, fields, split),
         tuple(columns),
         tuple(methods),
         judge=meter,
-        max_error_rate=max_error_rate,
+        max_error_rate=run.max_error_rate,
         **given,
     )
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
@@ -79,14 +75,14 @@ def decontaminate(
     first, batches = _peek(source, batch_size)
     if first is not None:  # a wrong --column fails before any output directory is made
         stage._texts(first.slice(0, 1))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = run.open(out, settings)
     with contextlib.ExitStack() as stack:
         if rejects:
-            card = {"command": command, **settings, "rows": "dropped by synth decontaminate; see `contaminated_by`"}
-            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+            rows = "dropped by synth decontaminate; see `contaminated_by`"
+            side = stack.enter_context(run.sink(rejects, settings, rows))
             stage = dataclasses.replace(stage, rejects=side)
         meters = (meter,) if meter is not None else ()
-        return _run(_resumable(batches, output), [stage], output, settings, command, None, meters=meters)
+        return _run(_resumable(batches, output), [stage], output, settings, run, meters=meters)
 
 
 def thresholds(stage: Decontaminate) -> dict[str, Any]:

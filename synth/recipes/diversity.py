@@ -13,10 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth.backends import Backend, Metered, Sampling
+from synth.backends import Backend, Sampling
 from synth.core import StoppedShort, SynthError, from_rows
-from synth.io import check_apart, check_input, open_output, read, write
-from synth.recipes._runner import _describe, _plain
+from synth.io import check_apart, check_input, read, write
+from synth.recipes._runner import RunSettings, _describe, _plain
 from synth.resources import choices, data_file, read_choice
 from synth.stages import diversity as div
 from synth.stages.dedup import SemanticDedup
@@ -181,16 +181,19 @@ def topics(
     params: Sampling = Sampling(max_tokens=256, temperature=0.9),
     distance: float = 0.1,
     max_calls: int | None = None,
-    overwrite: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(max_error_rate=None),
 ) -> dict[str, Any]:
     """A two-level taxonomy of `n` subtopics under about n / `per_topic` macro topics, written by
     the model as Nemotron-4's pipeline does (macro topics, then subtopics of each), deduplicated
     (normalised text, then embeddings closer than `distance`), into `out` as rows `topic`, `subtopic`.
-    Fewer than `n` within `max_calls` model calls (default 4 per macro topic): `StoppedShort`."""
+    Fewer than `n` within `max_calls` model calls (default 4 per macro topic): `StoppedShort`. A
+    failed call counts as one that listed nothing (`run.max_error_rate` is None by default); a
+    taxonomy is written whole, so it cannot `run.resume`."""
+    if run.resume:
+        raise SynthError("a taxonomy is written in one go and cannot resume; run it again with --overwrite")
     settings = {**_describe(backend), "n": n, "per_topic": per_topic, "sampling": _plain(params), "distance": distance}
-    output = open_output(out, settings, overwrite=overwrite)
-    llm = Metered(backend, max_error_rate=None)
+    output = run.open(out, settings)
+    llm = run.meter(backend)
     want = max(1, -(-n // per_topic))
     calls = {"left": max_calls or 4 * (want + 1) + 8}
     macro = _unique_items(llm, params, MACRO.format(k=want), want, calls, distance)
@@ -206,7 +209,7 @@ def topics(
     empty = pa.table(
         {"id": pa.array([], pa.string()), "topic": pa.array([], pa.string()), "subtopic": pa.array([], pa.string())}
     )
-    card = {"command": command, **settings, "macro_topics": macro, "generated_tokens": llm.completion_tokens}
+    card = {"command": run.command, **settings, "macro_topics": macro, "generated_tokens": llm.completion_tokens}
     write(iter([table if table is not None else empty]), output, card=lambda: card)
     print(f"synth: {len(rows)} subtopics under {len({r['topic'] for r in rows})} topics in {out}", file=sys.stderr)
     if len(rows) < n:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synth.backends import Backend, Metered, Sampling
+from synth.backends import Backend, Sampling
 from synth.core import Stage, take
-from synth.io import Output, open_output, read
-from synth.recipes._runner import Primed, _constants, _describe, _plain, _resumable, _run, _written
+from synth.io import Output, read
+from synth.recipes._runner import Primed, RunSettings, _constants, _describe, _plain, _resumable, _run, _written
 from synth.stages.diversity import NoveltyGate, spread_rows
 from synth.stages.magpie import Respond
 from synth.stages.persona import (
@@ -32,15 +32,12 @@ def personas_from_text(
     dedup: str | None = None,
     params: Sampling = Sampling(max_tokens=128, temperature=0.7),
     batch_size: int = 64,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Text-to-Persona: one persona per document of `source`, linked by `source_id`."""
     check_documents(source, column)
     deduped = dedup_personas(dedup)  # bad input fails before the output directory is made
-    llm = Metered(backend, max_error_rate=max_error_rate)
+    llm = run.meter(backend)
     settings = {
         **_describe(backend),
         "input": str(source),
@@ -48,14 +45,14 @@ def personas_from_text(
         "dedup": dedup,
         "sampling": _plain(params),
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     rows = _resumable(read(source, batch_size), output)
     stages: list[Stage] = [
         TextToPersona(llm, params, column, str(source)),
         *_resumed_dedup(deduped, output),
         _constants({"model": settings["model"]}),
     ]
-    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+    return _run(rows, stages, output, settings, run, meters=(llm,))
 
 
 def personas_expand(
@@ -68,15 +65,12 @@ def personas_expand(
     dedup: str | None = None,
     params: Sampling = Sampling(max_tokens=160, temperature=0.9),
     batch_size: int = 64,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Persona-to-Persona: `hops` rounds of related personas, each linked by `parent_id`."""
     people = read_personas(personas, persona_column, batch_size)  # a bad set fails before any output
     deduped = dedup_personas(dedup)
-    llm = Metered(backend, max_error_rate=max_error_rate)
+    llm = run.meter(backend)
     settings = {
         **_describe(backend),
         "personas": str(personas),
@@ -84,14 +78,14 @@ def personas_expand(
         "dedup": dedup,
         "sampling": _plain(params),
     }
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(personas,))
+    output = run.open(out, settings, inputs=(personas,))
     rows = _resumable(people, output)
     stages: list[Stage] = [
         ExpandPersonas(llm, params, hops),
         *_resumed_dedup(deduped, output),
         _constants({"model": settings["model"]}),
     ]
-    return _run(rows, stages, output, settings, command, None, meters=(llm,))
+    return _run(rows, stages, output, settings, run, meters=(llm,))
 
 
 def _resumed_dedup(stages: list[Stage], output: Output) -> list[Stage]:
@@ -115,10 +109,7 @@ def personas_generate(
     novelty: float | None = None,
     spread: bool = False,
     batch_size: int = 64,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """One prompt, problem or text per persona (the first `n`) for `task`; `responses` answers
     the rows that parsed. `spread`: the `n` personas are taken in turn from the clusters of the
@@ -126,7 +117,7 @@ def personas_generate(
     kept one is dropped before it is answered (`dropped_similar`). `--diverse` turns on both."""
     template = load_template(task)
     people = read_personas(personas, persona_column, batch_size)
-    llm = Metered(backend, max_error_rate=max_error_rate)
+    llm = run.meter(backend)
     settings = {
         **_describe(backend),
         "personas": str(personas),
@@ -136,7 +127,7 @@ def personas_generate(
     }
     if novelty is not None or spread:  # absent otherwise: earlier runs still resume
         settings.update(novelty=novelty, spread=spread)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(personas,))
+    output = run.open(out, settings, inputs=(personas,))
     if spread and n:
         people = spread_rows(people, "persona", n, seed=params.seed or 0, size=batch_size)
     rows = _resumable(take(n)(people) if n else people, output)
@@ -147,4 +138,4 @@ def personas_generate(
     if responses:
         stages.append(AnswerParsed(Respond(llm, responses, column=template.column)))
     stages.append(_constants({"model": settings["model"]}))
-    return _run(rows, stages, output, settings, command, n, meters=(llm,))
+    return _run(rows, stages, output, settings, run, n, meters=(llm,))

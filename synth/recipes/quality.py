@@ -14,11 +14,12 @@ from typing import Any
 import pyarrow as pa
 
 from synth import report
-from synth.backends import Backend, Metered, Sampling
+from synth.backends import Backend, Sampling
 from synth.card import stage_record
 from synth.core import Batch, Stage, SynthError, pipe
-from synth.io import Sink, open_output, read, read_provenance, write
+from synth.io import Sink, read, read_provenance, write
 from synth.recipes._runner import (
+    RunSettings,
     _constants,
     _describe,
     _plain,
@@ -44,10 +45,8 @@ def dedup(
     column: str = "instruction",
     threshold: float | None = None,
     rejects: str | Path | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
     batch_size: int = 8192,
-    command: str = "",
+    run: RunSettings = RunSettings(),
     **options: Any,
 ) -> dict[str, Any]:
     """Copy `source` to `out` without duplicates by `column`; dropped rows go to `rejects` if given.
@@ -78,11 +77,11 @@ def dedup(
     if first is None:  # nothing to read: still write the columns, so the output is an empty dataset
         first = pa.table({"id": pa.array([], pa.string()), column: pa.array([], pa.string())})
     batches = itertools.chain([first], batches)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     sink = None
     if rejects:
-        side = open_output(rejects, settings, overwrite=overwrite, resume=resume, inputs=(source,))
-        sink = Sink(side, {"command": command})
+        side = run.open(rejects, settings, inputs=(source,))
+        sink = Sink(side, {"command": run.command})
         written = [side.rows]  # rejected rows the stopped run already wrote
 
         def set_aside(batch: pa.Table) -> None:
@@ -95,7 +94,8 @@ def dedup(
 
     def card() -> dict[str, Any]:
         dropped = {method: stage.stats["dropped"]}  # rows each method dropped: one method a run here
-        return {"command": command, **settings, "counts": dict(stage.stats), "dropped": dropped, "notes": stage.notes}
+        counts = dict(stage.stats)
+        return {"command": run.command, **settings, "counts": counts, "dropped": dropped, "notes": stage.notes}
 
     started = time.monotonic()
     try:
@@ -137,19 +137,16 @@ def judge(
     inputs: Mapping[str, str] | None = None,
     params: Sampling = Sampling(max_tokens=512, temperature=0.0),
     batch_size: int = 64,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
     pairwise: bool = False,
     swap: bool = False,
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Judge every row of `source` with each rubric; several backends make a jury. `pairwise`: one
     pairwise rubric compares `response_a` with `response_b`; `swap` asks again in the other order.
-    Past `max_error_rate` failed requests (or with every request failed) the run stops."""
+    Past `run.max_error_rate` failed requests (or with every request failed) the run stops."""
     if swap and not pairwise:
         raise SynthError("--swap judges a pair in both orders; it needs --pairwise")
-    jurors = tuple(Metered(b, max_error_rate=max_error_rate) for b in backends)
+    jurors = tuple(run.meter(b) for b in backends)
     loaded = [load_rubric(r) for r in rubrics]
     if pairwise and len(loaded) != 1:
         raise SynthError(f"--pairwise takes one pairwise rubric, not {len(loaded)}; pass --rubric pairwise")
@@ -174,7 +171,7 @@ def judge(
                 stage._prompts(first.slice(0, 0))
             else:
                 stage.check(first)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     stages: list[Stage] = [*judges, overall_status([r.name for r in loaded]), _constants({"judge_model": names})]
 
     def notes(counts: dict[str, int]) -> dict[str, Any]:
@@ -186,7 +183,7 @@ def judge(
             figures["jury_agreement"] = jury_figures(files, loaded)
         return figures
 
-    return _run(_resumable(batches, output), stages, output, settings, command, None, meters=jurors, notes=notes)
+    return _run(_resumable(batches, output), stages, output, settings, run, meters=jurors, notes=notes)
 
 
 def judge_columns(rubrics: Sequence[str | Path], inputs: Mapping[str, str]) -> tuple[str, ...]:
@@ -205,9 +202,7 @@ def filter_rows(
     instruction: str = "instruction",
     response: str = "response",
     batch_size: int = 1000,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Keep the rows of `source` that pass the heuristics and every `where` condition."""
     scales = {**shipped_scales(), **_input_scales(source)}
@@ -225,16 +220,14 @@ def filter_rows(
         _check_filter_input(first, source, instruction, response, heuristics != "none" and not where)
         for expr in where:
             where_rule(expr, scales).drops(first)
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     with contextlib.ExitStack() as stack:
         side = None
         if rejects:
-            card = {"command": command, **settings, "rows": "dropped by synth filter; `rejected_by` names the rule"}
-            side = stack.enter_context(
-                Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume, inputs=(source,)), card)
-            )
+            rows = "dropped by synth filter; `rejected_by` names the rule"
+            side = stack.enter_context(run.sink(rejects, settings, rows, inputs=(source,)))
         stages: list[Stage] = [Filter(tuple(rules), side)]
-        return _run(_resumable(batches, output), stages, output, settings, command, None, meters=())
+        return _run(_resumable(batches, output), stages, output, settings, run)
 
 
 def _check_filter_input(first: Batch, source: str | Path, instruction: str, response: str, needed: bool) -> None:
@@ -264,12 +257,9 @@ def prefs(
     params: Sampling = Sampling(max_tokens=1024, temperature=1.0),
     judge_params: Sampling = Sampling(max_tokens=512, temperature=0.0),
     batch_size: int = 16,
-    max_error_rate: float | None = 0.05,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
     pairwise: bool = False,
     swap: bool = False,
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Best-of-k: answer each instruction k times, judge the answers, keep the best and worst as a pair.
     `pairwise`: answer twice and ask a pairwise rubric which answer is better (`swap`: in both orders)."""
@@ -282,8 +272,8 @@ def prefs(
     scorer = load_rubric(rubric)
     if not pairwise and (not scorer.score or "response" not in scorer.reads):
         raise SynthError(f"rubric {scorer.name!r} does not score a response; use one that reads it, e.g. response")
-    llm = Metered(backend, max_error_rate=max_error_rate)
-    jurors = tuple(Metered(j, max_error_rate=max_error_rate) for j in judges)
+    llm = run.meter(backend)
+    jurors = tuple(run.meter(j) for j in judges)
     settings = {
         **_describe(backend),
         "judges": [_describe(j) for j in judges],
@@ -311,14 +301,14 @@ def prefs(
     first, batches = _peek(source, max(batch_size, read_window(batch_size, backend) // k))
     if first is not None:  # a wrong --column fails before any output directory is made
         next(_require(column)([first]))
-    output = open_output(out, settings, overwrite=overwrite, resume=resume, inputs=(source,))
+    output = run.open(out, settings, inputs=(source,))
     models = {"model": settings["model"], "judge_model": ", ".join(str(j["model"]) for j in settings["judges"])}
     stages: list[Stage] = [_require(column), _repeat(k), Respond(llm, params, column), *ranking, _constants(models)]
 
     def notes(counts: dict[str, int]) -> dict[str, Any]:
         return consistency(counts, scorer.name) if pairwise else {}
 
-    return _run(_resumable(batches, output), stages, output, settings, command, None, (llm, *jurors), notes=notes)
+    return _run(_resumable(batches, output), stages, output, settings, run, meters=(llm, *jurors), notes=notes)
 
 
 def _peek(source: str | Path, batch_size: int) -> tuple[Batch | None, Iterator[Batch]]:

@@ -9,8 +9,7 @@ from typing import Any
 
 from synth.backends import Backend, Metered, Sampling
 from synth.core import Stage, SynthError
-from synth.io import Sink, open_output
-from synth.recipes._runner import _constants, _describe, _plain, _resumable, _run
+from synth.recipes._runner import RunSettings, _constants, _describe, _plain, _resumable, _run
 from synth.recipes.quality import _peek
 from synth.resources import data_file
 from synth.sandbox import Sandbox
@@ -28,9 +27,7 @@ def verify_code(
     rejects: str | Path | None = None,
     require_tests: bool = False,
     batch_size: int = 256,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Keep the rows of `source` whose code runs and passes its tests; the rest go to `rejects`.
 
@@ -45,7 +42,7 @@ def verify_code(
     for note in sandbox.notes:  # what the sandbox cannot do here, said once
         print(f"synth: sandbox: {note}", file=sys.stderr)
     keep = passed(untested=not require_tests)
-    return _filtered(batches, [stage], out, rejects, settings, overwrite, resume, command, keep)
+    return _filtered(batches, [stage], out, rejects, settings, run, keep)
 
 
 def verify_math(
@@ -62,12 +59,11 @@ def verify_math(
     params: Sampling = Sampling(max_tokens=1024, temperature=0.7),
     rejects: str | Path | None = None,
     batch_size: int = 64,
-    overwrite: bool = False,
-    resume: bool = False,
-    command: str = "",
+    run: RunSettings = RunSettings(),
 ) -> dict[str, Any]:
     """Keep the rows whose final answer checks out: equal to `reference_column`'s, or (with
-    `samples` K) the answer at least `min_agreement` of K fresh solutions agree on."""
+    `samples` K) the answer at least `min_agreement` of K fresh solutions agree on; the model's
+    failed requests stop the run past `run.max_error_rate`."""
     if not samples and not reference_column:
         raise SynthError("nothing to check the answers against: pass --reference-column COL, or --samples K")
     if samples and backend is None:
@@ -75,7 +71,7 @@ def verify_math(
     stages: list[Stage] = []
     settings: dict[str, Any] = {"input": str(source), "reference_column": reference_column}
     if samples and backend is not None:  # not None: refused above
-        llm = Metered(backend)
+        llm = run.meter(backend)
         text = load_prompt(prompt)
         stages.append(SelfConsistency(llm, samples, params, problem_column, min_agreement, text))
         settings.update(_describe(backend), samples=samples, min_agreement=min_agreement, prompt=text)
@@ -89,7 +85,7 @@ def verify_math(
             if name and name not in first.column_names:
                 names = ", ".join(first.column_names)
                 raise SynthError(f"{source} has no column {name!r} (it has: {names}); name the right one")
-    return _filtered(batches, stages, out, rejects, settings, overwrite, resume, command)
+    return _filtered(batches, stages, out, rejects, settings, run)
 
 
 def load_prompt(prompt: str | Path | None) -> str:
@@ -109,21 +105,18 @@ def _filtered(
     out: str | Path,
     rejects: str | Path | None,
     settings: dict[str, Any],
-    overwrite: bool,
-    resume: bool,
-    command: str,
+    run: RunSettings,
     keep: Rule | None = None,
 ) -> dict[str, Any]:
     """Run `stages`, then keep only the rows `keep` (default: `verify_status == pass`) does not
     drop; the others go to `rejects` with their status."""
     if rejects is not None and Path(rejects).resolve() == Path(out).resolve():
         raise SynthError("--rejects must be a different directory from --out")
-    output = open_output(out, settings, overwrite=overwrite, resume=resume)
+    output = run.open(out, settings)
     meters = tuple(m for s in stages for m in vars(s).values() if isinstance(m, Metered))
     with contextlib.ExitStack() as stack:
         side = None
         if rejects:
-            card = {"command": command, **settings, "rows": "failed verification; `verify_status` says how"}
-            side = stack.enter_context(Sink(open_output(rejects, settings, overwrite=overwrite, resume=resume), card))
+            side = stack.enter_context(run.sink(rejects, settings, "failed verification; `verify_status` says how"))
         checked = Filter((keep or passed(untested=False),), side)
-        return _run(_resumable(batches, output), [*stages, checked], output, settings, command, None, meters=meters)
+        return _run(_resumable(batches, output), [*stages, checked], output, settings, run, meters=meters)

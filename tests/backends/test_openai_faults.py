@@ -78,7 +78,8 @@ def test_failed_rows_are_kept_and_counted_under_the_max_error_rate(server, tmp_p
     llm = load_backend("fake-chatml", base_url=server.url, attempts=2, concurrency=1, **FAST)
     server.fail_next(500, 500, 500, 500)  # the first two rows, two attempts each
     source = _questions(tmp_path / "q.jsonl", 60)
-    result = recipes.respond(llm, source, out=tmp_path / "out", max_error_rate=0.05)  # 2 of 60: 3.3%
+    run = recipes.RunSettings(max_error_rate=0.05)
+    result = recipes.respond(llm, source, out=tmp_path / "out", run=run)  # 2 of 60 failed: 3.3%
     rows = {r["id"]: r for b in read(tmp_path / "out") for r in b.to_pylist()}
     assert result["rows"] == len(rows) == 60
     failed = [r for r in rows.values() if r["response_finish_reason"] == "error"]
@@ -93,7 +94,7 @@ def test_the_run_stops_with_one_line_past_the_max_error_rate(server, tmp_path) -
     server.fail_all = 500
     source = _questions(tmp_path / "q.jsonl", 60)
     with pytest.raises(SynthError) as caught:
-        recipes.respond(llm, source, out=tmp_path / "out", max_error_rate=0.05)
+        recipes.respond(llm, source, out=tmp_path / "out", run=recipes.RunSettings(max_error_rate=0.05))
     message = str(caught.value)
     assert "\n" not in message
     assert "60 of 60 requests failed (100.0%), over the allowed 5.0%" in message

@@ -150,4 +150,5 @@ def test_magpie_recipe_stops_past_the_error_rate(tmp_path) -> None:
     fail = Completion("", "error", error="server answered 500: boom")
     llm = ScriptedBackend([fail] * 128)
     with pytest.raises(SynthError, match="--max-error-rate"):
-        recipes.magpie(llm, n=10, out=tmp_path / "o", response=None, batch_size=64, max_error_rate=0.05)
+        run = recipes.RunSettings(max_error_rate=0.05)
+        recipes.magpie(llm, n=10, out=tmp_path / "o", response=None, batch_size=64, run=run)

@@ -276,7 +276,8 @@ def test_persona_magpie_on_resume_pairs_attempts_with_the_same_personas(tmp_path
     llm = ScriptedBackend(replies=["Q0", "Q1"])
     recipes.magpie(llm, n=2, out=tmp_path / "o", personas="starter", response=None, batch_size=2)
     llm = ScriptedBackend(replies=["Q2", "Q3"])
-    recipes.magpie(llm, n=4, out=tmp_path / "o", personas="starter", response=None, batch_size=2, resume=True)
+    resumed = recipes.RunSettings(resume=True)
+    recipes.magpie(llm, n=4, out=tmp_path / "o", personas="starter", response=None, batch_size=2, run=resumed)
     rows = pq.read_table(tmp_path / "o/data").to_pylist()
     assert [r["persona_id"] for r in rows] == ["starter-000", "starter-001", "starter-002", "starter-003"]
 
@@ -342,7 +343,7 @@ def test_seeded_generation_with_ids_that_end_in_letters() -> None:
 def test_generate_resume_goes_on_from_the_next_persona(tmp_path) -> None:
     recipes.personas_generate(ScriptedBackend(replies=["User prompt: a"]), "starter", out=tmp_path / "o", n=1)
     llm = ScriptedBackend(replies=["User prompt: b"])
-    recipes.personas_generate(llm, "starter", out=tmp_path / "o", n=2, resume=True)
+    recipes.personas_generate(llm, "starter", out=tmp_path / "o", n=2, run=recipes.RunSettings(resume=True))
     assert len(llm.calls) == 1 and "Manchester" not in llm.calls[0][0][0]["content"]
     rows = pq.read_table(tmp_path / "o/data").to_pylist()
     assert [(r["persona_id"], r["instruction"]) for r in rows] == [("starter-000", "a"), ("starter-001", "b")]
