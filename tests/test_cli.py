@@ -189,23 +189,36 @@ def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
             for i, q in enumerate(["Say hi.", "Count to three."])
         )
     )
-    done = synth("respond", str(src), "--out", str(tmp_path / "a"), "--max-tokens", "12", "--seed", "1")
+    done = synth("respond", str(src), "--out", str(tmp_path / "a"), "--max-tokens", "64", "--seed", "1")
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(tmp_path / "a/data").to_pylist()
     assert [r["level"] for r in rows] == [0, 1]
-    # a real model at 12 tokens stops or is cut off; "error" (a failed request) is never a pass
+    # a real model at 64 tokens stops or is cut off; "error" (a failed request) is never a pass
     assert all(r["response_finish_reason"] in {"stop", "length"} and r["response"].strip() for r in rows), rows
+    # "Say hi." is answered in full at 64 tokens; a cut-off answer would be no training row (null messages)
+    assert rows[0]["response_finish_reason"] == "stop", rows[0]
     assert rows[0]["messages"][-2:] == [
         {"role": "user", "content": "Say hi."},
         {"role": "assistant", "content": rows[0]["response"]},
     ]
+    assert (rows[1]["messages"] is None) == (rows[1]["response_finish_reason"] == "length")
     done = synth(
-        "respond", str(src), "--out", str(tmp_path / "b"), "--messages-column", "messages", "--max-tokens", "12"
+        "respond",
+        str(src),
+        "--out",
+        str(tmp_path / "b"),
+        "--messages-column",
+        "messages",
+        "--max-tokens",
+        "64",
+        "--seed",
+        "1",
     )
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(tmp_path / "b/data").to_pylist()
     assert len(rows) == 2 and all(r["response"].strip() for r in rows), rows
-    assert rows[0]["messages"][0] == conv[0] and rows[0]["messages"][1]["role"] == "assistant"
+    whole = [r for r in rows if r["response_finish_reason"] == "stop"]
+    assert whole and all(r["messages"][0] == conv[0] and r["messages"][1]["role"] == "assistant" for r in whole)
 
 
 def _one_line(done: subprocess.CompletedProcess) -> str:
