@@ -182,7 +182,7 @@ def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
     import pyarrow.parquet as pq
 
     src = tmp_path / "in.jsonl"
-    conv = [{"role": "user", "content": "Name a colour."}]
+    conv = [{"role": "user", "content": "Say hi."}]  # answered in full at 64 tokens with seed 1
     src.write_text(
         "\n".join(
             json.dumps({"instruction": q, "messages": conv, "level": i})
@@ -217,8 +217,8 @@ def test_respond_command_on_jsonl_and_on_messages(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     rows = pq.read_table(tmp_path / "b/data").to_pylist()
     assert len(rows) == 2 and all(r["response"].strip() for r in rows), rows
-    whole = [r for r in rows if r["response_finish_reason"] == "stop"]
-    assert whole and all(r["messages"][0] == conv[0] and r["messages"][1]["role"] == "assistant" for r in whole)
+    assert rows[0]["response_finish_reason"] == "stop", rows[0]
+    assert rows[0]["messages"] == [*conv, {"role": "assistant", "content": rows[0]["response"]}]
 
 
 def _one_line(done: subprocess.CompletedProcess) -> str:
