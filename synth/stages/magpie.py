@@ -45,11 +45,11 @@ class Magpie:
         for batch in batches:
             systems = _column_or(batch, "system_prompt", self.system_prompt)
             prompts = [self.template.pre_query(s) for s in systems]
+            self.stats["attempts"] += batch.num_rows  # before: the progress line's yield reads it as rows end
             with _watching(self.on_answer):
                 out = self.backend.generate(prompts, _seeded(params, batch))
             texts = [c.text.strip() for c in out]
             keep = [self._verdict(text, c.finish_reason) for text, c in zip(texts, out)]
-            self.stats["attempts"] += batch.num_rows
             self.stats["kept"] += sum(keep)
             batch = add_columns(
                 batch,

@@ -39,6 +39,23 @@ def test_magpie_drops_and_counts_by_reason() -> None:
     }
 
 
+def test_attempts_are_counted_before_their_instructions_end() -> None:
+    """The progress line reads the yield as rows end, mid-batch: the batch's attempts must be
+    counted by then (it showed "yield 400%" when they were counted after the batch)."""
+    seen = []
+
+    class Watching(ScriptedBackend):
+        def generate(self, prompts, params):  # type: ignore[no-untyped-def]
+            seen.append(stage.stats["attempts"])
+            return super().generate(prompts, params)
+
+    stage = Magpie(Watching(replies=["One.", "Two.", "Three.", "Four."]), builtin("chatml"))
+    out = list(pipe(counter_source(batch_size=2), take(4), stage))
+    assert sum(b.num_rows for b in out) == 4
+    assert seen == [2, 4]
+    assert stage.stats["attempts"] == 4
+
+
 def test_magpie_system_prompt_goes_into_the_pre_query() -> None:
     llm = ScriptedBackend(replies=["Solve x+1=2."])
     list(Magpie(llm, builtin("qwen2.5"), system_prompt="You are a math tutor.")([from_rows([{"id": "0"}])]))
