@@ -8,6 +8,7 @@ in no item) cost one byte read.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,9 @@ def normalised_words(texts: pa.Array) -> pa.Array:
     """Each text as a list of words: NFKC, lower case, punctuation and symbols as spaces."""
     norm = pc.utf8_lower(pc.utf8_normalize(pc.fill_null(texts, ""), form="NFKC"))
     spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(norm, r"[\p{P}\p{S}]+", " "))
-    return pc.utf8_split_whitespace(spaced)  # trimmed first, or a text ending in "?" ends in an empty word
+    words = pc.utf8_split_whitespace(spaced)  # trimmed first, or a text ending in "?" ends in an empty word
+    # Arrow splits "" into one empty word: at n = 1 an empty row was a copy of every empty answer.
+    return pc.if_else(pc.equal(spaced, ""), pa.scalar([], words.type), words)
 
 
 class _Powers:
@@ -99,6 +102,17 @@ def ngram_hashes_threaded(texts: pa.Array, n: int, threads: int = 2) -> tuple[np
 @lru_cache(maxsize=4)
 def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="synth-ngrams")
+
+
+def _after_fork() -> None:
+    """In a forked child (multiprocessing, datasets' `map(num_proc=)`, a test runner's workers): the
+    parent's pools have no threads there and would take work that never runs, so the child hung on
+    its first batch; and a lock held at the fork would never be let go. Both made again."""
+    _pool.cache_clear()
+    _POWERS.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class NgramIndex:
