@@ -114,6 +114,50 @@ def drop_counts(counts: Mapping[str, Any]) -> dict[str, int]:
     return flat
 
 
+def diversity_section(block: Mapping[str, Any]) -> str:
+    """The README's `## Diversity` section for a card's `diversity` block: the figures as a
+    table with their 95% intervals and the clusters' labels, or why there are none."""
+    column = f" for `{block['column']}`" if block.get("column") else ""
+    if "vendi" not in block:
+        return f"## Diversity\n\nNo diversity figures{column}: {block.get('absent', 'not measured')}.\n\n"
+    sample, rows_in = block["sample"], block["rows"]
+    sampled = f"a uniform sample of {sample} of its {rows_in} rows" if sample < rows_in else f"{sample} rows"
+    lo, hi = block["vendi_interval"]
+    plo, phi = block["vendi_per_row_interval"]
+    nlo, nhi = block["nn_similarity_interval"]
+    rows = [
+        ("Vendi score (effective number of distinct rows)", f"{block['vendi']:.2f}", f"{lo:.2f}-{hi:.2f}"),
+        ("Vendi score per row", f"{block['vendi_per_row']:.4f}", f"{plo:.4f}-{phi:.4f}"),
+        ("mean nearest-neighbour cosine similarity", f"{block['nn_similarity']:.3f}", f"{nlo:.3f}-{nhi:.3f}"),
+        ("distinct-1 (unique words / words)", f"{block['distinct_1']:.3f}", ""),
+        ("distinct-2 (unique word pairs / pairs)", f"{block['distinct_2']:.3f}", ""),
+        (f"cluster entropy over {block['k']} clusters, bits", f"{block['entropy_bits']:.2f}", ""),
+        ("cluster entropy, share of the most", f"{block['entropy_normalised']:.2f}", ""),
+    ]
+    lines = [
+        "## Diversity",
+        "",
+        f"The text of `{block['column']}`, measured on {sampled} with the embedder {block['embedder']} "
+        "(`synth diversity` gives the same figures); the intervals are 95% bootstrap intervals.",
+        "",
+        "| figure | value | 95% interval |",
+        "|---|---|---|",
+        *(f"| {name} | {value} | {interval} |" for name, value, interval in rows),
+        "",
+        "Clusters, largest first, each labelled by its most typical row:",
+        "",
+        *(f"- {c['share']:.1%}: {_cell(c['label'])}" for c in block.get("clusters", [])),
+        "",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A row's text inline in markdown: its own markup escaped, so a label stays one line of text."""
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", " ".join(str(text).split()))
+
+
 def _record(value: Any, depth: int) -> Any:
     if isinstance(value, _PLAIN):
         return value

@@ -218,13 +218,22 @@ class Server:
 class Saving:
     """The output options every writing command takes, declared once like `Server`: a command names
     `save: Saving = Saving()` and `@shared_options` puts --overwrite, --resume, --push-to-hub,
-    --private and --strict in its place (`--out` stays the command's own: each has its default folder)."""
+    --private, --strict and --no-diversity in its place (`--out` stays the command's own: each has
+    its default folder)."""
 
     overwrite: OverwriteOpt = False
     resume: ResumeOpt = False
     push_to_hub: PushOpt = None
     private: PrivateOpt = False
     strict: StrictOpt = False
+    diversity: Annotated[
+        bool,
+        typer.Option(
+            "--diversity/--no-diversity",
+            help="End by measuring the output's text (instruction, text, prompt, persona or response: the first "
+            "it has) as `synth diversity` does, on at most 10,000 rows with the static embedder, into the card.",
+        ),
+    ] = True
 
     def preflight(
         self,
@@ -247,6 +256,7 @@ class Saving:
             max_error_rate=max_error_rate,
             command=command_line(),
             executor=executor,
+            diversity=self.diversity,
         )
 
     def push(self, out: Path) -> None:

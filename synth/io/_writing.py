@@ -399,7 +399,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
     """Write README.md: Hub YAML metadata, then a provenance section (JSON, for machines too)."""
     import yaml
 
-    from synth.card import public
+    from synth.card import diversity_section, public
 
     rows = out.rows
     meta = {
@@ -423,6 +423,7 @@ def write_card(out: Output, provenance: dict[str, Any]) -> None:
         "```python\nfrom datasets import load_dataset\n"
         f'ds = load_dataset("{out.path.name}")\n```\n\n'
         f"{EMPTY_NOTE if out.shards and not rows else ''}"
+        f"{diversity_section(record['diversity']) if isinstance(record.get('diversity'), dict) else ''}"
         "## Provenance\n\n"
         f"```json\n{json.dumps(record, indent=2, default=str, ensure_ascii=False)}\n```\n"
     )

@@ -18,7 +18,7 @@ from synth.backends import Backend, Metered, Sampling
 from synth.card import counts_by_stage, public_text, stage_names, stage_record
 from synth.core import Batch, Stage, StoppedShort, SynthError, pipe
 from synth.io import Output, Sink, open_output, write
-from synth.io._writing import stopped
+from synth.io._writing import stopped, write_card
 
 if TYPE_CHECKING:  # Ray is imported only where a run uses it
     from synth.distributed import RayExecutor
@@ -59,8 +59,9 @@ class RunSettings:
     replaces (`overwrite`) or continues (`resume`) what its output holds, the share of failed model
     requests past which it stops short (`max_error_rate`; None: only a run whose every request
     failed stops), the `command` its card records, where its LLM stages run (`executor`: None here,
-    a `RayExecutor` in Ray actors, for the recipes that say so) and the rows per shard (`shard_rows`).
-    The CLI builds one per command from its shared options (`Saving.run`)."""
+    a `RayExecutor` in Ray actors, for the recipes that say so), the rows per shard (`shard_rows`)
+    and whether the card ends with the diversity figures of the output's text (`diversity`, see
+    `with_diversity`). The CLI builds one per command from its shared options (`Saving.run`)."""
 
     overwrite: bool = False
     resume: bool = False
@@ -68,6 +69,7 @@ class RunSettings:
     command: str = ""
     executor: RayExecutor | None = None
     shard_rows: int = 10_000
+    diversity: bool = True
 
     def meter(self, backend: Backend) -> Metered:
         """`backend`, counting its requests, failures and tokens and stopping past `max_error_rate`."""
@@ -251,6 +253,7 @@ def _run(
         short = _short(output, str(exc).rstrip("."), AGAIN, asked)
     if short is not None:
         stopped(output, str(short), card)
+    with_diversity(output, card, run)
     seconds = time.monotonic() - started
     result = {"rows": output.rows, "counts": stats(), "seconds": seconds, "tokens": tokens()}
     ending = None if short is None else f"stopped short: {output.rows}{f' of {asked.rows}' if asked else ''} rows."
@@ -259,6 +262,32 @@ def _run(
         short.result = result  # type: ignore[attr-defined]  # for a caller in Python: what the run did
         raise short
     return result
+
+
+def with_diversity(
+    output: Output, card: Callable[[], dict[str, Any]], run: RunSettings, column: str | None = None
+) -> None:
+    """Write `output`'s card again with a `diversity` block: the figures of its text `column`
+    (default: the first of instruction, text, prompt, persona, response it has) on a sample of at
+    most 10,000 rows with the static embedder, or `absent` and why (`run.diversity` off, no
+    embedder, no text); one line on stderr says them. Seconds, not minutes, whatever the rows."""
+    from synth.recipes.diversity import card_diversity
+
+    if run.diversity:
+        block = card_diversity([output.path / "data" / s["file"] for s in output.shards], column)
+    else:
+        block = {"column": column, "absent": "not measured (--no-diversity)"}
+    write_card(output, {**card(), "diversity": block})
+    if "vendi" in block:
+        lo, hi = block["vendi_per_row_interval"]
+        print(
+            f"synth: diversity of {block['column']} ({block['sample']} of {block['rows']} rows): "
+            f"Vendi score {block['vendi']:.1f}, per row {block['vendi_per_row']:.3f} ({lo:.3f}-{hi:.3f}), "
+            f"distinct-2 {block['distinct_2']:.2f}; in the card",
+            file=sys.stderr,
+        )
+    elif run.diversity:
+        print(f"synth: no diversity figures in the card: {block['absent']}", file=sys.stderr)
 
 
 AGAIN = "run the same command with --resume (with --overwrite instead, if the fix changes a setting)"

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 from synth.backends import Backend, Sampling
 from synth.core import StoppedShort, SynthError, from_rows
 from synth.io import check_apart, check_input, read, write
-from synth.recipes._runner import RunSettings, _describe, _plain
+from synth.recipes._runner import RunSettings, _describe, _plain, with_diversity
 from synth.resources import choices, data_file, read_choice
 from synth.stages import diversity as div
 from synth.stages.dedup import SemanticDedup
@@ -24,6 +24,7 @@ from synth.stages.embed import STATIC
 from synth.stages.magpie import instruction_key
 
 TEXT_COLUMNS = ("instruction", "text", "prompt", "response")
+CARD_COLUMNS = ("instruction", "text", "prompt", "persona", "response")  # a card measures the first its data has
 TOPICS = "pipelines/topics/default.jsonl"
 SPREADS = ("topics", "personas", "tasks")
 TOPIC_TEMPLATE = (
@@ -92,6 +93,54 @@ def diversity(
         page = ["# Diversity", "", f"{source}, column `{column}`", "", "```text", div.table(figures), "```", ""]
         (out / FILES[1]).write_text("\n".join(page), encoding="utf-8")
     return figures
+
+
+def card_diversity(files: Sequence[str | Path], column: str | None = None, *, seed: int = 0) -> dict[str, Any]:
+    """The `diversity` block of a dataset card: the figures of `column` (default: the first of
+    instruction, text, prompt, persona, response the parquet `files` hold) on the uniform sample
+    `synth diversity` takes, with the static embedder; or, where there are none, `absent` saying
+    why. Never raises: the run it ends has made its rows, and a measure is no reason to fail it."""
+    import pyarrow.parquet as pq
+
+    if not files:
+        return {"column": column, "absent": "no rows to measure"}
+    names = pq.read_schema(files[0]).names
+    column = column or next((c for c in CARD_COLUMNS if c in names), None)
+    if column is None or column not in names:
+        return {"column": column, "absent": f"no text column to measure ({', '.join(CARD_COLUMNS)})"}
+    missing = static_missing()
+    if missing:
+        return {"column": column, "absent": missing}
+    texts: list[str] = []
+    for file in files:
+        values = pq.read_table(file, columns=[column])[column]
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            texts += [t for t in values.to_pylist() if t]
+    if len(texts) < 2:
+        return {"column": column, "absent": f"fewer than 2 rows with text in {column}"}
+    keep = div.sample_rows(len(texts), div.SAMPLE, seed)
+    try:
+        figures = div.measure([texts[i] for i in keep], k=div.CLUSTERS, seed=seed, rows=len(texts))
+    except Exception as exc:  # any failure of the measure becomes the card's reason, not the run's
+        return {"column": column, "absent": f"measuring failed: {type(exc).__name__}: {exc}"}
+    return {"column": column, **figures}
+
+
+def static_missing() -> str | None:
+    """Why the static embedder cannot run here without minutes of work, or None where it can.
+    It is distilled once (`synth diversity` does it, with torch): a run's card never waits for that."""
+    import importlib.util
+
+    if importlib.util.find_spec("model2vec") is None:
+        return "the static embedder needs model2vec: pip install 'synth[embed]'"
+    from synth.stages.embed import STATIC_DIR, cache_dir
+
+    if not (cache_dir() / STATIC_DIR / "model.safetensors").is_file():
+        return (
+            "the static embedder is not built yet: `synth diversity` on this dataset builds it once "
+            "(a few minutes; needs synth[embed-torch]) and measures it; later runs' cards then carry the figures"
+        )
+    return None
 
 
 def check_out(out: str | Path, inputs: list[Any], overwrite: bool) -> None:
@@ -211,6 +260,7 @@ def topics(
     )
     card = {"command": run.command, **settings, "macro_topics": macro, "generated_tokens": llm.completion_tokens}
     write(iter([table if table is not None else empty]), output, card=lambda: card)
+    with_diversity(output, lambda: card, run, "subtopic")
     print(f"synth: {len(rows)} subtopics under {len({r['topic'] for r in rows})} topics in {out}", file=sys.stderr)
     if len(rows) < n:
         raise StoppedShort(

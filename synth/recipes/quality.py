@@ -58,7 +58,7 @@ def dedup(
     would have written next, wherever it stopped: none lost, none twice.
     """
     from synth.io import arrow_without_pandas, jemalloc_for_arrow
-    from synth.recipes._runner import Interrupted, _skip
+    from synth.recipes._runner import Interrupted, _skip, with_diversity
 
     jemalloc_for_arrow()  # this process only reads, judges and writes: keep what it frees small
     arrow_without_pandas()
@@ -106,6 +106,7 @@ def dedup(
         raise Interrupted(
             f"interrupted: {output.rows} rows are safe in {out}; run the same command with --resume to go on"
         ) from None
+    with_diversity(output, card, run, column)
     seconds = time.monotonic() - started
     print(report.dedup_summary(stage.stats, stage.notes, out, rejects, seconds), file=sys.stderr)
     return {"counts": dict(stage.stats), "notes": dict(stage.notes), "seconds": seconds}
