@@ -271,6 +271,17 @@ def test_the_judge_decides_between_the_floor_and_the_embedding_rule(fake) -> Non
     assert stage.failures == {"parse_error: still unsure": 1, "parse_error: it depends": 1}
 
 
+def test_a_row_at_the_floor_is_asked_and_one_under_it_is_not(fake) -> None:
+    fake({"at the floor": toward(0, 0.5), "just under": toward(0, 0.49)})
+    judge = ScriptedBackend([YES])
+    stage = Decontaminate(
+        (ALPHA,), methods=("embedding", "llm"), judge=judge, embedding_threshold=0.75, judge_floor=0.5
+    )
+    found = stage.check(rows("at the floor", "just under")).to_pylist()
+    assert [f and f["method"] for f in found] == ["llm", None]
+    assert [len(c) for c in judge.calls] == [1]
+
+
 def test_the_judge_is_shown_at_most_4000_characters_of_each_side(fake) -> None:
     long = "x" * 3990 + "0123456789ABCDEF"
     fake({long: toward(0, 0.9)})
@@ -286,12 +297,22 @@ def test_a_judge_that_never_answers_stops_the_run_before_the_batch_is_kept(fake)
     meter = Metered(ScriptedBackend([down] * 4), max_error_rate=0.05)
     stage = Decontaminate((ALPHA,), methods=("embedding", "llm"), judge=meter, embedding_threshold=0.75)
     kept = []
-    with pytest.raises(StoppedShort, match=r"no usable answer for 2 of the 2 rows .*2x: backend_error: Connection"):
+    said = r"no usable answer for 2 of the 2 rows it asked about \(commonest, 2x: backend_error: ConnectionError: "
+    with pytest.raises(StoppedShort, match=said + r"the judge's server is down\); the batch in hand was not kept"):
         kept += list(stage([rows("close, judge says yes", "asked, judge says no")]))
     assert kept == []
     assert (meter.requests, meter.failed) == (4, 4)  # each asked, then once again: all metered
     assert (stage.stats["llm_asked"], stage.stats["llm_failed"]) == (2, 2)
     assert "dropped_contaminated_alpha_embedding" not in stage.stats
+
+
+def test_a_failure_with_no_message_is_named_by_its_status(fake) -> None:
+    fake({"close, judge says yes": toward(0, 0.9)})
+    silent = ScriptedBackend([Completion("", "error")] * 2)
+    stage = Decontaminate((ALPHA,), methods=("embedding", "llm"), judge=silent, embedding_threshold=0.75)
+    with pytest.raises(StoppedShort, match=r"for 1 of the 1 rows it asked about \(commonest, 1x: backend_error\); "):
+        stage.check(rows("close, judge says yes"))
+    assert stage.failures == {"backend_error": 1}
 
 
 def test_one_usable_answer_is_enough_below_fifty_asked(fake) -> None:

@@ -59,6 +59,8 @@ def test_hashes_are_the_reference_polynomial_over_word_hashes() -> None:
 def test_no_words_anywhere_gives_empty_hashes_and_offsets_per_text() -> None:
     hashes, offsets = ngram_hashes(pa.array(["", None, "!?"]), 2)
     assert hashes.tolist() == [] and offsets.tolist() == [0, 0, 0, 0]
+    hashes, offsets = ngram_hashes(pa.array(["a b c", "x", ""]), 2)  # the last texts too short
+    assert hashes.tolist() == reference(["a", "b", "c"], 2) and offsets.tolist() == [0, 2, 2, 2]
 
 
 def test_an_empty_text_holds_no_word_even_at_n_1() -> None:
@@ -91,13 +93,14 @@ def test_hashing_on_threads_works_in_a_forked_child() -> None:
     texts = pa.array([f"one two three {i}" for i in range(8)])
     expected, _ = ngram_hashes_threaded(texts, 2, 2)
     pid = os.fork()
-    if pid == 0:  # the child: exit 0 only if it hashed the same, within seconds
-        signal.alarm(20)
+    if pid == 0:  # the child: exit 0 only if it hashed the same, within seconds; never return to pytest
+        code = 1
         try:
-            ok = ngram_hashes_threaded(texts, 2, 2)[0].tolist() == expected.tolist()
+            signal.alarm(10)
+            code = 0 if ngram_hashes_threaded(texts, 2, 2)[0].tolist() == expected.tolist() else 1
         finally:
-            os._exit(0 if ok else 1)
-    deadline = time.monotonic() + 20
+            os._exit(code)
+    deadline = time.monotonic() + 15
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     if done[0] == 0:
@@ -155,6 +158,8 @@ def test_the_prefix_filter_never_hides_a_match(bits) -> None:
     item, score = index.best(pa.array(rows))
     assert item[:4].tolist() == [7, 3, -1, -1] and score[:4].tolist() == [1.0, 0.5, 0.0, 0.0]
     assert (item[4:] == -1).all()
+    item, score = index.best(pa.array(questions))  # every key, the largest hash's included, is found
+    assert item.tolist() == list(range(40)) and score.tolist() == [1.0] * 40
 
 
 def test_weighted_ngrams_count_by_rarity_among_the_items() -> None:
