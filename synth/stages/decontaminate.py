@@ -138,8 +138,13 @@ def load_check_rubric(path: str | Path | None = None) -> Any:
         raise SynthError(f"rubric file {file} is not valid YAML ({exc}); fix it") from None
     if not isinstance(spec, dict) or not {"name", "prompt", "schema"} <= set(spec):
         raise SynthError(f"{file} needs name, prompt and schema, as {RUBRIC} has")
-    if "rephrase" not in spec["schema"].get("properties", {}):
-        raise SynthError(f"{file}: its schema must define a boolean `rephrase`, the answer the check reads")
+    schema = spec["schema"] if isinstance(spec["schema"], dict) else {}
+    answer, required = (schema.get("properties") or {}).get("rephrase"), schema.get("required") or []
+    # Anything else and a valid answer could lack it (a crash) or be the string "no" (read as true).
+    if not isinstance(answer, dict) or answer.get("type") != "boolean" or "rephrase" not in required:
+        raise SynthError(
+            f"{file}: its schema must define a boolean `rephrase` and list it in `required`: the answer the check reads"
+        )
     return Rubric(spec["name"], ("text", "benchmark"), spec["prompt"], spec["schema"], {"rephrase": "rephrase"})
 
 
