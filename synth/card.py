@@ -137,8 +137,8 @@ def diversity_section(block: Mapping[str, Any]) -> str:
     lines = [
         "## Diversity",
         "",
-        f"The text of `{block['column']}`, measured on {sampled} with the embedder {block['embedder']} "
-        "(`synth diversity` gives the same figures); the intervals are 95% bootstrap intervals.",
+        f"The text of `{block['column']}`, measured on {sampled} with the embedder `{block['embedder']}`, "
+        "as `synth diversity` measures it; the intervals are 95% bootstrap intervals.",
         "",
         "| figure | value | 95% interval |",
         "|---|---|---|",
