@@ -274,7 +274,7 @@ def test_the_shared_option_groups_reach_every_command_in_full() -> None:
 
     every = commands(typer.main.get_command(app))
     server = {"--backend", "--base-url", "--api-key-env", "--concurrency", "--tensor-parallel-size"}
-    server |= {"--gpu-memory-utilization", "--max-model-len", "--batch-size", "--verbose"}
+    server |= {"--gpu-memory-utilization", "--max-model-len", "--batch-size", "--threads", "--verbose"}
     saving = {"--overwrite", "--resume", "--push-to-hub", "--private"}
     with_server = {name for name, opts in every.items() if "--base-url" in opts}
     with_saving = {name for name, opts in every.items() if "--push-to-hub" in opts}

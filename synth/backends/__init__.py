@@ -165,6 +165,9 @@ def template_of(backend: Backend) -> ChatTemplate:
 BACKENDS = ("llamacpp", "ollama", "openai", "vllm")
 
 
+FLAGS = {"n_threads": "--threads", "host": "--base-url"}  # options whose flag is not their name
+
+
 def load_backend(
     model: str | Path | None = None,
     backend: str = "auto",
@@ -198,9 +201,8 @@ def load_backend(
         if "unexpected keyword argument" not in str(exc):
             raise
         bad = str(exc).rsplit(" ", 1)[-1].strip("'")
-        raise SynthError(
-            f"option {bad!r} (--{bad.replace('_', '-')}) does not apply to the {kind} backend; leave it out"
-        ) from None
+        flag = FLAGS.get(bad, "--" + bad.replace("_", "-"))
+        raise SynthError(f"option {bad!r} ({flag}) does not apply to the {kind} backend; leave it out") from None
     llm.reason = reason
     return llm
 

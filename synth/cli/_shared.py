@@ -114,6 +114,15 @@ BatchOpt = Annotated[
         help="Sequences the backend decodes together, one token each per step. llama.cpp: per model by default (-v).",
     ),
 ]
+ThreadsOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--threads",
+        min=1,
+        help="llama.cpp: CPU threads (default: all cores). On a machine busy with other work, fewer threads than "
+        "cores run faster: each step waits for its slowest thread.",
+    ),
+]
 ConvertOpt = Annotated[
     Optional[bool],  # noqa: UP045
     typer.Option(
@@ -194,6 +203,7 @@ class Server:
     gpu_memory_utilization: GpuMemoryOpt = None
     max_model_len: MaxModelLenOpt = None
     batch_size: BatchOpt = None
+    n_threads: ThreadsOpt = None
     convert: ConvertOpt = None
     verbose: VerboseOpt = False
 

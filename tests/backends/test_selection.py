@@ -93,6 +93,24 @@ def test_an_unrecognisable_model_names_the_shapes_it_could_take() -> None:
 def test_an_option_of_another_backend_is_refused_by_name() -> None:
     with pytest.raises(SynthError, match=r"option 'concurrency' \(--concurrency\) does not apply to the llamacpp"):
         load_backend(None, concurrency=4)
+    with pytest.raises(SynthError, match=r"option 'n_threads' \(--threads\) does not apply to the openai backend"):
+        load_backend("m", "openai", base_url="http://127.0.0.1:9", n_threads=2)
+
+
+def test_threads_reach_llama_cpp(monkeypatch) -> None:
+    """--threads: the embedded backend's llama.cpp threads (a busy machine runs faster on fewer)."""
+    from synth.cli._shared import Server
+
+    seen = {}
+
+    class Stub:
+        def __init__(self, model, template=None, **options):  # type: ignore[no-untyped-def]
+            seen.update(options)
+
+    monkeypatch.setattr("synth.backends.llamacpp.LlamaCppBackend", Stub)
+    load_backend(None, **Server(n_threads=1).options())
+    assert seen["n_threads"] == 1
+    assert "n_threads" not in Server().options() or Server().options()["n_threads"] is None
 
 
 def test_the_openai_backend_needs_an_address_and_a_set_key_variable(monkeypatch) -> None:
