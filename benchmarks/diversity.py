@@ -163,14 +163,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "diversity.json"))
     parser.add_argument("--no-judge", dest="judge", action="store_false", help="Skip the judge (slow on a busy CPU).")
     parser.add_argument("--scale", type=int, default=0, help="Time `synth diversity` on this many rows instead.")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores; 1 on a busy machine).")
+    parser.add_argument("--keep", type=Path, help="Keep each dataset in this folder (default: temporary).")
     args = parser.parse_args()
     if args.scale:
         return scale(args.scale, args.out.replace("diversity.json", "diversity-scale.json"))
-    llm = load_backend(args.model)
+    llm = load_backend(args.model, n_threads=args.threads)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
-            done = run(method, llm, args, Path(tmp))
+            done = run(method, llm, args, args.keep or Path(tmp))
             kept = len(done["texts"])
             scored = div.measure(done["texts"], args.scorer, k=10, seed=args.seed) if kept > 1 else {}
             figures[method] = {

@@ -35,6 +35,7 @@ TODAY = [
     "--response-temperature", "0.7", "--response-max-tokens", "512",
     "--response-top-p", "1.0", "--response-min-p", "0.0",
     "--repeat-penalty", "1.0", "--presence-penalty", "0.0", "--frequency-penalty", "0.0",
+    "--no-loop-stop",  # the loop detector came with issue 32 too
 ]  # fmt: skip
 GOALS = {"seconds_per_kept_ratio": 0.5, "yield": 0.8}
 
@@ -65,16 +66,18 @@ def card(path: Path) -> dict[str, Any]:
     return json.loads(text[text.index("```json") + 7 : text.rindex("```")])
 
 
-def arm(work: Path, model: str, name: str, n: int, seed: int, fresh: bool) -> dict[str, Any]:
+def arm(work: Path, model: str, name: str, n: int, seed: int, fresh: bool, threads: int | None) -> dict[str, Any]:
     out, judged = work / f"{model}-{name}", work / f"{model}-{name}-judged"
     argv = ["magpie", "--n", str(n), "--seed", str(seed), "--out", str(out), *models()[model]]
     argv += TODAY if name == "today" else []
+    each = ["--threads", str(threads)] if threads else []  # the judge's too
+    argv += each
     saved = work / f"{model}-{name}.json"
     if saved.exists() and not fresh and _key(json.loads(saved.read_text())["command"]) == _key(shlex.join(argv)):
         return json.loads(saved.read_text())
     run = child(argv)
     info = card(out)
-    judge = child(["judge", str(out), "--rubric", "quality", "--out", str(judged)])
+    judge = child(["judge", str(out), "--rubric", "quality", "--out", str(judged), *each])
     kept = _rows(out)
     attempts = _attempts(info)
     tokens = info["generated_tokens"]
@@ -173,6 +176,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/synth-kept-rows"))
     parser.add_argument("--only", action="append", help="model-arm to run (e.g. smollm2-today); default all four")
     parser.add_argument("--fresh", action="store_true", help="rerun arms already measured in --work")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (1 on a busy machine)")
     parser.add_argument("--model", action="append", choices=["smollm2", "gemma3-base"], help="default: both")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -181,8 +185,9 @@ def main() -> None:
         for name in ("today", "new"):
             if args.only and f"{model}-{name}" not in args.only:
                 continue
-            rows.append(arm(args.work, model, name, args.n, args.seed, args.fresh))
-    report = {"n": args.n, "seed": args.seed, "machine": "2 shared cores, nice -n 10", "rows": rows}
+            rows.append(arm(args.work, model, name, args.n, args.seed, args.fresh, args.threads))
+    load = [round(v, 1) for v in os.getloadavg()]
+    report = {"n": args.n, "seed": args.seed, "threads": args.threads, "load_at_end": load, "rows": rows}
     if args.model:  # a partial run names its models
         report["models"] = args.model
     if not args.only:
