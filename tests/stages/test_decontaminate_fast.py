@@ -223,6 +223,16 @@ def test_columns_that_cannot_be_read_are_refused_with_the_fix() -> None:
     assert found[0]["item_id"] == "a1" and found[1] is None
 
 
+def test_each_dropped_row_is_counted() -> None:
+    stage = Decontaminate((ALPHA, BETA), methods=("ngram",), ngram=2)
+    kept = [r["id"] for b in stage([rows(OCEAN, BRIDGE, "Sing.", OCEAN), rows(OCEAN)]) for r in b.to_pylist()]
+    assert kept == ["r2"]
+    assert {k: v for k, v in stage.stats.items() if k.startswith("dropped_")} == {
+        "dropped_contaminated_alpha_ngram": 3,
+        "dropped_contaminated_beta_ngram": 1,
+    }
+
+
 def test_a_batch_with_nothing_dropped_sends_nothing_to_rejects() -> None:
     rejected: list = []
     stage = Decontaminate((ALPHA,), methods=("ngram",), ngram=2, rejects=rejected.append)

@@ -112,7 +112,7 @@ def test_hashing_on_threads_works_in_a_forked_child() -> None:
 
 def test_powers_are_base_to_the_i_and_its_inverse_however_they_grew() -> None:
     powers = _Powers()
-    for n in (1, 3, 2, 9, 40):
+    for n in (2, 1, 3, 9, 40):  # from two first: a fresh table holds one power
         up, down = powers.upto(n)
         assert len(up) == len(down) == n
         assert up.tolist() == [pow(BASE, i, M) for i in range(n)]
