@@ -70,6 +70,9 @@ TESTS = [
     "tests/stages/test_judge.py",
     "tests/stages/test_judge_parsing.py",
     "tests/stages/test_similarity.py",
+    "tests/stages/test_similarity_units.py",
+    "tests/stages/test_decontaminate_fast.py",  # decontamination's embedding pass and LLM check, no model
+    "tests/stages/test_ngrams_units.py",
 ]
 # Tests of many seconds each (a real embedder or GGUF model, a CLI run end to end): not per mutant.
 SLOW = [
@@ -111,8 +114,10 @@ def setup(work: Path, only: list[str] | None = None) -> None:
     lines += ["    -k", f"    {deselect}", "    -m", "    not slow"]
     lines += ["pytest_add_cli_args=", "    -p", "    no:cacheprovider", "    -q"]
     lines += ["also_copy=", "    benchmarks", "    filters", "    personas", "    pipelines"]
-    # mutmut's CPU limit is (the tests' time + 1 s) x 2 x this: at 5, tests that start worker
-    # threads (n-gram hashing) ran out of CPU seconds without any loop, and read as kills.
+    # mutmut's CPU limit is (the tests' time + 1 s) x 2 x this, its wall limit half that. The
+    # decontamination "timeouts" were no CPU limit: mutmut forks each mutant from a process that
+    # had hashed n-grams on a thread pool, and the child waited on the pool's missing threads
+    # (fixed in synth/stages/_ngrams.py, which now re-makes its pool after a fork).
     lines += ["timeout_multiplier=30.0", "use_git_change_detection=false"]
     (work / "setup.cfg").write_text("\n".join(lines) + "\n")
 
