@@ -73,6 +73,8 @@ TESTS = [
     "tests/stages/test_similarity_units.py",
     "tests/stages/test_decontaminate_fast.py",  # decontamination's embedding pass and LLM check, no model
     "tests/stages/test_ngrams_units.py",
+    "tests/stages/test_dedup_vectors.py",  # semantic dedup and the vector index, with a fake embedder
+    "tests/stages/test_dedup_shingles.py",
 ]
 # Tests of many seconds each (a real embedder or GGUF model, a CLI run end to end): not per mutant.
 SLOW = [
