@@ -58,6 +58,7 @@ class Fake:
 
     vectors: dict[str, np.ndarray] | None = None
     function: object = None
+    dim: int = DIM
     loads: list[tuple[str, str | None]] = field(default_factory=list)
     threads: list[str] = field(default_factory=list)
 
@@ -65,11 +66,11 @@ class Fake:
         self.threads.append(threading.current_thread().name)
         if self.function is not None:
             return self.function(texts)
-        return np.array([self.vectors[t] for t in texts], np.float32).reshape(len(texts), DIM)
+        return np.array([self.vectors[t] for t in texts], np.float32).reshape(len(texts), self.dim)
 
 
 def fake(monkeypatch, vectors=None, function=None, quick: bool = True, dim: int = DIM) -> Fake:
-    embedder = Fake(vectors, function)
+    embedder = Fake(vectors, function, dim)
 
     def load(name: str, device: str | None = None) -> Embedder:
         embedder.loads.append((name, device))
@@ -111,6 +112,7 @@ def test_rows_closer_than_the_threshold_are_dropped_naming_the_kept_row_they_cop
     out, rejects = run(stage, list(FAMILY), size)
     assert kept_ids(out) == [0, 1, 3, 6]
     assert out["dup_cluster"].to_pylist() == ["0", "1", "3", "6"]
+    assert out.schema.field("min_neighbor_distance").type == pa.float32()  # as in a batch with no text
     distance = out["min_neighbor_distance"].to_pylist()
     assert distance[0] is None  # no earlier row
     np.testing.assert_allclose(distance[1:], [1.0, 0.101, 1.0], atol=1e-6)  # dropped rows are not neighbours
@@ -127,10 +129,11 @@ def test_a_row_exactly_at_the_threshold_is_kept(monkeypatch, size) -> None:
     vectors = {"one": axis(0), "at": 0.75 * axis(0) + np.sqrt(0.4375) * axis(1), "under": near(2, 3, 0.2499)}
     vectors["under twin"] = axis(2)
     fake(monkeypatch, vectors)
-    stage = dedup_semantic(threshold=0.25)
-    out, _ = run(stage, list(vectors), size)
-    assert kept_ids(out) == [0, 1, 2]  # "under twin" at 0.2499 of "under": dropped
-    assert out["min_neighbor_distance"].to_pylist()[1] == 0.25
+    for check_terms in (True, False):  # with the numbers-and-names check, and the threshold alone
+        stage = dedup_semantic(threshold=0.25, check_terms=check_terms)
+        out, _ = run(stage, list(vectors), size)
+        assert kept_ids(out) == [0, 1, 2]  # "under twin" at 0.2499 of "under": dropped
+        assert out["min_neighbor_distance"].to_pylist()[1] == 0.25
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
@@ -155,6 +158,29 @@ def test_on_a_tie_the_earlier_kept_row_decides_the_numbers_check(monkeypatch, si
     stage = dedup_semantic(threshold=0.3)
     out, _ = run(stage, list(vectors), size)
     assert kept_ids(out) == [0, 1, 2, 3] and stage.stats["kept_terms_differ"] == 1
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_the_nearest_close_row_not_the_first_decides_the_numbers_check(monkeypatch, size) -> None:
+    vectors = {"Add 2 and 3.": axis(0), "Add 7 and 6.": 0.6 * axis(0) + 0.8 * axis(1)}  # 0.4 apart: both kept
+    angle = np.radians(35)  # 0.18 from the first, 0.05 from the second, which holds the same numbers
+    vectors["Add 7 and 6 now."] = np.cos(angle) * axis(0) + np.sin(angle) * axis(1)
+    fake(monkeypatch, vectors)
+    stage = dedup_semantic(threshold=0.3, rejects=[].append)
+    out, rejects = run(stage, list(vectors), size)
+    assert kept_ids(out) == [0, 1] and rejects["dup_cluster"].to_pylist() == ["1"]
+
+
+def test_a_batch_past_one_block_checks_numbers_in_every_block(monkeypatch) -> None:
+    base = units(1024, 64, np.random.default_rng(3))  # 1,024 rows far apart (distance over 0.3)
+    texts = [f"item {i} in the list" for i in range(1024)]
+    # In the second block of 1,024 rows: the first 76 again, even ones with the same number, odd ones another.
+    copies = [f"Item {j} in the list" if j % 2 == 0 else f"item {j + 5000} in the list" for j in range(76)]
+    fake(monkeypatch, dict(zip(texts + copies, np.concatenate([base, base[:76]]))), dim=64)
+    stage = dedup_semantic(threshold=0.1, rejects=[].append)
+    out, rejects = run(stage, texts + copies, 1100)
+    assert out.num_rows == 1024 + 38 and stage.stats["kept_terms_differ"] == 38
+    assert rejects["dup_cluster"].to_pylist() == [str(j) for j in range(0, 76, 2)]
 
 
 @pytest.mark.parametrize("size", [1, 3])
@@ -200,9 +226,11 @@ def test_the_column_given_is_the_one_compared_and_null_texts_pass_unchecked(monk
     assert distance[1] is None and distance[2] is None and distance[3] == 1.0
     assert (stage.stats["unchecked_null"], stage.stats["kept"], stage.stats["dropped"]) == (2, 4, 1)
     only_nulls = pa.table({"id": ["a", "b"], "response": pa.array([None, None], pa.string())})
-    (batch,) = dedup_semantic("response", threshold=0.1)([only_nulls])
+    nothing_compared = dedup_semantic("response", threshold=0.1)
+    (batch,) = nothing_compared([only_nulls])
     assert batch.num_rows == 2 and batch["dup_cluster"].null_count == 2
-    assert batch["min_neighbor_distance"].null_count == 2
+    assert batch["min_neighbor_distance"].null_count == 2 and batch["min_neighbor_distance"].type == pa.float32()
+    assert nothing_compared.notes["index"] == "exact (numpy inner products)"
 
 
 def test_without_usearch_the_stage_says_what_to_install(monkeypatch) -> None:
@@ -448,11 +476,13 @@ def test_exact_search_finds_the_nearest_row_across_chunks_and_blocks() -> None:
     index = _VectorIndex(4, 10_000)
     empty = index.search(queries[:2])
     assert empty[0].tolist() == [-np.inf, -np.inf] and empty[1].tolist() == [-1, -1]
-    index.add(rows[:4200])  # past one 4096-row block
+    index.add(rows[:4200].astype(np.float64))  # past one 4096-row block
     index.add(rows[:0])
     index.add(rows[4200:])
     assert index.ntotal == 4500 and index.graph is None
+    assert [c.dtype for c in index.exact] == [np.float32, np.float32]  # 4 bytes a dimension, whatever came in
     nearest_as_numpy_finds_it(index, rows, queries)
+    assert index.search(rows[4096:4097])[1].tolist() == [4096]  # the first row of the second block
     none = index.search(queries[:0])
     assert none[0].shape == (0,) and none[1].shape == (0,)
     few = _VectorIndex(4, 10_000)
@@ -469,6 +499,8 @@ def test_exact_search_gives_the_earliest_of_equal_rows() -> None:
 
 
 def test_past_exact_limit_the_graph_still_finds_rows_added_before_and_after() -> None:
+    from usearch.index import ScalarKind
+
     rng = np.random.default_rng(0)
     index = _VectorIndex(DIM, 3)
     rows = np.eye(DIM, dtype=np.float32)[:7]
@@ -477,6 +509,7 @@ def test_past_exact_limit_the_graph_still_finds_rows_added_before_and_after() ->
     assert index.graph is None and index.kind == "exact (numpy inner products)"  # 3 rows: at the limit
     index.add(rows[3:5])
     assert index.graph is not None and index.kind == "approximate (usearch HNSW, 8-bit, from kept row 4)"
+    assert index.graph.dtype == ScalarKind.I8  # as the notes say: 8-bit vectors
     index.add(rows[5:])
     assert index.ntotal == 7 and index.exact == []
     queries = rows + 0.4 * units(7, DIM, rng)  # cosine about 0.9 to its row, under 0.4 to the others
