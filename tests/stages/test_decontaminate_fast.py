@@ -452,3 +452,107 @@ def test_a_missing_embedder_package_is_named(monkeypatch, model, package) -> Non
     with pytest.raises(SynthError, match=f"needs {package}"):
         Decontaminate((ALPHA,), methods=("llm",), model=model, judge=ScriptedBackend([]))
     assert Decontaminate((ALPHA,), methods=("ngram",), model=model).methods == ("ngram",)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "{properties: {rephrase: {type: string, enum: ['yes', 'no']}}, required: [rephrase]}",  # "no" reads as true
+        "{properties: {rephrase: {type: boolean}}}",  # a valid answer may lack it
+        "{properties: {rephrase: {type: boolean}}, required: }",
+        "{properties: {rephrase: true}, required: [rephrase]}",
+        "[rephrase]",
+    ],
+)
+def test_a_check_rubric_must_require_a_boolean_rephrase(tmp_path, schema) -> None:
+    path = tmp_path / "rubric.yaml"
+    path.write_text(f"name: mine\nprompt: '{{{{ text }}}} {{{{ benchmark }}}}'\nschema: {schema}\n")
+    with pytest.raises(SynthError, match="must define a boolean `rephrase` and list it in `required`"):
+        load_check_rubric(path)
+    good = "{properties: {rephrase: {type: boolean}}, required: [rephrase]}"
+    path.write_text(f"name: mine\nprompt: x\nschema: {good}\n")
+    assert load_check_rubric(path).name == "mine"
+
+
+def test_a_loose_check_rubric_is_refused_before_any_row_is_read(tmp_path) -> None:
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(
+        "name: loose\nprompt: '{{ text }} {{ benchmark }}'\nschema: {properties: {rephrase: {type: boolean}}}\n"
+    )
+    with pytest.raises(SynthError, match="list it in `required`"):
+        Decontaminate((ALPHA,), methods=("llm",), judge=ScriptedBackend(["{}"]), rubric=str(loose))
+
+
+def test_rows_with_no_first_column_are_not_embedded_and_one_character_is_enough(fake) -> None:
+    embedder = fake({"?": toward(0, 0.8)})
+    table = from_rows(
+        [
+            {"id": "null", "instruction": None, "response": OCEAN},
+            {"id": "empty", "instruction": "", "response": OCEAN},
+            {"id": "short", "instruction": "?", "response": "x"},
+        ]
+    )
+    found = Decontaminate((ALPHA,), methods=("embedding",), embedding_threshold=0.75).check(table).to_pylist()
+    assert [f and f["method"] for f in found] == [None, None, "embedding"]
+    assert embedder.calls[1][0] == ["?"]
+
+
+def test_the_llm_method_alone_asks_about_the_embedding_candidates(fake) -> None:
+    fake({"close, judge says yes": toward(0, 0.9), "far, never asked": toward(0, 0.3)})
+    judge = ScriptedBackend([YES])
+    stage = Decontaminate((ALPHA,), methods=("llm",), judge=judge, embedding_threshold=0.75)
+    found = stage.check(rows("close, judge says yes", "far, never asked")).to_pylist()
+    assert [f and f["method"] for f in found] == ["llm", None] and len(judge.calls) == 1
+
+
+def test_the_judge_reads_the_users_rubric(tmp_path, fake) -> None:
+    fake({"close, judge says yes": toward(0, 0.9)})
+    mine = tmp_path / "mine.yaml"
+    schema = "{properties: {rephrase: {type: boolean}}, required: [rephrase]}"
+    mine.write_text(f"name: mine\nprompt: 'MY CHECK: {{{{ text }}}} against {{{{ benchmark }}}}'\nschema: {schema}\n")
+    judge = ScriptedBackend([YES])
+    Decontaminate((ALPHA,), methods=("llm",), judge=judge, embedding_threshold=0.75, rubric=str(mine)).check(
+        rows("close, judge says yes")
+    )
+    assert judge.calls[0][0][-1]["content"] == f"MY CHECK: close, judge says yes\nok against {OCEAN}\nDark water."
+
+
+def test_the_judge_sees_at_most_4000_characters_of_the_item_and_80_of_a_failure(fake) -> None:
+    long = "y" * 3990 + "0123456789ABCDEF"
+    fake({long: toward(0, 1.0), "a copy": toward(0, 0.9)})
+    judge = ScriptedBackend(["z" * 100, "z" * 100 + "!"])
+    stage = Decontaminate(
+        (Benchmark("big", "test", ("g1",), (long,), ("",)),), methods=("llm",), judge=judge, embedding_threshold=0.75
+    )
+    with pytest.raises(StoppedShort):
+        stage.check(rows("a copy"))
+    content = judge.calls[0][0][-1]["content"]
+    assert "y" * 3990 + "0123456789" in content and "0123456789A" not in content
+    assert stage.failures == {"parse_error: " + "z" * 80: 1}
+
+
+def test_a_third_of_the_numbers_is_not_enough(fake) -> None:
+    three = Benchmark("three", "test", ("n1",), ("Add 12, 45 and 78.",), ("135",))
+    fake({"Add 12, 45 and 78.": toward(0, 1.0), "Add 12 to some numbers.": toward(0, 0.95)})
+    found = Decontaminate((three,), methods=("embedding",), embedding_threshold=0.8).check(
+        rows("Add 12 to some numbers.")
+    )
+    assert found.to_pylist() == [None]
+
+
+def test_an_edit_at_exactly_the_threshold_is_caught() -> None:
+    question = "one two three four five six seven eight nine ten eleven"  # ten word pairs
+    row = "one two three four five six seven"  # six of them
+    bench = Benchmark("e", "test", ("e1",), (question,), ("",))
+    share = Decontaminate((bench,), methods=("edit",), edit_threshold=0.1).check(rows(row)).to_pylist()[0]["score"]
+    exact = float(Decontaminate((bench,), methods=("edit",))._edits.best(pa.array([row]))[1][0])
+    assert share == pytest.approx(0.6, abs=1e-6)
+    assert Decontaminate((bench,), methods=("edit",), edit_threshold=exact).check(rows(row)).to_pylist()[0]
+    assert Decontaminate((bench,), methods=("edit",), edit_threshold=exact + 1e-9).check(rows(row)).to_pylist() == [
+        None
+    ]
+
+
+def test_a_batch_without_the_columns_is_told_what_it_has() -> None:
+    with pytest.raises(SynthError, match=r"\(it has text, other\)"):
+        Decontaminate((ALPHA,), methods=("ngram",)).check(pa.Table.from_pylist([{"text": "x", "other": "y"}]))

@@ -14,7 +14,15 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from synth.stages._ngrams import NgramIndex, _Powers, ngram_hashes, ngram_hashes_threaded, normalised_words
+from synth.stages._ngrams import (
+    NgramIndex,
+    _after_fork,
+    _pool,
+    _Powers,
+    ngram_hashes,
+    ngram_hashes_threaded,
+    normalised_words,
+)
 
 BASE, M = 0x9E3779B97F4A7C15, 2**64
 
@@ -92,6 +100,10 @@ def test_hashing_on_threads_works_in_a_forked_child() -> None:
     of its parent's pool threads: it must make its own, not wait on threads that do not exist."""
     texts = pa.array([f"one two three {i}" for i in range(8)])
     expected, _ = ngram_hashes_threaded(texts, 2, 2)
+    pool = _pool(2)
+    _after_fork()  # what a child runs: a new pool and lock, hashing the same
+    assert _pool(2) is not pool and ngram_hashes_threaded(texts, 2, 2)[0].tolist() == expected.tolist()
+    pool.shutdown()
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if it hashed the same, within seconds; never return to pytest
         code = 1
@@ -111,12 +123,13 @@ def test_hashing_on_threads_works_in_a_forked_child() -> None:
 
 
 def test_powers_are_base_to_the_i_and_its_inverse_however_they_grew() -> None:
-    powers = _Powers()
-    for n in (2, 1, 3, 9, 40):  # from two first: a fresh table holds one power
-        up, down = powers.upto(n)
-        assert len(up) == len(down) == n
-        assert up.tolist() == [pow(BASE, i, M) for i in range(n)]
-        assert down.tolist() == [pow(BASE, -i, M) for i in range(n)]
+    for sizes in ((1, 3, 2, 9, 40), (2, 1, 5)):  # a fresh table holds one power
+        powers = _Powers()
+        for n in sizes:
+            up, down = powers.upto(n)
+            assert len(up) == len(down) == n
+            assert up.tolist() == [pow(BASE, i, M) for i in range(n)]
+            assert down.tolist() == [pow(BASE, -i, M) for i in range(n)]
 
 
 # ---------------------------------------------------------------- the index
@@ -163,12 +176,13 @@ def test_the_prefix_filter_never_hides_a_match(bits) -> None:
 
 
 def test_weighted_ngrams_count_by_rarity_among_the_items() -> None:
-    # "which of" is in all three questions that have pairs, each "of <animal>" in one; "one" has none
-    index = NgramIndex(["which of cats", "which of dogs", "which of birds", "one"], None, 2, weighted=True)
-    common, rare = math.log1p(3 / 3), math.log1p(3 / 1)
-    assert index.totals[0].tolist() == pytest.approx([common + rare] * 3 + [0])
-    item, score = index.best(pa.array(["which of cats", "which of", "of dogs", "birds of"]))
-    assert item.tolist() == [0, 0, 1, -1]
+    # "which of" is in three of the four questions that have pairs, each "of <animal>" in one; "one" has none
+    questions = ["which of cats", "which of dogs", "which of birds", "one", "two words"]
+    index = NgramIndex(questions, None, 2, weighted=True)
+    common, rare = math.log1p(4 / 3), math.log1p(4 / 1)
+    assert index.totals[0].tolist() == pytest.approx([common + rare] * 3 + [0, rare])
+    item, score = index.best(pa.array(["which of cats", "which of", "of dogs", "birds of", "two words"]))
+    assert item.tolist() == [0, 0, 1, -1, 4]
     assert score[:3] == pytest.approx([1.0, common / (common + rare), rare / (common + rare)])
     assert index.short_items == 1
     plain = NgramIndex(["which of cats", "which of dogs"], None, 2)
@@ -201,3 +215,25 @@ def test_an_index_with_no_ngrams_finds_nothing() -> None:
     item, score = index.best(pa.array(["tiny tiny tiny", "no no no"]))
     assert item.tolist() == [-1, -1] and score.tolist() == [0.0, 0.0]
     assert NgramIndex(["a b c d"], [""], 3, threads=1).short_items == 0
+
+
+def test_weighted_spans_weigh_each_ngram_by_its_holders_in_that_span() -> None:
+    index = NgramIndex(["which of cats", "which of dogs"], ["x", "y"], 2, weighted=True)
+    # span "both" of item 0 ("which of cats\nx"): "which of" in 2 items, "of cats" and "cats x" in 1
+    common, rare = math.log1p(2 / 2), math.log1p(2 / 1)
+    assert index.totals[:, 0].tolist() == pytest.approx([common + rare, 0, common + 2 * rare])
+    item, score = index.best(pa.array(["which of z cats x"]))
+    assert item.tolist() == [0] and score.tolist() == pytest.approx([(common + rare) / (common + 2 * rare)])
+
+
+def test_an_item_with_a_single_ngram_is_found() -> None:
+    index = NgramIndex(["a b c"], None, 3)
+    item, score = index.best(pa.array(["a b c", "x a b c y", "a b"]))
+    assert item.tolist() == [0, 0, -1] and score.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_past_4096_items_an_ngram_in_one_item_in_64_still_counts() -> None:
+    questions = [f"common phrase w{i}" if i < 65 else f"other w{i}" for i in range(64 * 65)]
+    index = NgramIndex(questions, None, 2, weighted=True)  # 65 holders of "common phrase": kept
+    item, score = index.best(pa.array(["common phrase"]))
+    assert item.tolist() == [0] and 0 < score[0] < 0.5
