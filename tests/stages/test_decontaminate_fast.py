@@ -556,3 +556,13 @@ def test_an_edit_at_exactly_the_threshold_is_caught() -> None:
 def test_a_batch_without_the_columns_is_told_what_it_has() -> None:
     with pytest.raises(SynthError, match=r"\(it has text, other\)"):
         Decontaminate((ALPHA,), methods=("ngram",)).check(pa.Table.from_pylist([{"text": "x", "other": "y"}]))
+
+
+def test_a_close_row_under_a_high_floor_is_dropped_by_the_embedding_rule_unasked(fake) -> None:
+    fake({"close, judge says yes": toward(0, 0.9), "asked, judge says no": toward(0, 0.8)})
+    judge = ScriptedBackend([YES])
+    stage = Decontaminate(
+        (ALPHA,), methods=("embedding", "llm"), judge=judge, embedding_threshold=0.75, judge_floor=0.85
+    )
+    found = stage.check(rows("close, judge says yes", "asked, judge says no")).to_pylist()
+    assert [f and f["method"] for f in found] == ["llm", "embedding"] and [len(c) for c in judge.calls] == [1]

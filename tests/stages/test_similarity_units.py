@@ -134,3 +134,13 @@ def test_the_guard_never_reads_an_empty_store() -> None:
 
     guard = TermsGuard(np.stack([key_terms(pa.array(["to Paris"]))[0]] * 2), nothing, 0)
     assert guard.differ(np.array([0, 1]), np.array([-1, -1]), np.array([0, 3])).tolist() == [False, False]
+
+
+def test_one_close_pair_in_a_thousand_does_not_set_the_threshold() -> None:
+    """0.2% of rows may have a distinct neighbour under the threshold: one pair of 1,001 rows does."""
+    base = texts(1000, seed=7)
+    pair = " ".join(base[0].split()[:6] + ["qqa", "qqb", "qqc", "qqd"])  # 6 of 14 words shared: distinct
+    emb = bag_of_words([base[0], pair])
+    assert 1 - emb[0] @ emb[1] == pytest.approx(0.4)
+    threshold, how = self_calibrate(base + [pair], bag_of_words, "bow")
+    assert threshold > 0.45 and how.startswith("self-calibrated on 1001 rows")
