@@ -156,3 +156,13 @@ def test_dedup_measures_the_column_it_deduplicates(tmp_path, monkeypatch) -> Non
     assert run_main(monkeypatch, "dedup", source, "--column", "prompt", "--out", tmp_path / "d") == 0
     block = read_provenance(tmp_path / "d")["diversity"]
     assert block["column"] == "prompt" and block["absent"].startswith("the static embedder is not built yet")
+
+
+def test_diverse_runs_the_measured_settings(tmp_path, monkeypatch) -> None:
+    """`synth magpie --diverse`: the gate at the tuned distance and spreading over the topics, in the card."""
+    out = magpie(tmp_path, monkeypatch, "--diverse", n=12)
+    card = read_provenance(out)
+    assert card["novelty"] == rdiv.DIVERSE["novelty"] == 0.3
+    assert card["spread"] == "topics"
+    rows = pq.read_table(out / "data").to_pylist()
+    assert len(rows) == 12 and all(r["spread_item"] for r in rows)

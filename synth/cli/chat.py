@@ -117,7 +117,7 @@ def magpie(
         typer.Option(help="A `synth topics` output for --spread topics (default: the shipped taxonomy)."),
     ] = None,
     diverse: Annotated[
-        bool, typer.Option("--diverse", help="Gate and spread as measured best: --novelty 0.15 --spread topics.")
+        bool, typer.Option("--diverse", help="Gate and spread as measured best: --novelty 0.3 --spread topics.")
     ] = False,
     instruction_temperature: InstructionTemperatureOpt = None,
     instruction_max_tokens: InstructionCapOpt = None,

@@ -145,7 +145,7 @@ def personas_generate(
         responses=Sampling(max_tokens=response_max_tokens, temperature=response_temperature, seed=seed)
         if responses
         else None,
-        novelty=recipes.diversity.DIVERSE["novelty"] if diverse else None,
+        novelty=recipes.diversity.PERSONA_NOVELTY if diverse else None,
         spread=diverse,
         run=save.run(max_error_rate),
     )

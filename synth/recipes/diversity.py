@@ -32,9 +32,13 @@ TOPIC_TEMPLATE = (
     "They write it the way a real person would."
 )
 FILES = ("diversity.json", "diversity.md")
-# `--diverse`: the gate at cosine distance 0.15 (looser than dedup's calibrated copy threshold, so it
-# also turns away close rewordings; not yet tuned by benchmarks/diversity.py), and spreading over the shipped topics.
-DIVERSE: dict[str, Any] = {"novelty": 0.15, "spread": "topics"}
+# `--diverse`: spreading over the shipped topics and the gate at cosine distance 0.3 (static
+# embedder), the distance whose first 200 rows scored the highest Vendi per row with MiniLM among
+# 0.2-0.4 on SmolLM2's spread Magpie (benchmarks/diversity_gate.py: 0.541 ungated, 0.547 at 0.3, at
+# 1.24 attempts a row; results/diversity-gate.json). `synth personas generate --diverse` keeps 0.15
+# (PERSONA_NOVELTY: its texts share a form, "As a chef, write..."; not tuned).
+DIVERSE: dict[str, Any] = {"novelty": 0.3, "spread": "topics"}
+PERSONA_NOVELTY = 0.15
 
 
 def pick_column(source: str | Path, column: str | None) -> str:
