@@ -164,8 +164,9 @@ class BatchDecoder:
         self._ctx, self._mem, self.cache_tokens = ctx, lib.llama_get_memory(ctx), cells
 
     def _close(self) -> None:
-        if self._ctx:
-            self._lib.llama_free(self._ctx)
+        free = getattr(self._lib, "llama_free", None)  # None at interpreter exit: the process frees it all
+        if self._ctx and free is not None:
+            free(self._ctx)
         self._ctx = self._mem = None
         self.cache_tokens = 0
 
