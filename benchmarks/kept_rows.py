@@ -31,7 +31,7 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 # synth magpie's defaults before filters/models/: every setting a family file may change, as flags.
 TODAY = [
-    "--instruction-temperature", "1.0", "--instruction-max-tokens", "256",
+    "--instruction-temperature", "1.0", "--instruction-max-tokens", "256", "--instruction-min-p", "0.0",
     "--response-temperature", "0.7", "--response-max-tokens", "512",
     "--response-top-p", "1.0", "--response-min-p", "0.0",
     "--repeat-penalty", "1.0", "--presence-penalty", "0.0", "--frequency-penalty", "0.0",

@@ -57,6 +57,15 @@ class ScriptedBackend:
         return out
 
 
+@pytest.fixture(autouse=True)
+def _loud_progress(monkeypatch):
+    """`-q` on a command run in this process turns progress bars off for the process: each test
+    starts with them on, whichever ran before it."""
+    from synth import report
+
+    monkeypatch.setitem(report._QUIET, "on", False)
+
+
 @pytest.fixture(scope="session")
 def embedded():
     """The real embedded default, SmolLM2-135M-Instruct (a chat model), through llama.cpp, loaded once per session."""

@@ -135,3 +135,22 @@ def test_respond_keeps_failed_rows_with_their_reason(tmp_path) -> None:
         None,
     ]
     assert result["counts"]["response_no_input"] == 1 and result["counts"]["response_error"] == 2
+
+
+def test_magpie_sizes_its_next_window_by_the_yield_so_far(tmp_path) -> None:
+    # Every other instruction runs to its cap. A fixed window of 100 after the first 25 would try
+    # 125 and make 12 rows past --n 50; sized by the yield so far, the run tries about what 50 rows take.
+    replies = [f"Q{i}?" if i % 2 == 0 else Completion("Q...", "length", 3, 256) for i in range(400)]
+    llm = BatchingBackend(replies, batch_size=8)
+    card = recipes.magpie(llm, n=50, out=tmp_path / "o", response=None)
+    sizes = [len(c) for c in llm.calls]
+    assert sizes[0] == 25 and all(8 <= s <= 100 for s in sizes[1:]), sizes
+    assert sum(sizes) < 125 and card["counts"].get("dropped_past_n", 0) <= 8, (sizes, card["counts"])
+    # the same rows as any windowing: ids are consecutive and each row's seed comes from its id
+    assert pq.read_table(tmp_path / "o/data")["instruction"].to_pylist() == [f"Q{i}?" for i in range(0, 100, 2)]
+
+
+def test_a_window_that_kept_nothing_asks_for_a_whole_window_not_an_endless_one() -> None:
+    assert chat._next_window(100, 8, kept=0, tried=25, left=50) == 100
+    assert chat._next_window(100, 8, kept=24, tried=25, left=1) == 8  # never under the backend's slots
+    assert chat._next_window(100, 8, kept=12, tried=25, left=38) == 87  # 38 / (13 / 27) x 1.1

@@ -85,7 +85,7 @@ def test_the_default_model_finds_its_family_file_and_its_values_reach_the_backen
 
 def test_a_flag_wins_over_the_family_file(tmp_path, monkeypatch) -> None:
     flags = ["--instruction-max-tokens", "77", "--response-temperature", "0.25", "--repeat-penalty", "1.0"]
-    flags += ["--response-min-p", "0.0", "--response-top-p", "1.0"]
+    flags += ["--response-min-p", "0.0", "--response-top-p", "1.0", "--instruction-min-p", "0.0"]
     llm, card = magpie(tmp_path, monkeypatch, DEFAULT_MODEL_NAME, *flags)
     asked = {(p.max_tokens, p.temperature) for p in llm.params}
     assert asked == {(77, shipped("smollm2").get("instruction", {}).get("temperature", 1.0)), (512, 0.25)}
@@ -108,7 +108,8 @@ def test_a_base_only_file_fits_only_a_base_model(tmp_path) -> None:
     base = for_model(gemma, chat_tuned=False, folder=tmp_path)
     assert (base.family, base.roles["response"]) == ("gemma3-base", {"min_p": 0.2})
     assert for_model(gemma, chat_tuned=True, folder=tmp_path).file is None  # Gemma 3 270M instruct is another model
-    assert for_model(gemma, chat_tuned=False).file is None  # no shipped file: the generic defaults
+    shipped_base = for_model(gemma, chat_tuned=False)  # the shipped file for the base model
+    assert shipped_base.file == "filters/models/gemma3-base.toml" and shipped_base.roles["instruction"]["min_p"] == 0.1
 
 
 def test_precedence_flag_then_file_then_generic() -> None:

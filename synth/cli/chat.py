@@ -44,6 +44,10 @@ InstructionCapOpt = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(min=1, help="Instruction cap. " + from_family(256)),
 ]
+InstructionMinPOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, max=1.0, help="Instructions' min-p. " + from_family(0.0)),
+]
 ResponseTemperatureOpt = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(min=0.0, help="Answers' temperature. " + from_family(0.7)),
@@ -121,6 +125,7 @@ def magpie(
     ] = False,
     instruction_temperature: InstructionTemperatureOpt = None,
     instruction_max_tokens: InstructionCapOpt = None,
+    instruction_min_p: InstructionMinPOpt = None,
     response_temperature: ResponseTemperatureOpt = None,
     response_max_tokens: ResponseCapOpt = None,
     response_top_p: ResponseTopPOpt = None,
@@ -157,7 +162,8 @@ def magpie(
     llm = server.load(model, template)
     answerer = server.load(response_model) if response_model else None
     asks, answers = for_backend(llm), for_backend(answerer or llm)
-    given = {"max_tokens": instruction_max_tokens, "temperature": instruction_temperature, **repetition.given()}
+    given = {"max_tokens": instruction_max_tokens, "temperature": instruction_temperature, "min_p": instruction_min_p}
+    given.update(repetition.given())
     instruction = asks.sampling("instruction", Sampling(max_tokens=256, temperature=1.0, seed=seed), given)
     given = {"max_tokens": response_max_tokens, "temperature": response_temperature, **repetition.given()}
     given.update(top_p=response_top_p, min_p=response_min_p)

@@ -106,23 +106,25 @@ def _drop_failed(column: str) -> Stage:
 
 def up_to(n: int) -> Stage:
     """`take(n)` that counts the rows made past `n` (`dropped_past_n`): the last window of a
-    generating run makes more rows than it needs, and the card's funnel accounts for every row."""
+    generating run makes more rows than it needs, and the card's funnel accounts for every row.
+    `stage.left()`: the rows it still lets through (a source sizes its windows by it)."""
     stats: Counter[str] = Counter()
+    state = {"left": max(n, 0)}
 
     def stage(batches: Iterable[Batch]) -> Iterator[Batch]:
-        left = n
-        if left <= 0:
+        if state["left"] <= 0:
             return
         for batch in batches:
-            kept = batch.slice(0, left)
-            if batch.num_rows > left:
-                stats["dropped_past_n"] += batch.num_rows - left
-            left -= kept.num_rows
+            kept = batch.slice(0, state["left"])
+            if batch.num_rows > state["left"]:
+                stats["dropped_past_n"] += batch.num_rows - state["left"]
+            state["left"] -= kept.num_rows
             yield kept
-            if left == 0:
+            if state["left"] == 0:
                 return  # without pulling another batch: upstream generation stops here
 
     stage.stats = stats  # type: ignore[attr-defined]  # a function stage's counts, as above
+    stage.left = lambda: state["left"]  # type: ignore[attr-defined]
     return stage
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -115,7 +116,10 @@ def magpie(
     start = output.checkpoint.get("attempts", 0)
     # No more attempts per call than a few times the rows asked for: `--n 20` need not pay for 128.
     window = min(read_window(batch_size, backend, response_backend), max(2 * n, 16))
-    attempts = _ramped(window, start)
+    cap = up_to(n - output.rows)
+    # Each next window sized by the yield so far (locally: a Ray run has windows in flight).
+    need = cap.left if executor is None else None  # type: ignore[attr-defined]
+    attempts = _ramped(window, start, need, floor=getattr(backend, "batch_size", None) or 1)
     source = Cursor(take(max_attempts - start)(attempts) if max_attempts else attempts)
     seen = _seen_instructions(output) if output.rows else KeySet()
     talk = functools.partial(
@@ -139,7 +143,7 @@ def magpie(
     progress = next((s.stats for s in stages if isinstance(s, Magpie)), None)
     if progress is not None and max_attempts is None:
         stages.append(_give_up(stages, progress, instruction, response))
-    stages.append(up_to(n - output.rows))
+    stages.append(cap)
     stages += feedback
     # The source is the attempts: when they run out, the cap was reached.
     asked = Asked(
@@ -148,12 +152,28 @@ def magpie(
     return _run(source, stages, output, settings, run, n, (llm, answerer), progress, asked=asked)
 
 
-def _ramped(window: int, start: int) -> Iterator[Batch]:
+def _ramped(window: int, start: int, need: Callable[[], int] | None = None, floor: int = 1) -> Iterator[Batch]:
     """Attempt ids in windows of `window`, the first a quarter of that: the first rows (and the
-    progress bar's rates and ETA) come within seconds rather than after a whole window."""
-    first = window // 4 if window >= 16 else window  # a small window is quick already
-    yield next(counter_source(first, start=start))
-    yield from counter_source(window, start=start + first)
+    progress bar's rates and ETA) come within seconds rather than after a whole window.
+
+    With `need` (rows still to keep, read as each window is asked for), each next window is what
+    the yield so far says those rows take, plus a tenth, at least `floor` (a batching backend's
+    slots) and at most `window`: the last windows no longer make a whole window of rows past `--n`
+    (`dropped_past_n`). Ids stay consecutive and every row's seed comes from its id, so the rows
+    made are the same; only fewer are thrown away."""
+    size = window // 4 if window >= 16 else window  # a small window is quick already
+    position, wanted = start, need() if need else 0
+    while True:
+        yield next(counter_source(size, start=position))
+        position += size
+        size = window if need is None else _next_window(window, floor, wanted - need(), position - start, need())
+
+
+def _next_window(window: int, floor: int, kept: int, tried: int, left: int) -> int:
+    """Attempts that should keep `left` more rows at the yield `kept` / `tried` so far (smoothed,
+    so a first window that kept nothing asks for a whole window, not an endless one)."""
+    rate = (kept + 1) / (tried + 2)
+    return max(min(floor, window), min(window, math.ceil(left / rate * 1.1)))
 
 
 def _give_up(stages: list[Stage], progress: Any, instruction: Sampling, response: Sampling | None) -> GiveUp:
