@@ -174,7 +174,7 @@ class Writer:
 
 
 def _about(prompt: str) -> str:
-    item = prompt.split("about ", 1)[1].split(". They write", 1)[0]
+    item = prompt.split("You are an expert in ", 1)[1].split(". Users ask you questions about ", 1)[0]
     return f"Please tell me everything about {item}."
 
 
@@ -232,7 +232,10 @@ def test_spreading_moves_draws_toward_the_empty_clusters(tmp_path) -> None:
 def _instructions(llm: Writer):
     def stage(batches):
         for batch in batches:
-            prompts = [f"about {s}. They write" for s in batch["spread_item"].to_pylist()]
+            prompts = [
+                f"You are an expert in {s}. Users ask you questions about {s}."
+                for s in batch["spread_item"].to_pylist()
+            ]
             texts = [c.text for c in llm.generate(prompts, Sampling())]
             yield batch.append_column("instruction", __import__("pyarrow").array(texts))
 
@@ -247,7 +250,7 @@ def test_magpie_spread_balances_kept_rows_and_records_the_draws(tmp_path) -> Non
     topics = [s.split(" (")[1].rstrip(")") for s in table["spread_item"].to_pylist()]
     counts = [topics.count(t) for t in AREAS]
     assert counts == [3, 3, 3, 3], counts
-    assert all(s.startswith("You are a helpful AI assistant") for s in table["system_prompt"].to_pylist())
+    assert all(s.startswith("You are an expert in ") for s in table["system_prompt"].to_pylist())
     card = (tmp_path / "o" / "README.md").read_text()
     assert '"stage": "Spread"' in card and '"drawn"' in card and '"spread": "topics"' in card
 
@@ -453,7 +456,7 @@ def test_multi_turn_diverse_gates_the_opening_and_keeps_the_spread_system_prompt
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["system", "user", "assistant", "user", "assistant"]
         system = row["messages"][0]["content"]
-        assert system.startswith("You are a helpful AI assistant") and row["spread_item"] in system
+        assert system.startswith("You are an expert in ") and row["spread_item"] in system
         assert row["messages"][3]["content"] == f"Please tell me everything about {row['spread_item']}."
     card = (tmp_path / "o" / "README.md").read_text()
     assert '"dropped_similar": 1' in card and '"stage": "Spread"' in card and '"turns": 2' in card

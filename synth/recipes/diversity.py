@@ -27,10 +27,11 @@ TEXT_COLUMNS = ("instruction", "text", "prompt", "response")
 CARD_COLUMNS = ("instruction", "text", "prompt", "persona", "response")  # a card measures the first its data has
 TOPICS = "pipelines/topics/default.jsonl"
 SPREADS = ("topics", "personas", "tasks")
-TOPIC_TEMPLATE = (
-    "You are a helpful AI assistant. The user will ask you a question or make a request about {item}. "
-    "They write it the way a real person would."
-)
+# The topic named twice, as the assistant's field and as what users ask about: SmolLM2-135M wrote
+# about the topic drawn in about 16 of 24 attempts (seed 5, read one by one) against 5 of 24 with
+# "You are a helpful AI assistant. The user will ask you a question or make a request about {item}.
+# They write it the way a real person would." (which it mostly ignored: chess strategy -> cafés).
+TOPIC_TEMPLATE = "You are an expert in {item}. Users ask you questions about {item}."
 FILES = ("diversity.json", "diversity.md")
 # `--diverse`: spreading over the shipped topics and the gate at cosine distance 0.3 (static
 # embedder), the distance whose first 200 rows scored the highest Vendi per row with MiniLM among
