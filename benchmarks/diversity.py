@@ -33,6 +33,7 @@ LOAD = [round(v, 2) for v in os.getloadavg()]
 
 from synth import recipes  # noqa: E402 - after the sys.path fix above
 from synth.backends import Sampling, load_backend  # noqa: E402 - after the sys.path fix above
+from synth.backends.defaults import for_backend  # noqa: E402 - after the sys.path fix above
 from synth.core import StoppedShort  # noqa: E402 - after the sys.path fix above
 from synth.recipes.diversity import DIVERSE  # noqa: E402 - after the sys.path fix above
 from synth.stages import diversity as div  # noqa: E402 - after the sys.path fix above
@@ -48,14 +49,20 @@ METHODS = {
 def run(method: str, llm: object, args: argparse.Namespace, root: Path) -> dict:
     """One Magpie run with the method's settings; its kept instructions and what it cost."""
     out = root / method
-    response = None if args.response_max_tokens == 0 else Sampling(args.response_max_tokens, 0.7, seed=args.seed)
+    # The settings `synth magpie` runs with: the model family's file over synth's generic defaults.
+    family = for_backend(llm)
+    instruction = family.sampling("instruction", Sampling(max_tokens=256, temperature=1.0, seed=args.seed))
+    response = None
+    if args.response_max_tokens:
+        generic = Sampling(args.response_max_tokens, 0.7, seed=args.seed)
+        response = family.sampling("response", generic, {"max_tokens": args.response_max_tokens})
     started = time.perf_counter()
     try:
         result = recipes.magpie(
             llm,
             n=args.n,
             out=out,
-            instruction=Sampling(max_tokens=128, temperature=1.0, seed=args.seed),
+            instruction=instruction,
             response=response,
             max_attempts=args.max_attempts,
             **METHODS[method],
@@ -198,6 +205,7 @@ def main() -> None:
         "model": getattr(llm, "model", None),
         "scorer": args.scorer,
         "response_max_tokens": args.response_max_tokens,
+        "sampling_defaults": for_backend(llm).record("instruction"),  # the family file the runs took
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "methods": figures,
     }
