@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
 from synth import cli
+from tests.cli_run import run_main
 
 GOOD = {"id": "a", "instruction": "Why is the sky blue?", "response": "Rayleigh scattering.", "text": "Sky notes."}
 PERSONA = {"persona": "A lighthouse keeper who reads tide tables."}
@@ -124,15 +124,6 @@ NO_OUTPUT = {"push"}  # reads a folder, writes nothing local: the output cases d
 
 def _hashes(folder: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def run_main(argv: list[str], monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["synth", *argv])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 @pytest.fixture(autouse=True)

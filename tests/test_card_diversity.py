@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,25 +14,17 @@ from synth.core import from_rows
 from synth.io import read_provenance
 from synth.recipes import diversity as rdiv
 from synth.stages import diversity as div
+from tests.cli_run import run_main
 from tests.doubles import FormatBackend
 
 pytest.importorskip("model2vec")
-
-
-def run_main(monkeypatch, *argv) -> int:
-    monkeypatch.setattr(sys, "argv", ["synth", *map(str, argv)])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def magpie(tmp_path, monkeypatch, *extra: str, n: int = 40):
     """`synth magpie` on the format double (in this process): the output folder."""
     monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: FormatBackend())
     out = tmp_path / "o"
-    assert run_main(monkeypatch, "magpie", "--n", n, "--out", out, "--quiet", *extra) == 0
+    assert run_main(["magpie", "--n", n, "--out", out, "--quiet", *extra], monkeypatch) == 0
     return out
 
 
@@ -153,7 +144,7 @@ def test_dedup_measures_the_column_it_deduplicates(tmp_path, monkeypatch) -> Non
     source = tmp_path / "in.jsonl"
     source.write_text('{"prompt": "Say hi.", "note": "a"}\n{"prompt": "Say hi.", "note": "b"}\n', encoding="utf-8")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert run_main(monkeypatch, "dedup", source, "--column", "prompt", "--out", tmp_path / "d") == 0
+    assert run_main(["dedup", source, "--column", "prompt", "--out", tmp_path / "d"], monkeypatch) == 0
     block = read_provenance(tmp_path / "d")["diversity"]
     assert block["column"] == "prompt" and block["absent"].startswith("the static embedder is not built yet")
 

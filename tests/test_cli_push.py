@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from synth import cli
+from tests.cli_run import run_main
 
 WRITERS = [
     ["magpie"],
@@ -26,15 +26,6 @@ WRITERS = [
 ]
 LLM_COMMANDS = [c for c in WRITERS if c not in (["filter"], ["dedup"])]
 WIDE = {"TERMINAL_WIDTH": "200", "COLUMNS": "200"}  # rich wraps narrower help
-
-
-def run_main(argv: list[str], monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["synth", *argv])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def error_line(capsys) -> str:

@@ -5,7 +5,6 @@ the reason and the way on), 2 for bad input; and the summary's last line says ho
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +12,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from synth import cli, read, recipes
+from synth import read, recipes
 from synth.backends import Completion, Prompt, Sampling
 from synth.core import EXIT_STOPPED_SHORT, StoppedShort
 from synth.io import read_provenance
 from synth.templates import ChatTemplate, builtin
 from tests.cards import flat
+from tests.cli_run import run_main
 
 ASKED = 4
 ATTEMPTS = 32
@@ -53,17 +53,6 @@ class Capped:
                     Completion("A whole answer.", "stop", 5, 4) if whole else Completion("It goes on", "length", 5, 9)
                 )
         return out
-
-
-def run_main(argv: list[str], monkeypatch, backend: object | None = None) -> int:
-    if backend is not None:
-        monkeypatch.setattr(cli._shared, "load_backend", lambda *a, **k: backend)
-    monkeypatch.setattr(sys, "argv", ["synth", *[str(a) for a in argv]])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def magpie(out: Path, *extra: str) -> list[str]:

@@ -1,5 +1,4 @@
 import socket
-import sys
 import types
 
 import pyarrow.parquet as pq
@@ -8,6 +7,7 @@ import pytest
 from synth import hub
 from synth.core import SynthError, from_rows
 from synth.io import open_output, write
+from tests.cli_run import run_main
 
 
 class RecordingApi:
@@ -126,17 +126,6 @@ UPLOAD_ERRORS = {
     "connection": (lambda: ConnectionError(f"Connection refused (Authorization: Bearer {SECRET})"), "cannot reach"),
     "other hub error": (_validation, "failed (HFValidationError: Repo id must use"),
 }
-
-
-def run_main(argv: list[str], monkeypatch) -> int:
-    from synth import cli
-
-    monkeypatch.setattr(sys, "argv", ["synth", *argv])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def one_line(capsys) -> str:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth import cli
+from tests.cli_run import run_main
 
 
 def _rows(n: int, tag: str = "") -> list[dict]:
@@ -39,15 +40,6 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def _hashes(folder: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def run_main(argv: list[str], monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["synth", *[str(a) for a in argv]])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from tests.backends.openai_server import serve
+from tests.cli_run import run_main
 
 pytest.importorskip("openai")
 
@@ -50,17 +50,6 @@ def _commands(inputs: dict[str, Path]) -> dict[str, list[str]]:
         "personas expand": ["personas", "expand", str(inputs["personas"]), *small],
         "personas generate": ["personas", "generate", "--personas", str(inputs["personas"]), "--n", "2", *small],
     }
-
-
-def run_main(argv: list[str], monkeypatch) -> int:
-    from synth import cli
-
-    monkeypatch.setattr(sys, "argv", ["synth", *argv])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 def _written_text(root: Path) -> str:
