@@ -57,11 +57,13 @@ def test_magpie_drops_and_counts_empty_answers(tmp_path, keep_truncated) -> None
     assert all(r["response"] == "A whole answer." for r in rows)
     assert all(r["messages"][-1] == {"role": "assistant", "content": "A whole answer."} for r in rows)
     counts = result["counts"]
-    assert counts["dropped_response_empty"] == 8  # k = 1, 2 mod 4: empty, and whitespace cut off
-    assert counts["dropped_empty"] == 4  # the blank instructions, never answered
+    tried = range(llm.asked)  # 13 or more: attempt 12 is the fourth kept row (windows follow the yield)
+    assert len(tried) >= 13
+    assert counts["dropped_response_empty"] == sum(k % 4 in (1, 2) for k in tried)  # empty, and whitespace cut off
+    assert counts["dropped_empty"] == sum(k % 4 == 3 for k in tried)  # the blank instructions, never answered
     assert counts.get("kept_response_truncated", 0) == counts.get("dropped_response_truncated", 0) == 0
     answered = [m[-1]["content"] for call in llm.calls for m in call if not isinstance(m, str)]
-    assert len(answered) == 12 and all(q.startswith("Question") for q in answered)
+    assert len(answered) == sum(k % 4 != 3 for k in tried) and all(q.startswith("Question") for q in answered)
 
 
 def test_respond_marks_an_empty_answer_failed_and_does_not_send_a_blank_question(tmp_path) -> None:
